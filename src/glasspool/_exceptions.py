@@ -1,0 +1,187 @@
+"""The one exception hierarchy of glasspool.
+
+Every error glasspool raises derives from :class:`GlasspoolError`. Errors from the socket,
+TLS or parser layers are translated once, at the boundary where they happen, and chained
+with ``from`` so the original cause stays visible in tracebacks.
+
+::
+
+    GlasspoolError
+    ├── InvalidURL (also ValueError)
+    ├── InvalidRequest (also ValueError)
+    ├── PoolError
+    │   └── PoolMisuse (also RuntimeError)
+    ├── TimeoutError (also builtins.TimeoutError)
+    │   ├── PoolTimeout (also PoolError)
+    │   ├── ConnectTimeout, ReadTimeout, WriteTimeout, TotalTimeout
+    ├── NetworkError
+    │   ├── ConnectError, ReadError, WriteError
+    │   └── ServerDisconnected
+    ├── TLSError (also ConnectError)
+    ├── ProtocolError
+    │   └── IncompleteBody
+    ├── ResponseTooLarge
+    ├── TooManyRedirects
+    ├── HTTPStatusError
+    └── ClientClosed (also PoolError)
+"""
+
+from __future__ import annotations
+
+import builtins
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ._models import Response
+
+__all__ = [
+    "ClientClosed",
+    "ConnectError",
+    "ConnectTimeout",
+    "GlasspoolError",
+    "HTTPStatusError",
+    "IncompleteBody",
+    "InvalidRequest",
+    "InvalidURL",
+    "NetworkError",
+    "PoolError",
+    "PoolMisuse",
+    "PoolTimeout",
+    "ProtocolError",
+    "ReadError",
+    "ReadTimeout",
+    "ResponseTooLarge",
+    "ServerDisconnected",
+    "TLSError",
+    "TimeoutError",
+    "TooManyRedirects",
+    "TotalTimeout",
+    "WriteError",
+    "WriteTimeout",
+]
+
+
+class GlasspoolError(Exception):
+    """Root of every exception glasspool raises."""
+
+
+class InvalidURL(GlasspoolError, ValueError):
+    """A URL glasspool cannot use: bad scheme, host or port, or forbidden characters."""
+
+
+class InvalidRequest(GlasspoolError, ValueError):
+    """A request that must not be sent: bad method, header name or value, or body framing."""
+
+
+class PoolError(GlasspoolError):
+    """A problem with the connection pool itself."""
+
+
+class PoolMisuse(PoolError, RuntimeError):
+    """The pool was used in a way its rules forbid, e.g. a connection released twice."""
+
+
+class TimeoutError(GlasspoolError, builtins.TimeoutError):  # noqa: A001 - part of the API
+    """A timeout elapsed. Subclasses name the phase."""
+
+
+class PoolTimeout(TimeoutError, PoolError):
+    """No connection slot became free within the ``pool`` timeout.
+
+    The message names the pool key, both limits, the queue length and the time waited.
+    """
+
+
+class ConnectTimeout(TimeoutError):
+    """Opening the TCP connection (or the TLS handshake) took longer than ``connect``."""
+
+
+class ReadTimeout(TimeoutError):
+    """No response bytes arrived within ``read`` seconds."""
+
+
+class WriteTimeout(TimeoutError):
+    """Sending the request took longer than ``write`` seconds."""
+
+
+class TotalTimeout(TimeoutError):
+    """The whole request, body included, passed its ``total`` deadline."""
+
+
+class NetworkError(GlasspoolError):
+    """A socket-level failure."""
+
+
+class ConnectError(NetworkError):
+    """The connection could not be opened. The message names host and port."""
+
+
+class ReadError(NetworkError):
+    """Reading from the connection failed."""
+
+
+class WriteError(NetworkError):
+    """Writing to the connection failed."""
+
+
+class ServerDisconnected(NetworkError):
+    """The server closed the connection before a complete response head arrived."""
+
+
+class TLSError(ConnectError):
+    """TLS verification or handshake failed. The message names the host."""
+
+
+class ProtocolError(GlasspoolError):
+    """The server sent malformed or ambiguous HTTP/1.1 framing."""
+
+
+class IncompleteBody(ProtocolError):
+    """The connection ended before the whole body arrived.
+
+    Attributes:
+        expected: the byte count the framing promised, or ``None`` when it was chunked.
+        received: the byte count that arrived.
+    """
+
+    def __init__(self, message: str, *, expected: int | None, received: int) -> None:
+        super().__init__(message)
+        self.expected = expected
+        self.received = received
+
+
+class ResponseTooLarge(GlasspoolError):
+    """A response passed one of glasspool's size caps. The message names the cap."""
+
+
+class TooManyRedirects(GlasspoolError):
+    """More than ``max_redirects`` redirects were followed.
+
+    Attributes:
+        history: the redirect responses, oldest first.
+    """
+
+    def __init__(self, message: str, *, history: list[Response]) -> None:
+        super().__init__(message)
+        self.history = history
+
+
+class HTTPStatusError(GlasspoolError):
+    """Raised by :meth:`Response.raise_for_status` for a 4xx or 5xx response.
+
+    Attributes:
+        response: the response whose status was an error.
+    """
+
+    def __init__(self, message: str, *, response: Response) -> None:
+        super().__init__(message)
+        self.response = response
+
+    @property
+    def status(self) -> int:
+        """The HTTP status code of :attr:`response`."""
+        return self.response.status
+
+
+class ClientClosed(PoolError):
+    """A request was made on, or was in flight during, a closed client."""

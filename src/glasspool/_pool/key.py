@@ -1,0 +1,61 @@
+"""What a pooled connection is keyed by.
+
+Two requests may share a connection only when every field of their :class:`PoolKey` is
+equal: scheme, host, port, the full TLS identity and the proxy. Changing any one field
+gives a different key, so a connection opened with certificate verification off is never
+reused by a request that asked for verification.
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+
+__all__ = ["PoolKey", "TLSIdentity"]
+
+
+@dataclass(frozen=True, slots=True)
+class TLSIdentity:
+    """Everything about TLS that decides whether a connection may be shared.
+
+    Attributes:
+        verify: whether the server certificate and host name are verified.
+        ca_path: a CA bundle file or directory given by the caller, if any.
+        client_cert: the client certificate (certfile, keyfile) given by the caller, if any.
+        context: an ``ssl.SSLContext`` given by the caller; compared by identity.
+        server_hostname: the name sent in SNI and checked against the certificate.
+    """
+
+    verify: bool = True
+    ca_path: str | None = None
+    client_cert: tuple[str, str | None] | None = None
+    context: ssl.SSLContext | None = None
+    server_hostname: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PoolKey:
+    """The identity of a pool of interchangeable connections.
+
+    ``str(key)`` looks like ``https://example.org:443``; IPv6 hosts are bracketed.
+
+    >>> str(PoolKey("http", "127.0.0.1", 8080))
+    'http://127.0.0.1:8080'
+    >>> PoolKey("https", "::1", 443, TLSIdentity()).origin
+    'https://[::1]:443'
+    """
+
+    scheme: str
+    host: str
+    port: int
+    tls: TLSIdentity | None = None
+    proxy: str | None = None
+
+    @property
+    def origin(self) -> str:
+        """``scheme://host:port`` with IPv6 hosts in brackets."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+    def __str__(self) -> str:
+        return self.origin

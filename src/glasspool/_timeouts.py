@@ -1,0 +1,80 @@
+"""Timeout settings: one value per phase of a request."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+__all__ = ["Timeout", "TimeoutTypes"]
+
+
+def _check(name: str, value: float | None) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"Timeout {name} must be a number of seconds or None, not {value!r}")
+    if math.isnan(value) or value <= 0:
+        raise ValueError(f"Timeout {name} must be > 0 seconds or None, got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Timeout:
+    """How long each phase of a request may take, in seconds; ``None`` means no limit.
+
+    Args:
+        connect: opening the TCP connection and the TLS handshake.
+        read: the longest gap between two reads of response bytes (head or body).
+        write: sending the request head and body.
+        pool: waiting in the pool's queue for a connection slot.
+        total: a deadline for the whole request, redirects and body included.
+
+    Note:
+        ``read`` does not bound the time a whole body takes: a server that trickles one byte
+        just inside ``read`` keeps the request alive. Use ``total`` for a hard deadline.
+
+    >>> Timeout(5).connect, Timeout(5).total
+    (5.0, None)
+    >>> Timeout(connect=1, read=2).read
+    2.0
+    """
+
+    connect: float | None = 10.0
+    read: float | None = 30.0
+    write: float | None = 30.0
+    pool: float | None = None
+    total: float | None = None
+
+    def __init__(
+        self,
+        default: float | None = ...,  # type: ignore[assignment]
+        *,
+        connect: float | None = ...,  # type: ignore[assignment]
+        read: float | None = ...,  # type: ignore[assignment]
+        write: float | None = ...,  # type: ignore[assignment]
+        pool: float | None = ...,  # type: ignore[assignment]
+        total: float | None = None,
+    ) -> None:
+        if default is not ...:
+            base: tuple[float | None, ...] = (default, default, default, default)
+        else:
+            base = (10.0, 30.0, 30.0, None)
+        values = [
+            base[i] if v is ... else v for i, v in enumerate((connect, read, write, pool))
+        ]
+        names = ("connect", "read", "write", "pool")
+        for name, v in zip(names, values, strict=True):
+            object.__setattr__(self, name, _check(name, v))
+        object.__setattr__(self, "total", _check("total", total))
+
+    @classmethod
+    def coerce(cls, value: Timeout | float | None) -> Timeout:
+        """Turn a number (all phases), ``None`` (no limits) or a :class:`Timeout` into one."""
+        if isinstance(value, Timeout):
+            return value
+        if value is None:
+            return cls(None)
+        return cls(value)
+
+
+TimeoutTypes = Timeout | float | int | None
