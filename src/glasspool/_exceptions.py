@@ -81,7 +81,7 @@ class PoolMisuse(PoolError, RuntimeError):
     """The pool was used in a way its rules forbid, e.g. a connection released twice."""
 
 
-class TimeoutError(GlasspoolError, builtins.TimeoutError):  # noqa: A001 - part of the API
+class TimeoutError(GlasspoolError, builtins.TimeoutError):
     """A timeout elapsed. Subclasses name the phase."""
 
 

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import enum
 import math
 from dataclasses import dataclass
+from typing import Final
 
 __all__ = ["Timeout", "TimeoutTypes"]
+
+
+class _Unset(enum.Enum):
+    UNSET = "unset"
+
+
+_UNSET: Final = _Unset.UNSET
 
 
 def _check(name: str, value: float | None) -> float | None:
@@ -47,21 +56,19 @@ class Timeout:
 
     def __init__(
         self,
-        default: float | None = ...,  # type: ignore[assignment]
+        default: float | _Unset | None = _UNSET,
         *,
-        connect: float | None = ...,  # type: ignore[assignment]
-        read: float | None = ...,  # type: ignore[assignment]
-        write: float | None = ...,  # type: ignore[assignment]
-        pool: float | None = ...,  # type: ignore[assignment]
+        connect: float | _Unset | None = _UNSET,
+        read: float | _Unset | None = _UNSET,
+        write: float | _Unset | None = _UNSET,
+        pool: float | _Unset | None = _UNSET,
         total: float | None = None,
     ) -> None:
-        if default is not ...:
-            base: tuple[float | None, ...] = (default, default, default, default)
-        else:
-            base = (10.0, 30.0, 30.0, None)
-        values = [
-            base[i] if v is ... else v for i, v in enumerate((connect, read, write, pool))
-        ]
+        base: tuple[float | None, ...] = (10.0, 30.0, 30.0, None)
+        if not isinstance(default, _Unset):
+            base = (default, default, default, default)
+        given = (connect, read, write, pool)
+        values = [base[i] if isinstance(v, _Unset) else v for i, v in enumerate(given)]
         names = ("connect", "read", "write", "pool")
         for name, v in zip(names, values, strict=True):
             object.__setattr__(self, name, _check(name, v))

@@ -1,0 +1,417 @@
+"""The asyncio pool: carries out the actions of ``state.PoolState`` with futures and timers.
+
+All policy lives in ``state.py``; this module only waits, wakes, opens and closes. Ownership
+of a slot changes hands in exactly two places, each guarded so that no cancellation leaks
+it: ``_wait()`` (a queued request becomes the owner when its future completes, and gives
+the slot back if it is cancelled or times out at any point before it returns) and
+``_open()`` (a reserved slot becomes an open connection, or is given back if the connect
+fails or is cancelled).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
+
+from .._events import PoolEvent, PoolListener
+from .._exceptions import ClientClosed, PoolTimeout
+from .._stats import HostStats, PoolStats
+from .key import PoolKey
+from .state import Action, Close, Conn, ConnState, PoolState, Waiter, WaiterState
+
+__all__ = ["Pool", "PoolConnection", "SharedLimits"]
+
+logger = logging.getLogger("glasspool.pool")
+
+
+class PoolConnection(Protocol):
+    """What the pool needs of a connection object (``HTTP11Connection`` satisfies it)."""
+
+    keepalive_hint_s: float | None
+    on_lost: Callable[[], None] | None
+
+    def close(self) -> None: ...
+
+    def is_closed(self) -> bool: ...
+
+
+class Lease(Protocol):
+    """A fleet-wide slot held while one connection is open."""
+
+    async def release(self) -> None: ...
+
+
+class SharedLimits(Protocol):
+    """Per-host limits shared by several processes (see ``glasspool.RedisLimits``)."""
+
+    def limit_for(self, key: PoolKey) -> int | None: ...
+
+    async def acquire(self, key: PoolKey, timeout: float | None) -> Lease: ...
+
+    def snapshot(self, key: PoolKey) -> tuple[int | None, int]: ...
+
+    async def aclose(self) -> None: ...
+
+
+ConnectionFactory = Callable[[PoolKey], Awaitable[Any]]
+
+
+class Pool:
+    """A connection pool with hard limits and a public view of everything it does.
+
+    Think of it as a rack of at most ``limit`` sockets, with a shelf of at most
+    ``limit_per_host`` per key. Requests take a socket from their key's shelf (the most
+    recently used first), or open one if the rack and shelf have room, or queue in arrival
+    order. Idle sockets stay on the rack and count until they expire or are evicted.
+
+    Args:
+        connection_factory: ``async def f(key) -> connection``; runs in the requesting
+            task, so cancelling the request cancels the connect.
+        limit, limit_per_host, host_limits, keepalive_expiry, max_lifetime,
+        max_requests_per_connection, max_passovers: see ``PoolState``.
+        shared_limits: fleet-wide per-host limits taken before each new connection.
+        clock: monotonic seconds; injected for tests.
+
+    Raises:
+        ValueError, TypeError: a limit or duration is out of range (named in the message).
+    """
+
+    def __init__(
+        self,
+        connection_factory: ConnectionFactory,
+        *,
+        limit: int = 100,
+        limit_per_host: int | None = None,
+        host_limits: Mapping[str, int] | None = None,
+        keepalive_expiry: float | None = 15.0,
+        max_lifetime: float | None = None,
+        max_requests_per_connection: int | None = None,
+        max_passovers: int = 16,
+        shared_limits: SharedLimits | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._state = PoolState(
+            limit,
+            limit_per_host,
+            host_limits,
+            keepalive_expiry,
+            max_lifetime,
+            max_requests_per_connection,
+            max_passovers,
+        )
+        self._factory = connection_factory
+        self._shared = shared_limits
+        self._clock = clock
+        self._listeners: list[PoolListener] = []
+        self._active: set[Waiter] = set()
+        self._leases: dict[int, Lease] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._closed = False
+
+    # ------------------------------------------------------------ observability
+
+    def add_listener(self, fn: PoolListener) -> None:
+        """Call ``fn(event)`` synchronously for every :class:`PoolEvent` from now on.
+
+        A listener that raises is logged on ``glasspool.pool`` and otherwise ignored.
+        """
+        self._listeners.append(fn)
+        self._update_emit()
+
+    def remove_listener(self, fn: PoolListener) -> None:
+        """Stop calling ``fn``.
+
+        Raises:
+            ValueError: ``fn`` was not added.
+        """
+        try:
+            self._listeners.remove(fn)
+        except ValueError:
+            raise ValueError(f"listener {fn!r} was never added to this pool") from None
+        self._update_emit()
+
+    def _update_emit(self) -> None:
+        wanted = bool(self._listeners) or logger.isEnabledFor(logging.DEBUG)
+        self._state.emit = self._dispatch if wanted else None
+
+    def _dispatch(self, event: PoolEvent) -> None:
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("%s", event)
+        for fn in tuple(self._listeners):
+            try:
+                fn(event)
+            except Exception:
+                logger.exception("pool listener %r raised on %s", fn, event)
+
+    def stats(self) -> PoolStats:
+        """A frozen snapshot of every count, global and per key. O(number of keys)."""
+        st = self._state
+        hosts: dict[PoolKey, HostStats] = {}
+        for key, h in st.hosts().items():
+            shared_limit, fleet, leases = None, None, 0
+            if self._shared is not None:
+                shared_limit = self._shared.limit_for(key)
+                fleet, leases = self._shared.snapshot(key)
+            hosts[key] = HostStats(
+                limit=h.limit
+                if st.limit_per_host is not None or key.host in st.host_limits
+                else None,
+                connecting=h.connecting,
+                in_use=h.in_use,
+                idle=len(h.idle),
+                waiting=len(h.waiters),
+                available=st.host_available(h),
+                opened=h.opened,
+                reused=h.reused,
+                closed=h.closed,
+                requests=h.requests,
+                shared_limit=shared_limit,
+                fleet_in_use=fleet,
+                leases=leases,
+            )
+        return PoolStats(
+            limit=st.limit,
+            limit_per_host=st.limit_per_host,
+            open=st.open,
+            connecting=st.connecting,
+            in_use=st.in_use,
+            idle=st.idle,
+            waiting=st.waiting,
+            available=max(0, st.limit - st.open),
+            hosts=hosts,
+        )
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`aclose` has been called."""
+        return self._closed
+
+    def __repr__(self) -> str:
+        st = self._state
+        return (
+            f"<Pool open={st.open}/{st.limit} in_use={st.in_use} idle={st.idle} "
+            f"connecting={st.connecting} waiting={st.waiting}>"
+        )
+
+    # -------------------------------------------------------- acquire / release
+
+    async def acquire(self, key: PoolKey, *, timeout: float | None = None) -> Waiter:
+        """Get a connection for ``key``: reuse an idle one, open one, or wait in line.
+
+        A checkpoint only when it must wait or connect. Cancellation at any await gives
+        the slot back; nothing is left behind.
+
+        Args:
+            key: which pool of connections.
+            timeout: seconds allowed to wait in the queue (the ``pool`` timeout).
+
+        Returns:
+            The lease: ``lease.conn.handle`` is the connection; pass the lease to
+            :meth:`release` when done. ``lease.reused`` says whether it was open before.
+
+        Raises:
+            PoolTimeout: no slot within ``timeout``; names the key, limits and queue.
+            ClientClosed: the pool is closed, or closed while waiting.
+            Whatever the connection factory raises (``ConnectError`` ...).
+        """
+        if self._closed:
+            raise ClientClosed(f"the client is closed; cannot request a connection to {key}")
+        if self._state.emit is None and logger.isEnabledFor(logging.DEBUG):
+            self._update_emit()
+        waiter, actions = self._state.request(key, self._clock())
+        if actions:
+            self._run(actions)
+        if waiter.state is WaiterState.QUEUED:
+            await self._wait(waiter, timeout)
+            if self._closed:
+                if waiter.conn is not None and waiter.conn.handle is not None:
+                    waiter.conn.handle.close()
+                raise ClientClosed(f"the client was closed while {key} waited")
+        if waiter.state is WaiterState.CONNECTING:
+            self._active.add(waiter)
+            await self._open(waiter, timeout)
+        else:
+            self._active.add(waiter)
+        return waiter
+
+    async def _wait(self, waiter: Waiter, timeout: float | None) -> None:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        waiter.payload = fut
+        timer = None
+        if timeout is not None:
+            timer = loop.call_later(timeout, self._on_timeout, waiter, timeout)
+        try:
+            await fut
+        except BaseException:
+            # Cancelled, timed out or closed: if the state machine handed us a slot or a
+            # connection in the meantime, it passes on to the next waiter.
+            if not self._closed and waiter.state is not WaiterState.DONE:
+                self._run(self._state.cancel(waiter, self._clock(), "cancelled"))
+            raise
+        finally:
+            waiter.payload = None
+            if timer is not None:
+                timer.cancel()
+
+    def _on_timeout(self, waiter: Waiter, timeout: float) -> None:
+        fut = waiter.payload
+        if fut is None or fut.done() or waiter.state is not WaiterState.QUEUED:
+            return
+        message = self._timeout_message(waiter.key, timeout)
+        self._run(self._state.cancel(waiter, self._clock(), "timeout"))
+        fut.set_exception(PoolTimeout(message))
+
+    def _timeout_message(self, key: PoolKey, timeout: float) -> str:
+        st = self._state
+        host = st.hosts()[key]
+        which = (
+            f"per-host limit {host.limit} reached for {key}"
+            if host.open >= host.limit
+            else f"global limit {st.limit} reached"
+        )
+        return (
+            f"{which} after {timeout:g}s pool timeout ({len(host.waiters)} queued for {key}; "
+            f"limit={st.limit}, limit_per_host={st.limit_for(key)}, "
+            f"{st.open} open overall, {host.open} open for this key)"
+        )
+
+    async def _open(self, waiter: Waiter, timeout: float | None) -> None:
+        conn = waiter.conn
+        assert conn is not None
+        try:
+            if self._shared is not None:
+                self._leases[conn.id] = await self._shared.acquire(waiter.key, timeout)
+            handle = await self._factory(waiter.key)
+        except BaseException as exc:
+            self._active.discard(waiter)
+            if not self._closed:
+                reason = "cancelled" if isinstance(exc, asyncio.CancelledError) else "error"
+                self._run(self._state.connect_failed(waiter, self._clock(), reason))
+            self._drop_lease(conn)
+            raise
+        if self._closed:
+            handle.close()
+            self._active.discard(waiter)
+            self._drop_lease(conn)
+            raise ClientClosed(f"the client was closed while connecting to {waiter.key}")
+        conn.handle = handle
+        handle.on_lost = lambda: self._on_lost(conn)
+        self._state.connected(waiter, self._clock())
+
+    def release(
+        self,
+        lease: Waiter,
+        *,
+        reason: str = "eof",
+        close_reason: str | None = None,
+    ) -> None:
+        """Give a connection back.
+
+        Args:
+            lease: what :meth:`acquire` returned.
+            reason: ``eof`` (response fully read), ``closed`` (closed early by the caller)
+                or ``error``.
+            close_reason: ``None`` if the connection is clean and reusable, else why it
+                must be closed (``not_reusable``, ``error``, ``cancelled``,
+                ``server_closed``).
+
+        Raises:
+            PoolMisuse: this lease was already released.
+        """
+        self._active.discard(lease)
+        conn = lease.conn
+        hint = None
+        if close_reason is None and conn is not None:
+            handle = conn.handle
+            if handle is None or handle.is_closed():
+                close_reason = "server_closed"
+            else:
+                hint = handle.keepalive_hint_s
+        actions = self._state.release(lease, self._clock(), reason, close_reason, hint)
+        if actions:
+            self._run(actions)
+        if conn is not None and conn.state is ConnState.IDLE:
+            self._schedule_expiry(conn)
+
+    def _on_lost(self, conn: Conn) -> None:
+        if conn.state is ConnState.IDLE and not self._closed:
+            self._run(self._state.server_closed(conn, self._clock()))
+
+    # -------------------------------------------------------------- actions
+
+    def _run(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Close):
+                conn = action.conn
+                if conn.handle is not None:
+                    conn.handle.close()
+                self._drop_lease(conn)
+            else:
+                fut = action.waiter.payload
+                if fut is not None and not fut.done():
+                    fut.set_result(None)
+
+    def _drop_lease(self, conn: Conn) -> None:
+        lease = self._leases.pop(conn.id, None)
+        if lease is not None:
+            task = asyncio.get_running_loop().create_task(lease.release())
+            task.add_done_callback(_log_lease_error)
+
+    def _schedule_expiry(self, conn: Conn) -> None:
+        when = conn.expires_at
+        if when is None:
+            return
+        if self._timer is not None and self._timer_at <= when:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        loop = asyncio.get_running_loop()
+        self._timer_at = when
+        self._timer = loop.call_later(max(0.0, when - self._clock()), self._on_expiry)
+
+    def _on_expiry(self) -> None:
+        self._timer = None
+        if self._closed:
+            return
+        now = self._clock()
+        self._run(self._state.expire(now))
+        nxt = self._state.next_expiry()
+        if nxt is not None:
+            loop = asyncio.get_running_loop()
+            self._timer_at = nxt
+            self._timer = loop.call_later(max(0.0, nxt - now), self._on_expiry)
+
+    async def aclose(self) -> None:
+        """Close every connection and fail every waiting request with ``ClientClosed``.
+
+        Idempotent. Requests in flight see their connection closed; the client turns
+        that into ``ClientClosed``.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        now = self._clock()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        dropped, actions = self._state.close_all(now)
+        for waiter in self._active:
+            actions.extend(self._state.close_in_use(waiter, now))
+        self._active.clear()
+        self._run(actions)
+        for waiter in dropped:
+            fut = waiter.payload
+            if fut is not None and not fut.done():
+                fut.set_exception(ClientClosed(f"the client was closed while {waiter.key} waited"))
+        if self._shared is not None:
+            await self._shared.aclose()
+
+
+def _log_lease_error(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.warning("releasing a shared-limit lease failed: %r", task.exception())

@@ -1,0 +1,710 @@
+"""The pool's whole policy as a plain state machine: no asyncio, no sockets, no clock.
+
+Rule 1: every decision about which request gets which connection, which connection is
+opened, reused, evicted or closed, and who waits, lives in this file.
+Rule 2: this file does no I/O. Each operation takes ``now`` (monotonic seconds) and returns
+a list of actions for the I/O layer (``_pool/asyncio.py``) to carry out:
+
+- ``Wake(waiter)``: the waiter was given a connection. ``waiter.conn.state`` says whether
+  it is an open connection to use (``IN_USE``) or a reserved slot to open (``CONNECTING``).
+- ``Close(conn, reason)``: close that connection's socket.
+
+Invariants (checked by ``_check_invariants()`` after every step in the stateful tests):
+
+I1  open = connecting + in_use + idle <= limit, globally.
+I2  for every key, open(key) <= limit_for(key).
+I3  waiters are served first in, first out among those whose limits allow: the ready heap
+    holds, for every key with waiters and per-key headroom, its oldest waiter; a new
+    request never goes ahead of a queued waiter that could be served.
+I4  every connection is in exactly one state (CONNECTING, IN_USE, IDLE) and in exactly one
+    per-key container; closed connections are in none.
+I5  no waiter waits while capacity for it exists: a key with waiters has no idle
+    connection, and a waiter with per-key headroom exists only while open == limit and no
+    other key has an idle connection that could be evicted.
+I6  the per-key counters equal a recount, and the totals equal the sum over keys.
+
+Theory of operation. A request is a ``Waiter``. ``request()`` serves it at once (an idle
+connection of its key, most recently used first; else a new slot if the limits allow,
+evicting the oldest idle connection of another key if only the global limit is full) or
+queues it. Capacity comes back in two ways. A released reusable connection goes straight to
+the oldest waiter of its key; a closed connection frees a slot, which goes to the oldest
+waiter (by arrival) among keys with per-key headroom. Preferring the same key avoids a
+reconnect, but may pass over an older waiter of another key that only the global limit
+holds back; that waiter is passed over at most ``max_passovers`` times, after which the
+released connection is closed (``evicted``) and the slot goes to it.
+
+Data structures keep every operation O(1) or O(log n): per-key ordered dicts of idle
+connections and of waiters, one global ordered dict of idle connections (oldest first, for
+eviction), a heap of ready keys ordered by the arrival of their oldest waiter, and a heap
+of idle-connection expiry times. Both heaps use lazy deletion.
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+import itertools
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .._events import PoolEvent
+from .._exceptions import PoolMisuse
+from .key import PoolKey
+
+__all__ = [
+    "Close",
+    "Conn",
+    "ConnState",
+    "PoolState",
+    "Wake",
+    "Waiter",
+    "WaiterState",
+]
+
+
+class ConnState(enum.Enum):
+    """Where a connection is in its life."""
+
+    CONNECTING = "connecting"
+    IN_USE = "in_use"
+    IDLE = "idle"
+    CLOSED = "closed"
+
+
+class WaiterState(enum.Enum):
+    """Where a request is in its dealings with the pool."""
+
+    QUEUED = "queued"  # waiting for a slot
+    CONNECTING = "connecting"  # holds a reserved slot and must open the connection
+    ACTIVE = "active"  # holds an open connection
+    DONE = "done"  # released its connection, or was cancelled
+
+
+class Conn:
+    """The pool's record of one connection. ``handle`` is the I/O object, opaque here."""
+
+    __slots__ = (
+        "close_reason",
+        "expire_reason",
+        "expires_at",
+        "handle",
+        "id",
+        "idle_since",
+        "key",
+        "opened_at",
+        "requests",
+        "state",
+    )
+
+    def __init__(self, conn_id: int, key: PoolKey) -> None:
+        self.id = conn_id
+        self.key = key
+        self.state = ConnState.CONNECTING
+        self.handle: Any = None
+        self.opened_at = 0.0
+        self.idle_since = 0.0
+        self.expires_at: float | None = None
+        self.expire_reason = "expired"
+        self.requests = 0
+        self.close_reason: str | None = None
+
+    def __repr__(self) -> str:
+        return f"<Conn {self.id} {self.key} {self.state.value} requests={self.requests}>"
+
+
+class Waiter:
+    """One request's claim on the pool; after service, its ticket for ``release()``."""
+
+    __slots__ = ("conn", "enqueued_at", "key", "passovers", "payload", "reused", "seq", "state")
+
+    def __init__(self, seq: int, key: PoolKey, now: float) -> None:
+        self.seq = seq
+        self.key = key
+        self.state = WaiterState.QUEUED
+        self.conn: Conn | None = None
+        self.reused = False
+        self.enqueued_at = now
+        self.passovers = 0
+        self.payload: Any = None  # the I/O layer's future
+
+    def __repr__(self) -> str:
+        return f"<Waiter {self.seq} {self.key} {self.state.value}>"
+
+
+@dataclass(frozen=True, slots=True)
+class Wake:
+    """Action: ``waiter`` was given ``waiter.conn``; resume it."""
+
+    waiter: Waiter
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """Action: close the socket of ``conn``; ``reason`` is also in the ``closed`` event."""
+
+    conn: Conn
+    reason: str
+
+
+Action = Wake | Close
+Emit = Callable[[PoolEvent], None]
+
+
+class _Host:
+    """Everything the pool tracks for one key."""
+
+    __slots__ = (
+        "closed",
+        "connecting",
+        "heap_seq",
+        "idle",
+        "in_use",
+        "key",
+        "limit",
+        "opened",
+        "requests",
+        "reused",
+        "waiters",
+    )
+
+    def __init__(self, key: PoolKey, limit: int) -> None:
+        self.key = key
+        self.limit = limit
+        self.connecting = 0
+        self.in_use = 0
+        self.idle: OrderedDict[int, Conn] = OrderedDict()  # most recently used at the end
+        self.waiters: OrderedDict[int, Waiter] = OrderedDict()  # oldest first
+        self.heap_seq = -1  # seq of the waiter this key was last pushed on the ready heap with
+        self.opened = self.reused = self.closed = self.requests = 0
+
+    @property
+    def open(self) -> int:
+        return self.connecting + self.in_use + len(self.idle)
+
+
+def _check_limit(name: str, value: object, upper: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    if upper is not None and value > upper:
+        raise ValueError(f"{name}={value} is greater than limit={upper}")
+    return value
+
+
+def _check_seconds(name: str, value: float | None, *, allow_zero: bool = False) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number of seconds or None, not {value!r}")
+    if value < 0 or (value == 0 and not allow_zero) or value != value:
+        raise ValueError(f"{name} must be > 0 seconds or None, got {value!r}")
+    return float(value)
+
+
+class PoolState:
+    """The pool's bookkeeping and policy; see the module docstring.
+
+    Args:
+        limit: the most connections open at once across all keys.
+        limit_per_host: the most connections open at once per key; ``None`` = only
+            ``limit`` applies.
+        host_limits: per-host-name overrides of ``limit_per_host``.
+        keepalive_expiry: seconds an idle connection is kept; ``None`` = until closed.
+        max_lifetime: seconds since a connection opened after which it is not reused.
+        max_requests_per_connection: requests after which a connection is not reused.
+        max_passovers: how many times a waiter of another key that only the global limit
+            holds back may be passed over in favour of a same-key handover.
+        emit: called with each :class:`PoolEvent`; ``None`` builds no events at all.
+
+    Raises:
+        ValueError: a limit below 1, ``limit_per_host`` or a host limit above ``limit``,
+            or a negative duration. ``TypeError`` for values of the wrong type.
+    """
+
+    def __init__(
+        self,
+        limit: int = 100,
+        limit_per_host: int | None = None,
+        host_limits: Mapping[str, int] | None = None,
+        keepalive_expiry: float | None = 15.0,
+        max_lifetime: float | None = None,
+        max_requests_per_connection: int | None = None,
+        max_passovers: int = 16,
+        emit: Emit | None = None,
+    ) -> None:
+        self.limit = _check_limit("limit", limit)
+        self.limit_per_host = (
+            None
+            if limit_per_host is None
+            else _check_limit("limit_per_host", limit_per_host, limit)
+        )
+        self.host_limits = {
+            h.lower(): _check_limit(f"host_limits[{h!r}]", v, limit)
+            for h, v in (host_limits or {}).items()
+        }
+        self.keepalive_expiry = _check_seconds(
+            "keepalive_expiry", keepalive_expiry, allow_zero=True
+        )
+        self.max_lifetime = _check_seconds("max_lifetime", max_lifetime)
+        self.max_requests = (
+            None
+            if max_requests_per_connection is None
+            else _check_limit("max_requests_per_connection", max_requests_per_connection)
+        )
+        self.max_passovers = max_passovers
+        self.emit = emit
+        self._hosts: dict[PoolKey, _Host] = {}
+        self._idle: OrderedDict[int, Conn] = OrderedDict()  # all idle, oldest idle first
+        self._ready: list[tuple[int, PoolKey]] = []  # (seq of oldest waiter, key)
+        self._expiry: list[tuple[float, int, Conn]] = []
+        self._conn_ids = itertools.count(1)
+        self._seqs = itertools.count(1)
+        self.open = 0
+        self.connecting = 0
+        self.in_use = 0
+        self.waiting = 0
+
+    # ----------------------------------------------------------------- helpers
+
+    def limit_for(self, key: PoolKey) -> int:
+        """The per-key limit that applies to ``key`` (the global limit if none)."""
+        override = self.host_limits.get(key.host)
+        if override is not None:
+            return override
+        return self.limit if self.limit_per_host is None else self.limit_per_host
+
+    def _host(self, key: PoolKey) -> _Host:
+        host = self._hosts.get(key)
+        if host is None:
+            host = self._hosts[key] = _Host(key, self.limit_for(key))
+        return host
+
+    def _event(
+        self, kind: str, host: _Host, conn: Conn | None, reason: str | None, now: float
+    ) -> None:
+        if self.emit is not None:
+            cid = None if conn is None else conn.id
+            self.emit(PoolEvent(kind, host.key, cid, reason, now, len(host.waiters)))
+
+    def _mark_ready(self, host: _Host) -> None:
+        """Push ``host`` on the ready heap if it has waiters and per-key headroom."""
+        if host.waiters and host.open < host.limit:
+            seq = next(iter(host.waiters))
+            if host.heap_seq != seq:
+                host.heap_seq = seq
+                heapq.heappush(self._ready, (seq, host.key))
+
+    def _oldest_ready(self) -> _Host | None:
+        """The key whose oldest waiter is the oldest among keys with headroom (I3)."""
+        ready = self._ready
+        while ready:
+            seq, key = ready[0]
+            host = self._hosts[key]
+            if host.waiters and host.open < host.limit and next(iter(host.waiters)) == seq:
+                return host
+            heapq.heappop(ready)
+            if host.heap_seq == seq:
+                host.heap_seq = -1
+                self._mark_ready(host)
+        return None
+
+    # ----------------------------------------------------------- the operations
+
+    def request(self, key: PoolKey, now: float) -> tuple[Waiter, list[Action]]:
+        """A request for a connection to ``key``.
+
+        Returns:
+            The waiter and the actions to carry out. If ``waiter.state`` is ``ACTIVE`` an
+            idle connection was reused; ``CONNECTING``: the caller must open
+            ``waiter.conn``; ``QUEUED``: wait for a ``Wake(waiter)`` action.
+        """
+        host = self._host(key)
+        host.requests += 1
+        waiter = Waiter(next(self._seqs), key, now)
+        actions: list[Action] = []
+        if host.idle and not host.waiters:
+            conn = self._take_idle(host, now, actions)
+            if conn is not None:
+                self._hand(waiter, conn, host, now)
+                return waiter, actions
+        if (
+            not host.waiters
+            and host.open < host.limit
+            and (self.open < self.limit or self._evict_other(key, now, actions))
+        ):
+            self._give_slot(waiter, host, now)
+            return waiter, actions
+        self._enqueue(waiter, host, now)
+        return waiter, actions
+
+    def _take_idle(self, host: _Host, now: float, actions: list[Action]) -> Conn | None:
+        """Pop the most recently used idle connection of ``host`` that has not expired."""
+        while host.idle:
+            _, conn = host.idle.popitem(last=True)
+            del self._idle[conn.id]
+            if conn.expires_at is not None and now >= conn.expires_at:
+                self._close(conn, host, conn.expire_reason, now, actions)
+                continue
+            return conn
+        return None
+
+    def _hand(self, waiter: Waiter, conn: Conn, host: _Host, now: float) -> None:
+        """Give the open connection ``conn`` to ``waiter``."""
+        conn.state = ConnState.IN_USE
+        conn.requests += 1
+        conn.expires_at = None
+        host.in_use += 1
+        host.reused += 1
+        self.in_use += 1
+        waiter.conn = conn
+        waiter.state = WaiterState.ACTIVE
+        waiter.reused = True
+        self._event("acquired", host, conn, "reused", now)
+
+    def _give_slot(self, waiter: Waiter, host: _Host, now: float) -> None:
+        """Reserve a new connection slot for ``waiter``; the caller opens it."""
+        conn = Conn(next(self._conn_ids), host.key)
+        host.connecting += 1
+        self.connecting += 1
+        self.open += 1
+        waiter.conn = conn
+        waiter.state = WaiterState.CONNECTING
+        self._event("connecting", host, conn, None, now)
+
+    def _enqueue(self, waiter: Waiter, host: _Host, now: float) -> None:
+        host.waiters[waiter.seq] = waiter
+        self.waiting += 1
+        self._mark_ready(host)
+        reason = "limit_per_host" if host.open >= host.limit else "limit"
+        self._event("queued", host, None, reason, now)
+
+    def _evict_other(self, key: PoolKey, now: float, actions: list[Action]) -> bool:
+        """Close the oldest idle connection of a key other than ``key``; False if none."""
+        for conn in self._idle.values():
+            if conn.key != key:
+                host = self._hosts[conn.key]
+                del host.idle[conn.id]
+                del self._idle[conn.id]
+                self._close(conn, host, "evicted", now, actions)
+                return True
+        return False
+
+    def connected(self, waiter: Waiter, now: float) -> list[Action]:
+        """The connection reserved for ``waiter`` is open; it is now in use by it."""
+        conn = self._expect(waiter, WaiterState.CONNECTING, "connected")
+        host = self._hosts[conn.key]
+        conn.state = ConnState.IN_USE
+        conn.opened_at = now
+        conn.requests = 1
+        host.connecting -= 1
+        host.in_use += 1
+        host.opened += 1
+        self.connecting -= 1
+        self.in_use += 1
+        waiter.state = WaiterState.ACTIVE
+        self._event("acquired", host, conn, "new", now)
+        return []
+
+    def connect_failed(self, waiter: Waiter, now: float, reason: str = "error") -> list[Action]:
+        """Opening the connection reserved for ``waiter`` failed or was cancelled."""
+        conn = self._expect(waiter, WaiterState.CONNECTING, "connect_failed")
+        waiter.state = WaiterState.DONE
+        actions: list[Action] = []
+        self._close(conn, self._hosts[conn.key], reason, now, actions)
+        self._serve_ready(now, actions)
+        return actions
+
+    def _expect(self, waiter: Waiter, state: WaiterState, op: str) -> Conn:
+        if waiter.state is not state or waiter.conn is None:
+            raise PoolMisuse(
+                f"{op}() on a request for {waiter.key} that is {waiter.state.value}, "
+                f"not {state.value}"
+            )
+        return waiter.conn
+
+    def release(
+        self,
+        waiter: Waiter,
+        now: float,
+        reason: str = "eof",
+        close_reason: str | None = None,
+        keepalive_hint_s: float | None = None,
+    ) -> list[Action]:
+        """``waiter`` is done with its connection.
+
+        Args:
+            reason: ``eof``, ``closed`` or ``error`` (the ``released`` event's reason).
+            close_reason: ``None`` if the connection is clean and may be reused, else why
+                it must be closed (``not_reusable``, ``error``, ``cancelled``,
+                ``server_closed``).
+            keepalive_hint_s: the server's ``Keep-Alive: timeout=N``, if it sent one.
+
+        Raises:
+            PoolMisuse: the waiter holds no connection (released twice, or never served).
+        """
+        if (
+            waiter.state is WaiterState.DONE
+            and waiter.conn is not None
+            and (
+                waiter.conn.state is ConnState.CLOSED
+                and waiter.conn.close_reason == "client_closed"
+            )
+        ):
+            waiter.conn = None
+            return []  # the pool closed it under us (aclose); nothing to give back
+        conn = self._expect(waiter, WaiterState.ACTIVE, "release")
+        waiter.state = WaiterState.DONE
+        host = self._hosts[conn.key]
+        host.in_use -= 1
+        self.in_use -= 1
+        self._event("released", host, conn, reason, now)
+        actions: list[Action] = []
+        if close_reason is None:
+            close_reason = self._reuse_verdict(conn, now)
+        if close_reason is not None:
+            self._close(conn, host, close_reason, now, actions)
+            self._serve_ready(now, actions)
+        else:
+            self._set_expiry(conn, now, keepalive_hint_s)
+            self._recycle(conn, host, now, actions)
+        return actions
+
+    def _reuse_verdict(self, conn: Conn, now: float) -> str | None:
+        if self.max_requests is not None and conn.requests >= self.max_requests:
+            return "max_requests"
+        if self.max_lifetime is not None and now - conn.opened_at >= self.max_lifetime:
+            return "max_lifetime"
+        return None
+
+    def _set_expiry(self, conn: Conn, now: float, hint: float | None) -> None:
+        expires, why = None, "expired"
+        if self.keepalive_expiry is not None:
+            expires = now + self.keepalive_expiry
+        if hint is not None and (expires is None or now + hint < expires):
+            expires = now + hint
+        if self.max_lifetime is not None:
+            end = conn.opened_at + self.max_lifetime
+            if expires is None or end < expires:
+                expires, why = end, "max_lifetime"
+        conn.expires_at, conn.expire_reason = expires, why
+
+    def _recycle(self, conn: Conn, host: _Host, now: float, actions: list[Action]) -> None:
+        """A clean connection came back: hand it to its key's oldest waiter, or park it."""
+        if conn.expires_at is not None and now >= conn.expires_at:
+            self._close(conn, host, conn.expire_reason, now, actions)
+            self._serve_ready(now, actions)
+            return
+        if host.waiters:
+            other = self._passed_over(host)
+            if other is None:
+                _, waiter = host.waiters.popitem(last=False)
+                self.waiting -= 1
+                self._hand(waiter, conn, host, now)
+                self._mark_ready(host)
+                actions.append(Wake(waiter))
+                return
+            # The other key's waiter has been passed over enough: the slot goes to it.
+            self._close(conn, host, "evicted", now, actions)
+            self._serve_ready(now, actions)
+            return
+        conn.state = ConnState.IDLE
+        conn.idle_since = now
+        host.idle[conn.id] = conn
+        self._idle[conn.id] = conn
+        if conn.expires_at is not None:
+            heapq.heappush(self._expiry, (conn.expires_at, conn.id, conn))
+        self._serve_ready(now, actions)  # a global-limit waiter may evict it at once
+
+    def _passed_over(self, host: _Host) -> _Host | None:
+        """The key of an older waiter held back only by the global limit, if its turn came.
+
+        Counts one more pass-over for that waiter otherwise.
+        """
+        if self.open < self.limit:
+            return None
+        other = self._oldest_ready()
+        if other is None or other is host:
+            return None
+        oldest = next(iter(other.waiters.values()))
+        if oldest.seq > next(iter(host.waiters)):
+            return None
+        if oldest.passovers >= self.max_passovers:
+            return other
+        oldest.passovers += 1
+        return None
+
+    def _serve_ready(self, now: float, actions: list[Action]) -> None:
+        """Give free or evictable capacity to waiters, oldest first among keys that may grow."""
+        while self.waiting:
+            host = self._oldest_ready()
+            if host is None:
+                return
+            if self.open >= self.limit and not self._evict_other(host.key, now, actions):
+                return
+            _, waiter = host.waiters.popitem(last=False)
+            self.waiting -= 1
+            self._give_slot(waiter, host, now)
+            self._mark_ready(host)
+            actions.append(Wake(waiter))
+
+    def _close(
+        self, conn: Conn, host: _Host, reason: str, now: float, actions: list[Action]
+    ) -> None:
+        """Forget ``conn`` (already removed from idle containers) and free its slot."""
+        if conn.state is ConnState.CONNECTING:
+            host.connecting -= 1
+            self.connecting -= 1
+        elif conn.state is ConnState.IN_USE:
+            host.in_use -= 1
+            self.in_use -= 1
+        conn.state = ConnState.CLOSED
+        conn.close_reason = reason
+        self.open -= 1
+        host.closed += 1
+        self._event("closed", host, conn, reason, now)
+        actions.append(Close(conn, reason))
+        self._mark_ready(host)
+
+    def cancel(self, waiter: Waiter, now: float, reason: str = "cancelled") -> list[Action]:
+        """The request behind ``waiter`` was cancelled or timed out before it used its slot.
+
+        A queued waiter leaves the queue (``dequeued``). A reserved slot is given up
+        (``closed`` with ``reason``). An open connection handed to it passes on, unused,
+        to the next waiter of its key or back to the idle set. Idempotent.
+        """
+        actions: list[Action] = []
+        if waiter.state is WaiterState.QUEUED:
+            host = self._hosts[waiter.key]
+            del host.waiters[waiter.seq]
+            self.waiting -= 1
+            waiter.state = WaiterState.DONE
+            self._event("dequeued", host, None, reason, now)
+            self._mark_ready(host)
+        elif waiter.state is WaiterState.CONNECTING:
+            return self.connect_failed(waiter, now, "cancelled")
+        elif waiter.state is WaiterState.ACTIVE:
+            assert waiter.conn is not None
+            waiter.conn.requests -= 1
+            return self.release(waiter, now, "closed", None)
+        return actions
+
+    def server_closed(self, conn: Conn, now: float) -> list[Action]:
+        """The server closed ``conn``. Only an idle connection is closed here; one in use is
+        released by its request with the error it saw."""
+        actions: list[Action] = []
+        if conn.state is ConnState.IDLE:
+            host = self._hosts[conn.key]
+            del host.idle[conn.id]
+            del self._idle[conn.id]
+            self._close(conn, host, "server_closed", now, actions)
+            self._serve_ready(now, actions)
+        return actions
+
+    def expire(self, now: float) -> list[Action]:
+        """Close idle connections whose keep-alive time or lifetime has run out."""
+        actions: list[Action] = []
+        heap = self._expiry
+        while heap and heap[0][0] <= now:
+            when, _, conn = heapq.heappop(heap)
+            if conn.state is not ConnState.IDLE or conn.expires_at != when:
+                continue
+            host = self._hosts[conn.key]
+            del host.idle[conn.id]
+            del self._idle[conn.id]
+            self._close(conn, host, conn.expire_reason, now, actions)
+        if actions:
+            self._serve_ready(now, actions)
+        return actions
+
+    def next_expiry(self) -> float | None:
+        """When the next idle connection expires, or ``None``."""
+        heap = self._expiry
+        while heap:
+            when, _, conn = heap[0]
+            if conn.state is ConnState.IDLE and conn.expires_at == when:
+                return when
+            heapq.heappop(heap)
+        return None
+
+    def close_all(self, now: float) -> tuple[list[Waiter], list[Action]]:
+        """Close every connection (``client_closed``) and drop every waiter.
+
+        Returns:
+            The waiters that were queued (the I/O layer fails them) and the close actions.
+            Connections in use are closed too; their later ``release()`` is a no-op.
+        """
+        actions: list[Action] = []
+        dropped: list[Waiter] = []
+        for host in self._hosts.values():
+            while host.waiters:
+                _, waiter = host.waiters.popitem(last=False)
+                self.waiting -= 1
+                waiter.state = WaiterState.DONE
+                dropped.append(waiter)
+                self._event("dequeued", host, None, "cancelled", now)
+            for conn in list(host.idle.values()):
+                del host.idle[conn.id]
+                del self._idle[conn.id]
+                self._close(conn, host, "client_closed", now, actions)
+        self._ready.clear()
+        self._expiry.clear()
+        return dropped, actions
+
+    def close_in_use(self, waiter: Waiter, now: float) -> list[Action]:
+        """Close the connection a request holds or is opening because the client closed."""
+        conn = waiter.conn
+        if conn is None or conn.state not in (ConnState.IN_USE, ConnState.CONNECTING):
+            return []
+        actions: list[Action] = []
+        self._close(conn, self._hosts[conn.key], "client_closed", now, actions)
+        waiter.state = WaiterState.DONE
+        return actions
+
+    # ------------------------------------------------------------- inspection
+
+    def hosts(self) -> Mapping[PoolKey, _Host]:
+        """Per-key records (read-only use)."""
+        return self._hosts
+
+    @property
+    def idle(self) -> int:
+        return len(self._idle)
+
+    def host_available(self, host: _Host) -> int:
+        """Per-key headroom, also bounded by global headroom plus evictable idle."""
+        per_key = host.limit - host.open
+        global_room = self.limit - self.open + len(self._idle) - len(host.idle)
+        return max(0, min(per_key, global_room))
+
+    def _check_invariants(self) -> None:
+        """Assert I1-I6, naming the offending key and counts."""
+        tot = {"connecting": 0, "in_use": 0, "idle": 0, "waiting": 0}
+        for key, host in self._hosts.items():
+            assert host.open <= host.limit, f"I2: {key} open={host.open} > limit {host.limit}"
+            tot["connecting"] += host.connecting
+            tot["in_use"] += host.in_use
+            tot["idle"] += len(host.idle)
+            tot["waiting"] += len(host.waiters)
+            for conn in host.idle.values():
+                assert conn.state is ConnState.IDLE, f"I4: {conn!r} in idle of {key}"
+                assert self._idle.get(conn.id) is conn, f"I4: {conn!r} missing from idle"
+            for waiter in host.waiters.values():
+                assert waiter.state is WaiterState.QUEUED, f"I4: {waiter!r} queued in {key}"
+            if host.waiters:
+                assert not host.idle, f"I5: {key} has {len(host.waiters)} waiters and idle"
+                if host.open < host.limit:
+                    assert self.open >= self.limit, f"I5: {key} waits with headroom"
+                    others = len(self._idle) - len(host.idle)
+                    assert others == 0, f"I5: {key} waits while {others} idle could be evicted"
+                    seq = next(iter(host.waiters))
+                    assert (seq, key) in self._ready, f"I3: {key} head {seq} not on ready heap"
+        assert len(self._idle) == tot["idle"], f"I6: idle {len(self._idle)} != {tot['idle']}"
+        assert self.connecting == tot["connecting"], f"I6: connecting {self.connecting} != {tot}"
+        assert self.in_use == tot["in_use"], f"I6: in_use {self.in_use} != {tot}"
+        assert self.waiting == tot["waiting"], f"I6: waiting {self.waiting} != {tot}"
+        open_ = tot["connecting"] + tot["in_use"] + tot["idle"]
+        assert self.open == open_, f"I6: open {self.open} != recount {open_}"
+        assert self.open <= self.limit, f"I1: open {self.open} > limit {self.limit}"

@@ -1,0 +1,101 @@
+"""Pool statistics: frozen snapshots returned by ``client.pool.stats()``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ._pool.key import PoolKey
+
+__all__ = ["HostStats", "PoolStats"]
+
+
+@dataclass(frozen=True, slots=True)
+class HostStats:
+    """A snapshot of one pool key.
+
+    Attributes:
+        limit: the connection limit for this key (``limit_per_host``, a ``host_limits``
+            override, or ``None`` when only the global limit applies).
+        connecting: connections being opened (TCP connect and TLS handshake).
+        in_use: connections carrying a request whose response is not finished.
+        idle: open connections waiting in the pool for reuse. They still count.
+        waiting: requests queued for a slot.
+        available: how many more requests of this key could get a connection right now
+            without waiting: bounded by the per-key headroom and by the global headroom
+            plus idle connections of other keys that could be evicted.
+        opened: connections opened so far (counter).
+        reused: requests served by an already open connection (counter).
+        closed: connections closed so far (counter).
+        requests: requests that asked this key for a connection (counter).
+        shared_limit: the fleet-wide limit for this host when shared limits are on.
+        fleet_in_use: fleet-wide slots in use as last seen by this worker, or ``None``.
+        leases: fleet slots this worker holds for this key.
+    """
+
+    limit: int | None
+    connecting: int
+    in_use: int
+    idle: int
+    waiting: int
+    available: int
+    opened: int
+    reused: int
+    closed: int
+    requests: int
+    shared_limit: int | None = None
+    fleet_in_use: int | None = None
+    leases: int = 0
+
+    @property
+    def open(self) -> int:
+        """Connections counted against the limits: connecting + in use + idle."""
+        return self.connecting + self.in_use + self.idle
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStats:
+    """A snapshot of the whole pool.
+
+    Attributes:
+        limit: the global connection limit.
+        limit_per_host: the default per-key limit (``None`` = none).
+        open: connections counted against ``limit`` (connecting + in use + idle).
+        connecting, in_use, idle, waiting: totals across keys.
+        available: how many more connections may be opened right now without waiting
+            (``limit - open``; an idle connection of another key may also be evicted).
+        hosts: per-key snapshots for every key with a connection, a waiter or history.
+    """
+
+    limit: int
+    limit_per_host: int | None
+    open: int
+    connecting: int
+    in_use: int
+    idle: int
+    waiting: int
+    available: int
+    hosts: dict[PoolKey, HostStats] = field(default_factory=dict)
+
+    def host(self, host: str, port: int | None = None) -> HostStats | None:
+        """The stats of the first key whose host (and port, if given) match, or ``None``."""
+        for key, stats in self.hosts.items():
+            if key.host == host and (port is None or key.port == port):
+                return stats
+        return None
+
+    def table(self) -> str:
+        """A plain-text table of the global and per-key counts, for printing."""
+        head = (
+            f"{'key':<34} {'open':>4} {'use':>4} {'idle':>4} {'conn':>4} {'wait':>4} {'avail':>5}"
+        )
+        rows = [head]
+        rows.append(
+            f"{'(all) limit=' + str(self.limit):<34} {self.open:>4} {self.in_use:>4} "
+            f"{self.idle:>4} {self.connecting:>4} {self.waiting:>4} {self.available:>5}"
+        )
+        for key, h in self.hosts.items():
+            rows.append(
+                f"{key!s:<34} {h.open:>4} {h.in_use:>4} {h.idle:>4} "
+                f"{h.connecting:>4} {h.waiting:>4} {h.available:>5}"
+            )
+        return "\n".join(rows)
