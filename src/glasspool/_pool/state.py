@@ -458,8 +458,6 @@ class PoolState:
         conn = self._expect(waiter, WaiterState.ACTIVE, "release")
         waiter.state = WaiterState.DONE
         host = self._hosts[conn.key]
-        host.in_use -= 1
-        self.in_use -= 1
         self._event("released", host, conn, reason, now)
         actions: list[Action] = []
         if close_reason is None:
@@ -468,6 +466,9 @@ class PoolState:
             self._close(conn, host, close_reason, now, actions)
             self._serve_ready(now, actions)
         else:
+            host.in_use -= 1
+            self.in_use -= 1
+            conn.state = ConnState.IDLE  # in no container until _recycle places it
             self._set_expiry(conn, now, keepalive_hint_s)
             self._recycle(conn, host, now, actions)
         return actions

@@ -1,0 +1,298 @@
+"""The asyncio pool with fake connections: waiting, timeouts, cancellation, events, close."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import Counter
+from collections.abc import Callable
+
+import pytest
+
+from glasspool import ClientClosed, Pool, PoolEvent, PoolKey, PoolTimeout
+from glasspool._pool.state import Waiter
+
+A = PoolKey("http", "a.test", 80)
+B = PoolKey("http", "b.test", 80)
+KEYS = [PoolKey("http", f"h{i}.test", 80) for i in range(5)]
+
+
+class FakeConn:
+    """Stands in for an HTTP11Connection: the pool only closes it and watches it."""
+
+    def __init__(self, key: PoolKey) -> None:
+        self.key = key
+        self.closed = False
+        self.keepalive_hint_s: float | None = None
+        self.on_lost: Callable[[], None] | None = None
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closed(self) -> bool:
+        return self.closed
+
+    def peer_closes(self) -> None:
+        self.closed = True
+        if self.on_lost is not None:
+            self.on_lost()
+
+
+class Factory:
+    """A connection factory whose connects can be held at a gate or made to fail."""
+
+    def __init__(self) -> None:
+        self.gate: asyncio.Event | None = None
+        self.entered = asyncio.Event()
+        self.fail: Exception | None = None
+        self.made: list[FakeConn] = []
+
+    async def __call__(self, key: PoolKey) -> FakeConn:
+        self.entered.set()
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.fail is not None:
+            raise self.fail
+        conn = FakeConn(key)
+        self.made.append(conn)
+        return conn
+
+
+class LimitWatch:
+    """A listener asserting the limits on every single event."""
+
+    def __init__(self, limit: int, per_host: int) -> None:
+        self.limit, self.per_host = limit, per_host
+        self.open: Counter[PoolKey] = Counter()
+        self.events: list[PoolEvent] = []
+
+    def __call__(self, event: PoolEvent) -> None:
+        self.events.append(event)
+        if event.kind == "connecting":
+            self.open[event.key] += 1
+        elif event.kind == "closed":
+            self.open[event.key] -= 1
+        assert sum(self.open.values()) <= self.limit, event
+        assert self.open[event.key] <= self.per_host, event
+
+
+def at_rest(pool: Pool) -> None:
+    stats = pool.stats()
+    assert (stats.in_use, stats.connecting, stats.waiting) == (0, 0, 0), stats
+    assert stats.open == stats.idle
+    for h in stats.hosts.values():
+        assert h.in_use == h.connecting == h.waiting == 0
+
+
+async def test_acquire_release_reuse_and_stats() -> None:
+    factory = Factory()
+    pool = Pool(factory, limit=25, limit_per_host=5)
+    lease = await pool.acquire(A)
+    assert not lease.reused and pool.stats().hosts[A].in_use == 1
+    pool.release(lease)
+    stats = pool.stats()
+    assert (stats.open, stats.idle, stats.available) == (1, 1, 24)
+    assert stats.hosts[A].available == 4
+    again = await pool.acquire(A)
+    assert again.reused and again.conn is lease.conn
+    pool.release(again)
+    h = pool.stats().hosts[A]
+    assert (h.opened, h.reused, h.requests, h.closed) == (1, 1, 2, 0)
+    assert "open=1/25" in repr(pool)
+    await pool.aclose()
+
+
+async def test_pool_timeout_names_key_limits_and_queue() -> None:
+    events: list[PoolEvent] = []
+    pool = Pool(Factory(), limit=3, limit_per_host=1)
+    pool.add_listener(events.append)
+    held = await pool.acquire(A)
+    with pytest.raises(PoolTimeout) as info:
+        await pool.acquire(A, timeout=0.05)
+    message = str(info.value)
+    assert "per-host limit 1 reached for http://a.test:80" in message
+    assert "0.05s" in message and "limit=3" in message and "limit_per_host=1" in message
+    assert [(e.kind, e.reason) for e in events[-2:]] == [
+        ("queued", "limit_per_host"),
+        ("dequeued", "timeout"),
+    ]
+    pool.release(held)
+    at_rest(pool)
+    await pool.aclose()
+
+
+@pytest.mark.parametrize("point", ["queued", "connecting", "handed"])
+async def test_cancel_at_every_await_point(point: str) -> None:
+    factory = Factory()
+    watch = LimitWatch(limit=1, per_host=1)
+    pool = Pool(factory, limit=1, limit_per_host=1)
+    pool.add_listener(watch)
+    holder = await pool.acquire(A) if point != "connecting" else None
+    if point == "connecting":
+        factory.gate = asyncio.Event()
+    task = asyncio.create_task(pool.acquire(A))
+    if point == "connecting":
+        await factory.entered.wait()
+    else:
+        while pool.stats().waiting == 0:
+            await asyncio.sleep(0)
+    if point == "handed":
+        assert holder is not None
+        pool.release(holder)  # hands the connection to the task, which has not run yet
+        assert pool.stats().hosts[A].in_use == 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    if point == "queued":
+        assert holder is not None
+        pool.release(holder)
+    at_rest(pool)
+    kinds = [(e.kind, e.reason) for e in watch.events]
+    expected = {
+        "queued": ("dequeued", "cancelled"),
+        "connecting": ("closed", "cancelled"),
+        "handed": ("released", "closed"),
+    }[point]
+    assert expected in kinds
+    factory.gate = None
+    lease = await asyncio.wait_for(pool.acquire(A), 5)  # the slot was not leaked
+    pool.release(lease)
+    await pool.aclose()
+
+
+async def test_connect_failure_frees_slot_for_next_waiter() -> None:
+    factory = Factory()
+    pool = Pool(factory, limit=1)
+    factory.fail = OSError("refused")
+    with pytest.raises(OSError, match="refused"):
+        await pool.acquire(A)
+    factory.fail = None
+    lease = await pool.acquire(B)
+    pool.release(lease)
+    assert pool.stats().hosts[A].closed == 1
+    await pool.aclose()
+
+
+async def test_server_closed_idle_connection_is_dropped() -> None:
+    factory = Factory()
+    events: list[PoolEvent] = []
+    pool = Pool(factory, limit=2)
+    pool.add_listener(events.append)
+    pool.release(await pool.acquire(A))
+    factory.made[0].peer_closes()
+    assert (events[-1].kind, events[-1].reason) == ("closed", "server_closed")
+    lease = await pool.acquire(A)
+    assert not lease.reused
+    pool.release(lease)
+    await pool.aclose()
+
+
+async def test_release_of_connection_closed_by_peer_is_not_pooled() -> None:
+    factory = Factory()
+    pool = Pool(factory, limit=2)
+    lease = await pool.acquire(A)
+    factory.made[0].closed = True  # the peer closed while the response was being read
+    pool.release(lease)
+    assert pool.stats().open == 0
+    await pool.aclose()
+
+
+async def test_keepalive_expiry_timer_closes_idle() -> None:
+    factory = Factory()
+    expired = asyncio.Event()
+    pool = Pool(factory, limit=2, keepalive_expiry=0.02)
+
+    def on_event(event: PoolEvent) -> None:
+        if event.kind == "closed" and event.reason == "expired":
+            expired.set()
+
+    pool.add_listener(on_event)
+    pool.release(await pool.acquire(A))
+    await asyncio.wait_for(expired.wait(), 5)
+    assert pool.stats().open == 0 and factory.made[0].closed
+    await pool.aclose()
+
+
+async def test_aclose_fails_waiters_closes_everything_and_is_idempotent() -> None:
+    factory = Factory()
+    pool = Pool(factory, limit=1)
+    held = await pool.acquire(A)
+    waiter = asyncio.create_task(pool.acquire(B))
+    while pool.stats().waiting == 0:
+        await asyncio.sleep(0)
+    await pool.aclose()
+    await pool.aclose()
+    with pytest.raises(ClientClosed):
+        await waiter
+    assert factory.made[0].closed
+    pool.release(held)  # late release after close is harmless
+    with pytest.raises(ClientClosed, match="closed"):
+        await pool.acquire(A)
+    assert pool.stats().open == 0
+
+
+async def test_listener_errors_are_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
+    pool = Pool(Factory(), limit=2)
+
+    def broken(event: PoolEvent) -> None:
+        raise RuntimeError("listener bug")
+
+    pool.add_listener(broken)
+    with caplog.at_level(logging.ERROR, logger="glasspool.pool"):
+        pool.release(await pool.acquire(A))
+    assert "listener bug" in caplog.text
+    pool.remove_listener(broken)
+    with pytest.raises(ValueError, match="never added"):
+        pool.remove_listener(broken)
+    await pool.aclose()
+
+
+async def test_events_logged_at_debug(caplog: pytest.LogCaptureFixture) -> None:
+    pool = Pool(Factory(), limit=2)
+    with caplog.at_level(logging.DEBUG, logger="glasspool.pool"):
+        pool.release(await pool.acquire(A))
+    text = caplog.text
+    assert "connecting connection 1 http://a.test:80" in text
+    assert "released (eof) connection 1" in text
+    await pool.aclose()
+
+
+async def _client_task(pool: Pool, rng: random.Random, key: PoolKey) -> None:
+    lease: Waiter = await pool.acquire(key, timeout=rng.choice([None, 0.01, 1.0]))
+    try:
+        for _ in range(rng.randint(0, 2)):
+            await asyncio.sleep(0)
+    finally:
+        close = rng.choice([None, None, None, "not_reusable", "error"])
+        pool.release(lease, reason="eof" if close is None else "error", close_reason=close)
+
+
+async def test_random_cancellations_under_contention_never_leak() -> None:
+    rng = random.Random(20261125)
+    factory = Factory()
+    watch = LimitWatch(limit=4, per_host=2)
+    pool = Pool(factory, limit=4, limit_per_host=2, keepalive_expiry=0.5)
+    pool.add_listener(watch)
+    cancelled = 0
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    tasks: list[asyncio.Task[None]] = []
+    while cancelled < 1000 and loop.time() < deadline:
+        for _ in range(8):
+            tasks.append(asyncio.create_task(_client_task(pool, rng, rng.choice(KEYS))))
+        for _ in range(rng.randint(0, 3)):
+            await asyncio.sleep(0)
+        for task in rng.sample(tasks, k=min(len(tasks), 3)):
+            if not task.done():
+                task.cancel()
+                cancelled += 1
+        tasks = [t for t in tasks if not t.done()]
+    results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 30)
+    assert all(isinstance(r, (type(None), asyncio.CancelledError, PoolTimeout)) for r in results)
+    assert cancelled >= 1000
+    at_rest(pool)
+    stats = pool.stats()
+    assert stats.open == sum(watch.open.values())
+    await pool.aclose()
+    assert all(c.closed for c in factory.made)
