@@ -616,8 +616,7 @@ def _check_method_and_target(method: str, url: yarl.URL, target: str) -> None:
 
 
 def _check_names(names: list[str]) -> None:
-    joined = "".join(names)
-    if _is_token(joined) and "" not in names:
+    if not names or (_is_token("".join(names)) and "" not in names):
         return
     bad = next(n for n in names if not _is_token(n))
     raise InvalidRequest(f"header name {bad!r} is not an RFC 9110 token")
