@@ -7,7 +7,7 @@ import dataclasses
 import doctest
 import gzip
 import json
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 
 import httptools
 import pytest
@@ -565,8 +565,8 @@ def test_head_is_parsed_back_by_llhttp() -> None:
 
 tokens = st.text(alphabet=TCHAR, min_size=1, max_size=24)
 valid_chars = st.characters(
-    blacklist_categories=("Cs",),
-    blacklist_characters=[chr(c) for c in range(32) if c != 9] + ["\x7f"],
+    exclude_categories=["Cs"],
+    exclude_characters=[chr(c) for c in range(32) if c != 9] + ["\x7f"],
 )
 valid_values = st.text(alphabet=valid_chars, max_size=40)
 breakers = st.sampled_from(["\r", "\n", "\x00", "\r\n"])
@@ -711,7 +711,7 @@ def test_request_is_frozen_with_short_repr() -> None:
 
 
 async def test_request_with_stream_is_not_replayable() -> None:
-    async def gen() -> AsyncIterator[bytes]:
+    async def gen() -> AsyncGenerator[bytes, None]:
         yield b"x"
 
     stream = gen()
