@@ -115,6 +115,11 @@ def test_headers_copy_and_construction_from_headers_are_independent() -> None:
     assert rebuilt.raw == [("A", "1"), ("B", "3")]
 
 
+def test_headers_reject_a_plain_string() -> None:
+    with pytest.raises(TypeError, match="headers must be a mapping or"):
+        Headers("Accept: */*")  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("pair", [("X-Num", 1), (b"X-Bytes", "v"), ("X-None", None)])
 def test_headers_reject_non_str_naming_the_header(pair: tuple[object, object]) -> None:
     with pytest.raises(TypeError, match=r"header .*X-"):

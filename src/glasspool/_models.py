@@ -329,6 +329,8 @@ def _collect_pairs(headers: HeaderTypes | None) -> list[tuple[str, str]]:
         return []
     if isinstance(headers, Headers):
         return headers.items()
+    if isinstance(headers, str | bytes):
+        raise TypeError(f"headers must be a mapping or (name, value) pairs, not {headers!r}")
     items = headers.items() if isinstance(headers, Mapping) else headers
     pairs = []
     for item in items:
@@ -945,7 +947,8 @@ class Response:
 
     Attributes:
         history: the redirect responses that led here, oldest first.
-        elapsed: time from sending the request to the end of the response head.
+        elapsed: how long the request took, as measured and set by the client;
+            ``timedelta(0)`` until it does.
 
     Raises:
         ValueError: both ``headers`` and ``raw_headers``, or both ``stream`` and
