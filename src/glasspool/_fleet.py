@@ -1,0 +1,1079 @@
+"""Fleet-wide per-host connection limits, shared by many workers through Redis.
+
+A per-host limit in one process becomes ``limit x workers`` once a crawler runs many
+processes. :class:`RedisLimits` keeps one budget per host name in Redis instead: before a
+pool opens a connection it takes a *lease* on a shared slot, and it gives the lease back
+when the connection closes. Reusing an idle connection never touches Redis.
+
+Design (``docs/fleet.md`` has the long version):
+
+* Per host, Redis holds a sorted set of leases scored by expiry time, a FIFO queue of
+  tickets (a sorted set scored by arrival) and the tickets' expiry times. All keys of one
+  host share a ``{host}`` hash tag. Time is always Redis' own ``TIME``, so worker clocks
+  never matter.
+* Acquire is one Lua script: purge expired leases and tickets, join the queue if not in it
+  yet, and take a slot only if this ticket's rank in the queue is below the free capacity.
+  So a waiter never jumps the queue, and a released slot goes to the oldest ticket.
+* Release is one Lua script: remove the lease (and any ticket) and ``PUBLISH`` on the
+  host's channel when someone waits. Waiters listen on that channel and also re-check
+  every ``lease_ttl / 4`` seconds, so a lost message delays a waiter, never hangs it.
+* One background task per :class:`RedisLimits` renews all live leases every
+  ``lease_ttl / 3`` seconds in one script call. A worker that dies (even by SIGKILL)
+  stops renewing, and its slots free themselves within ``lease_ttl``.
+
+Invariants (checked by tests/test_fleet.py against a real redis-server):
+
+* F1: for every host, the leases that have not expired number at most the limit that
+  the granting worker passed, at the moment of every grant.
+* F2: a ticket is granted only while fewer tickets are ahead of it than slots are free.
+* F3: a waiter that times out or is cancelled leaves neither a ticket nor a lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import math
+import os
+import socket
+import uuid
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+from urllib.parse import urlsplit, urlunsplit
+
+from ._exceptions import ClientClosed, GlasspoolError, PoolTimeout
+from ._pool.key import PoolKey
+
+if TYPE_CHECKING:  # pragma: no cover
+    from redis.asyncio import Redis
+    from redis.asyncio.client import PubSub
+    from redis.commands.core import AsyncScript
+
+__all__ = [
+    "Lease",
+    "RedisLease",
+    "RedisLimits",
+    "SharedLimits",
+    "SharedLimitsUnavailable",
+]
+
+logger = logging.getLogger("glasspool.fleet")
+
+OnUnavailable = Literal["fail", "local"]
+
+_KEY_GRACE_MS = 1000  # a Redis key outlives its latest member's expiry by this much
+_READ_S = 1.0  # longest single pub/sub read; bounds how late the reader notices close()
+_RECONNECT_S = 0.25  # pause between pub/sub reconnect attempts while Redis is down
+_RETRY_S = 0.25  # renewal retry interval after a failed renewal (if below lease_ttl / 3)
+_CLOSE_WAIT_S = 5.0  # how long aclose() waits for acquirers to leave before closing Redis
+
+
+class SharedLimitsUnavailable(GlasspoolError):
+    """Redis, which holds the fleet-wide limits, could not be used.
+
+    Raised by ``acquire()`` when Redis is unreachable at first use (whatever the
+    ``on_unavailable`` policy), when it is lost mid-run under ``on_unavailable="fail"``,
+    and when Redis rejects a lease script (a misconfigured server, a key of the wrong type).
+
+    Attributes:
+        url: the Redis URL, with any password replaced by ``***``.
+    """
+
+    def __init__(self, message: str, *, url: str) -> None:
+        super().__init__(message)
+        self.url = url
+
+
+class _RedisUnreachable(SharedLimitsUnavailable):
+    """A connectivity failure (refused, reset, timed out), as opposed to a rejected script."""
+
+
+class Lease(Protocol):
+    """One fleet-wide slot, held from before a connection opens until it closes."""
+
+    async def release(self) -> None:
+        """Give the slot back. Idempotent; renewals of this lease stop."""
+
+
+class SharedLimits(Protocol):
+    """What the pool needs from a fleet-wide limiter (Seam 4 of docs/internals.md)."""
+
+    def limit_for(self, key: PoolKey) -> int | None:
+        """The shared limit for ``key``'s host, or ``None`` when it has none."""
+
+    async def acquire(self, key: PoolKey, timeout: float | None) -> Lease:
+        """Wait, fairly, for a slot of ``key``'s host; raise ``PoolTimeout`` after ``timeout``."""
+
+    def snapshot(self, key: PoolKey) -> tuple[int | None, int]:
+        """(fleet-wide slots in use as last seen or ``None``, this worker's live leases)."""
+
+    async def aclose(self) -> None:
+        """Release every lease and stop background work. Idempotent."""
+
+
+# -- Lua scripts --------------------------------------------------------------------------
+# Every script reads the clock from Redis (TIME), in milliseconds, so worker clocks never
+# matter. Scores of the lease and ticket sets are expiry times; scores of the queue are
+# arrival numbers. `keep_until` lets a key expire once its newest member has.
+
+_PRELUDE = f"""
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function keep_until(key, source)
+  local top = redis.call('ZRANGE', source, -1, -1, 'WITHSCORES')
+  if top[2] then
+    redis.call('PEXPIREAT', key, math.floor(tonumber(top[2])) + {_KEY_GRACE_MS})
+  end
+end
+"""
+
+# KEYS: leases, queue, tickets. ARGV: id, limit, ttl_ms, channel.
+# Returns {granted, in_use, rank, waiting}.
+_ACQUIRE_LUA = (
+    _PRELUDE
+    + """
+local leases, queue, tickets = KEYS[1], KEYS[2], KEYS[3]
+local id, limit, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local now = now_ms()
+local purged = redis.call('ZREMRANGEBYSCORE', leases, '-inf', now)
+local stale = redis.call('ZRANGEBYSCORE', tickets, '-inf', now)
+for i = 1, #stale do
+  redis.call('ZREM', queue, stale[i])
+  redis.call('ZREM', tickets, stale[i])
+end
+local rank = redis.call('ZRANK', queue, id)
+if not rank then
+  local last = redis.call('ZRANGE', queue, -1, -1, 'WITHSCORES')
+  local seq = 1
+  if last[2] then seq = tonumber(last[2]) + 1 end
+  redis.call('ZADD', queue, seq, id)
+  rank = redis.call('ZRANK', queue, id)
+end
+local in_use = redis.call('ZCARD', leases)
+local granted = 0
+if rank < limit - in_use then
+  redis.call('ZREM', queue, id)
+  redis.call('ZREM', tickets, id)
+  redis.call('ZADD', leases, now + ttl, id)
+  in_use = in_use + 1
+  granted = 1
+else
+  redis.call('ZADD', tickets, now + ttl, id)
+end
+local waiting = redis.call('ZCARD', queue)
+if purged + #stale > 0 and waiting > 0 and in_use < limit then
+  redis.call('PUBLISH', ARGV[4], in_use)
+end
+keep_until(leases, leases)
+keep_until(queue, tickets)
+keep_until(tickets, tickets)
+return {granted, in_use, rank, waiting}
+"""
+)
+
+# KEYS: leases, queue, tickets. ARGV: id, channel. Returns {freed, in_use}.
+_RELEASE_LUA = """
+local freed = redis.call('ZREM', KEYS[1], ARGV[1])
+local unqueued = redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+local in_use = redis.call('ZCARD', KEYS[1])
+if freed + unqueued > 0 and redis.call('ZCARD', KEYS[2]) > 0 then
+  redis.call('PUBLISH', ARGV[2], in_use)
+end
+return {freed, in_use}
+"""
+
+# KEYS: leases_1, queue_1, leases_2, queue_2, ... ARGV: ttl_ms, then per host: n, channel,
+# n lease ids. Upserts every lease (a lease that had expired and was purged comes back,
+# since its connection is still open). Returns per host: n re-added flags, then in_use.
+_RENEW_LUA = (
+    _PRELUDE
+    + """
+local now = now_ms()
+local ttl = tonumber(ARGV[1])
+local out = {}
+local pos = 2
+for k = 1, #KEYS, 2 do
+  local n, channel = tonumber(ARGV[pos]), ARGV[pos + 1]
+  pos = pos + 2
+  local purged = redis.call('ZREMRANGEBYSCORE', KEYS[k], '-inf', now)
+  for i = 1, n do
+    out[#out + 1] = redis.call('ZADD', KEYS[k], now + ttl, ARGV[pos])
+    pos = pos + 1
+  end
+  local in_use = redis.call('ZCARD', KEYS[k])
+  out[#out + 1] = in_use
+  if purged > 0 and redis.call('ZCARD', KEYS[k + 1]) > 0 then
+    redis.call('PUBLISH', channel, in_use)
+  end
+  keep_until(KEYS[k], KEYS[k])
+end
+return out
+"""
+)
+
+# KEYS: leases_1, queue_1, ... ARGV: per host: n, channel, n lease ids. Returns 1.
+_RELEASE_ALL_LUA = """
+local pos = 1
+for k = 1, #KEYS, 2 do
+  local n, channel = tonumber(ARGV[pos]), ARGV[pos + 1]
+  pos = pos + 2
+  local freed = 0
+  for i = 1, n do
+    freed = freed + redis.call('ZREM', KEYS[k], ARGV[pos])
+    pos = pos + 1
+  end
+  if freed > 0 and redis.call('ZCARD', KEYS[k + 1]) > 0 then
+    redis.call('PUBLISH', channel, redis.call('ZCARD', KEYS[k]))
+  end
+end
+return 1
+"""
+
+
+# -- small values -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _HostKeys:
+    """The Redis keys and channel of one host; ``{host}`` is the Redis Cluster hash tag."""
+
+    leases: str
+    queue: str
+    tickets: str
+    channel: str
+
+    @classmethod
+    def build(cls, namespace: str, host: str) -> _HostKeys:
+        """Name the keys of ``host`` under ``namespace``."""
+        prefix = f"{namespace}:{{{host}}}"
+        return cls(f"{prefix}:leases", f"{prefix}:queue", f"{prefix}:tickets", f"{prefix}:wake")
+
+
+@dataclass(frozen=True, slots=True)
+class _Attempt:
+    """What one run of the acquire script saw."""
+
+    granted: bool
+    in_use: int
+    rank: int
+    waiting: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Scripts:
+    """The registered Lua scripts (EVALSHA, falling back to loading them on NOSCRIPT)."""
+
+    acquire: AsyncScript
+    release: AsyncScript
+    renew: AsyncScript
+    release_all: AsyncScript
+
+
+@dataclass(frozen=True, slots=True)
+class _RedisApi:
+    """The parts of redis-py this module uses, imported only when RedisLimits is built."""
+
+    make_client: Callable[[str, float], Redis]
+    unreachable: tuple[type[BaseException], ...]
+    redis_error: type[BaseException]
+
+
+def _import_redis() -> _RedisApi:
+    """Import redis-py's asyncio client, which is the optional ``glasspool[redis]`` extra.
+
+    Returns:
+        the constructors and exception classes RedisLimits needs.
+
+    Raises:
+        ImportError: redis-py is not installed; the message names the extra.
+    """
+    try:
+        import redis.asyncio as aioredis
+        from redis import exceptions
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+    except ImportError as exc:
+        raise ImportError(
+            "glasspool.RedisLimits needs redis-py (redis.asyncio), which is not installed; "
+            "install the extra: pip install 'glasspool[redis]'"
+        ) from exc
+
+    def make_client(url: str, socket_timeout: float) -> Redis:
+        # One immediate retry on a fresh connection: enough to get past a connection that
+        # died with a restarted server, without hiding an outage behind back-off.
+        return aioredis.Redis.from_url(
+            url,
+            socket_connect_timeout=socket_timeout,
+            socket_timeout=socket_timeout,
+            retry=Retry(NoBackoff(), 1),
+        )
+
+    unreachable = (exceptions.ConnectionError, exceptions.TimeoutError, OSError)
+    return _RedisApi(make_client, unreachable, exceptions.RedisError)
+
+
+def _redact(url: str) -> str:
+    """Return ``url`` with its password, if any, replaced by ``***``.
+
+    >>> _redact("redis://user:secret@cache:6379/0")
+    'redis://user:***@cache:6379/0'
+    >>> _redact("redis://127.0.0.1:6379")
+    'redis://127.0.0.1:6379'
+    """
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    where = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{where}"))
+
+
+def _normalise_host(name: str) -> str:
+    """The form a host name is compared and stored in: lower case, no brackets, no final dot.
+
+    >>> _normalise_host("API.Example.org.")
+    'api.example.org'
+    >>> _normalise_host("[::1]")
+    '::1'
+    """
+    return name.strip().removeprefix("[").removesuffix("]").rstrip(".").lower()
+
+
+def _text(value: object) -> str:
+    """Decode a pub/sub field that may be bytes (decode_responses=False) or str."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def _check_limit(what: str, value: object) -> int:
+    """Validate a limit: an int of at least 1 (bools refused). Names ``what`` on error."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int >= 1, not {value!r}")
+    if value < 1:
+        raise ValueError(f"{what} must be >= 1, got {value}")
+    return value
+
+
+def _check_overrides(overrides: Mapping[str, int] | None) -> dict[str, int]:
+    """Validate per-host overrides and key them by normalised host name."""
+    result: dict[str, int] = {}
+    for host, limit in (overrides or {}).items():
+        if not isinstance(host, str) or not _normalise_host(host):
+            raise ValueError(f"overrides keys must be host names, got {host!r}")
+        result[_normalise_host(host)] = _check_limit(f"overrides[{host!r}]", limit)
+    return result
+
+
+def _check_config(namespace: str, lease_ttl: float, on_unavailable: str) -> None:
+    """Validate the scalar settings of RedisLimits, naming the bad one."""
+    if not isinstance(namespace, str) or not namespace or "{" in namespace or "}" in namespace:
+        raise ValueError(f"namespace must be a non-empty string without braces, got {namespace!r}")
+    if isinstance(lease_ttl, bool) or not isinstance(lease_ttl, int | float):
+        raise TypeError(f"lease_ttl must be a number of seconds, not {lease_ttl!r}")
+    if not math.isfinite(lease_ttl) or lease_ttl < 0.1:
+        raise ValueError(f"lease_ttl must be a finite number of seconds >= 0.1, got {lease_ttl!r}")
+    if on_unavailable not in ("fail", "local"):
+        raise ValueError(f"on_unavailable must be 'fail' or 'local', got {on_unavailable!r}")
+
+
+# -- the lease ----------------------------------------------------------------------------
+
+
+class RedisLease:
+    """One fleet-wide slot for one host, renewed in the background until released.
+
+    Attributes:
+        key: the pool key the slot was taken for (the limit is per ``key.host``).
+        host: the normalised host name the slot counts against.
+        lease_id: the member of the host's lease set in Redis; names the worker and pid.
+        registered: False while the lease exists only locally (taken under
+            ``on_unavailable="local"`` while Redis was down); the renewer registers it in
+            Redis once Redis answers again.
+    """
+
+    __slots__ = ("_owner", "_released", "host", "key", "lease_id", "registered")
+
+    def __init__(
+        self, owner: RedisLimits, key: PoolKey, host: str, lease_id: str, *, registered: bool
+    ) -> None:
+        self._owner = owner
+        self._released = False
+        self.key = key
+        self.host = host
+        self.lease_id = lease_id
+        self.registered = registered
+
+    @property
+    def released(self) -> bool:
+        """Whether :meth:`release` has been called."""
+        return self._released
+
+    async def release(self) -> None:
+        """Give the slot back and wake the next waiter of the host anywhere in the fleet.
+
+        Idempotent: only the first call does anything. The removal from Redis runs in a
+        task of its own, so cancelling the caller does not leave the slot taken. If Redis
+        is unreachable the lease is dropped locally and expires in Redis within
+        ``lease_ttl``; no error is raised.
+        """
+        if self._released:
+            return
+        self._released = True
+        await self._owner._release(self)
+
+    def __repr__(self) -> str:
+        state = "released" if self._released else "held"
+        local = "" if self.registered else " local-only"
+        return f"<RedisLease {self.lease_id} host={self.host!r} {state}{local}>"
+
+
+# -- pub/sub wake-ups ---------------------------------------------------------------------
+
+
+class _Waker:
+    """Fans release notices from Redis pub/sub out to the local tasks waiting per channel.
+
+    One subscriber connection serves a whole :class:`RedisLimits`. A host's channel is
+    subscribed while at least one local task waits for that host. Waiters must not rely
+    on a notice arriving (one published before the subscription took effect is lost), so
+    they re-check on a timer as well; the waker only makes them fast.
+    """
+
+    def __init__(
+        self,
+        pubsub: PubSub,
+        on_notice: Callable[[str, object], None],
+        confirm_s: float,
+    ) -> None:
+        self._pubsub = pubsub
+        self._on_notice = on_notice
+        self._confirm_s = confirm_s
+        self._waiters: dict[str, set[asyncio.Event]] = {}  # channel -> local waiters
+        self._confirmed: dict[str, asyncio.Event] = {}  # set once Redis confirmed SUBSCRIBE
+        self._reader: asyncio.Task[None] | None = None
+        self._closed = False
+
+    async def watch(self, channel: str) -> asyncio.Event:
+        """Register a waiter on ``channel`` and subscribe; the event is set on each notice."""
+        event = asyncio.Event()
+        self._waiters.setdefault(channel, set()).add(event)
+        await self.ensure(channel)
+        return event
+
+    async def ensure(self, channel: str) -> None:
+        """Subscribe to ``channel`` unless Redis already confirmed it.
+
+        Waits at most ``confirm_s`` for the confirmation; a failure to subscribe is left to
+        the waiter's timer (the next ``ensure`` tries again).
+        """
+        confirmed = self._confirmed.setdefault(channel, asyncio.Event())
+        if confirmed.is_set() or self._closed:
+            return
+        try:
+            await self._pubsub.subscribe(channel)
+        except Exception as exc:  # the waiter's timer covers a failed subscription
+            logger.debug("SUBSCRIBE %s failed: %r", channel, exc)
+            return
+        self._start_reader()
+        try:
+            async with asyncio.timeout(self._confirm_s):
+                await confirmed.wait()
+        except TimeoutError:
+            pass
+
+    async def unwatch(self, channel: str, event: asyncio.Event) -> None:
+        """Remove a waiter; unsubscribe from ``channel`` when it was the last one."""
+        events = self._waiters.get(channel)
+        if events is None:
+            return
+        events.discard(event)
+        if events:
+            return
+        del self._waiters[channel]
+        self._confirmed.pop(channel, None)
+        if self._closed:
+            return
+        try:
+            await self._pubsub.unsubscribe(channel)
+        except Exception as exc:  # a stale subscription only costs stray notices
+            logger.debug("UNSUBSCRIBE %s failed: %r", channel, exc)
+
+    def wake_all(self) -> None:
+        """Set every waiter's event (used on close and when the subscription is lost)."""
+        for events in self._waiters.values():
+            for event in events:
+                event.set()
+
+    def _start_reader(self) -> None:
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.create_task(self._read_loop(), name="glasspool-fleet-pubsub")
+
+    async def _read_loop(self) -> None:
+        """Read notices until closed; reconnect (redis-py resubscribes) after a failure."""
+        while not self._closed:
+            try:
+                message = await self._pubsub.get_message(timeout=_READ_S)
+            except Exception as exc:  # any failure: note it, back off, read again
+                logger.debug("pub/sub read failed: %r", exc)
+                for confirmed in self._confirmed.values():
+                    confirmed.clear()
+                self.wake_all()
+                await asyncio.sleep(_RECONNECT_S)  # back-off between reconnect attempts
+                continue
+            if message is not None:
+                self._dispatch(message)
+
+    def _dispatch(self, message: Mapping[str, Any]) -> None:
+        """Act on one pub/sub message: a notice, or a (un)subscribe confirmation."""
+        kind = _text(message.get("type"))
+        channel = _text(message.get("channel"))
+        if kind == "message":
+            self._on_notice(channel, message.get("data"))
+            for event in self._waiters.get(channel, ()):
+                event.set()
+        elif kind == "subscribe":
+            self._confirmed.setdefault(channel, asyncio.Event()).set()
+        elif kind == "unsubscribe" and channel in self._waiters:
+            # An UNSUBSCRIBE overtook a newer SUBSCRIBE: wake the waiters so that their
+            # next round subscribes again.
+            self._confirmed.setdefault(channel, asyncio.Event()).clear()
+            for event in self._waiters[channel]:
+                event.set()
+
+    async def aclose(self) -> None:
+        """Stop the reader and close the subscriber connection. Idempotent."""
+        self._closed = True
+        self.wake_all()
+        if self._reader is not None:
+            self._reader.cancel()
+            try:
+                await self._reader
+            except asyncio.CancelledError:
+                pass
+        try:
+            await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+        except Exception as exc:  # closing must finish even if the socket is broken
+            logger.debug("closing the pub/sub connection failed: %r", exc)
+
+
+# -- the limiter --------------------------------------------------------------------------
+
+
+class RedisLimits:
+    """Per-host connection limits shared by every worker that points at the same Redis.
+
+    Think of one bowl of tokens per host name, kept in Redis: a worker takes a token
+    before it opens a connection to the host and puts it back when the connection closes.
+    Tokens taken by a worker that dies flow back on their own within ``lease_ttl``.
+    Workers that wait for a token are served first come, first served, fleet-wide.
+
+    The limit counts per host *name*: ``http://h:80`` and ``https://h:443`` share one
+    budget. Every worker should pass the same limits; each grant checks the limit of the
+    worker asking.
+
+    Args:
+        url: the Redis URL (``redis://``, ``rediss://`` or ``unix://``). Messages show it
+            with the password replaced by ``***``.
+        namespace: prefix of every Redis key and channel; workers that share limits must
+            use the same one. No braces.
+        limit_per_host: slots per host across the whole fleet (>= 1).
+        overrides: per-host limits by host name, e.g. ``{"api.example.org": 2}``.
+        lease_ttl: seconds a lease lives without renewal (>= 0.1). Leases are renewed every
+            ``lease_ttl / 3``; a dead worker's slots come back within ``lease_ttl``; a
+            waiter re-checks at least every ``lease_ttl / 4``.
+        on_unavailable: what ``acquire()`` does when Redis is lost mid-run: ``"fail"``
+            raises :class:`SharedLimitsUnavailable`; ``"local"`` grants a local-only
+            lease (only the pool's local limits apply) and logs one warning per outage.
+            Redis unreachable at first use raises under both.
+        client: a ``redis.asyncio.Redis`` to use instead of building one from ``url``; it
+            is not closed by :meth:`aclose`.
+
+    Raises:
+        ImportError: redis-py is not installed (``pip install 'glasspool[redis]'``).
+        ValueError, TypeError: a setting is out of range; the message names it.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        namespace: str = "glasspool",
+        limit_per_host: int,
+        overrides: Mapping[str, int] | None = None,
+        lease_ttl: float = 10.0,
+        on_unavailable: OnUnavailable = "fail",
+        client: Redis | None = None,
+    ) -> None:
+        api = _import_redis()
+        _check_config(namespace, lease_ttl, on_unavailable)
+        self._limit = _check_limit("limit_per_host", limit_per_host)
+        self._overrides = _check_overrides(overrides)
+        self._api = api
+        self._url = _redact(url)
+        self._namespace = namespace
+        self._ttl_s = float(lease_ttl)
+        self._ttl_ms = max(1, round(lease_ttl * 1000))
+        self._poll_s = self._ttl_s / 4
+        self._policy: OnUnavailable = on_unavailable
+        self._owns_client = client is None
+        self._redis: Redis = client or api.make_client(url, min(5.0, max(1.0, lease_ttl / 3)))
+        register = self._redis.register_script
+        self._scripts = _Scripts(
+            register(_ACQUIRE_LUA),
+            register(_RELEASE_LUA),
+            register(_RENEW_LUA),
+            register(_RELEASE_ALL_LUA),
+        )
+        self._waker = _Waker(self._redis.pubsub(), self._on_notice, min(self._poll_s, 1.0))
+        self._worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._ids = itertools.count(1)
+        self._init_state()
+
+    def _init_state(self) -> None:
+        """Set up the mutable bookkeeping (all of it lives on the instance)."""
+        self._live: dict[str, dict[str, RedisLease]] = {}  # host -> lease id -> live lease
+        self._fleet_seen: dict[str, int] = {}  # host -> in use fleet-wide, as last seen
+        self._keys: dict[str, _HostKeys] = {}  # host -> its Redis keys
+        self._channel_hosts: dict[str, str] = {}  # channel -> host
+        self._renewal: tuple[frozenset[str], asyncio.Future[None]] | None = None  # in flight
+        self._renewer: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._background: set[asyncio.Task[None]] = set()  # releases and abandoned tickets
+        self._acquirers: set[asyncio.Task[Any]] = set()  # tasks inside acquire()
+        self._reached = False  # Redis answered at least once
+        self._outage = False  # Redis is currently unreachable (warning already logged)
+        self._closed = False
+
+    # -- public API -----------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The Redis URL, password replaced by ``***``."""
+        return self._url
+
+    @property
+    def namespace(self) -> str:
+        """The prefix of every Redis key and channel."""
+        return self._namespace
+
+    @property
+    def lease_ttl(self) -> float:
+        """Seconds a lease lives in Redis without renewal."""
+        return self._ttl_s
+
+    def limit_for(self, key: PoolKey) -> int | None:
+        """The fleet-wide limit for ``key``'s host: its override, else ``limit_per_host``.
+
+        >>> from glasspool._pool.key import PoolKey
+        >>> limits = RedisLimits("redis://127.0.0.1:1", limit_per_host=4, overrides={"A.org": 2})
+        >>> limits.limit_for(PoolKey("https", "a.org", 443))
+        2
+        >>> limits.limit_for(PoolKey("http", "b.org", 80))
+        4
+        """
+        return self._overrides.get(_normalise_host(key.host), self._limit)
+
+    def snapshot(self, key: PoolKey) -> tuple[int | None, int]:
+        """Return (fleet-wide slots in use as last seen, this worker's live leases).
+
+        No Redis round trip: the first value is what the last acquire, release, renewal
+        or release notice for the host returned, or ``None`` if none has yet.
+        """
+        host = _normalise_host(key.host)
+        return self._fleet_seen.get(host), len(self._live.get(host, ()))
+
+    async def acquire(self, key: PoolKey, timeout: float | None) -> RedisLease:
+        """Wait, first come first served fleet-wide, for a slot of ``key``'s host.
+
+        Blocks until a slot is free and every earlier ticket for the host (from any
+        worker) has been served. Makes at least one attempt even when ``timeout`` is 0.
+        The wait may overrun ``timeout`` by one Redis round trip.
+
+        Args:
+            key: the pool key about to get a new connection; the limit is per host name.
+            timeout: seconds to wait, or ``None`` to wait as long as it takes.
+
+        Returns:
+            the lease; call ``release()`` when the connection closes.
+
+        Raises:
+            PoolTimeout: no slot within ``timeout``; names the host, the shared limit, the
+                fleet-wide use and queue. The ticket is removed.
+            SharedLimitsUnavailable: Redis unreachable at first use, lost under
+                ``on_unavailable="fail"``, or it rejected the script.
+            ClientClosed: :meth:`aclose` was called before or during the wait.
+
+        Cancellation removes this request's ticket (and a slot granted in the same
+        instant) in a task of its own, so nothing is left behind in Redis.
+        """
+        self._check_open()
+        host = _normalise_host(key.host)
+        limit = self._limit_for_host(host)
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + max(0.0, timeout)
+        self._start_renewer()
+        task = asyncio.current_task()
+        assert task is not None  # acquire() always runs inside a task
+        self._acquirers.add(task)
+        try:
+            return await self._wait_for_slot(key, host, limit, deadline)
+        except _RedisUnreachable as exc:
+            if self._policy == "local" and self._reached:
+                self._note_unreachable(exc)
+                return self._adopt(key, host, self._new_id(), registered=False)
+            raise
+        finally:
+            self._acquirers.discard(task)
+
+    async def ping(self) -> None:
+        """Check that Redis answers; call at start-up to fail fast.
+
+        Raises:
+            SharedLimitsUnavailable: Redis is unreachable or refused; names the URL.
+            ClientClosed: after :meth:`aclose`.
+        """
+        self._check_open()
+        try:
+            await self._redis.ping()
+        except self._api.unreachable as exc:
+            raise self._unreachable_error(exc) from exc
+        except self._api.redis_error as exc:
+            raise SharedLimitsUnavailable(
+                f"Redis at {self._url} refused PING: {exc}", url=self._url
+            ) from exc
+        self._note_reachable()
+
+    async def aclose(self) -> None:
+        """Release every lease in one script call, stop the renewer, close connections.
+
+        Idempotent. Tasks waiting in :meth:`acquire` raise ``ClientClosed``. Closing
+        finishes even if Redis is unreachable: the leases then expire within
+        ``lease_ttl``. The Redis client is closed only if this object built it.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._stopping.set()
+        self._waker.wake_all()
+        try:
+            await self._wait_for_acquirers()
+            if self._renewer is not None:
+                await self._renewer
+            await self._release_all()
+            if self._background:
+                await asyncio.gather(*self._background, return_exceptions=True)
+        finally:
+            await self._waker.aclose()
+            if self._owns_client:
+                await self._redis.aclose()
+
+    async def __aenter__(self) -> RedisLimits:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        leases = sum(len(v) for v in self._live.values())
+        state = "closed" if self._closed else ("unreachable" if self._outage else "open")
+        return (
+            f"<RedisLimits {self._url} namespace={self._namespace!r} "
+            f"limit_per_host={self._limit} leases={leases} hosts={len(self._live)} {state}>"
+        )
+
+    # -- acquire internals ----------------------------------------------------------------
+
+    async def _wait_for_slot(
+        self, key: PoolKey, host: str, limit: int, deadline: float | None
+    ) -> RedisLease:
+        """Loop: attempt, then wait for a notice or the poll timer, until granted or late."""
+        keys = self._keys_for(host)
+        lease_id = self._new_id()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        event: asyncio.Event | None = None
+        try:
+            while True:
+                if event is not None:
+                    event.clear()  # before the attempt: a notice during it is kept
+                    await self._waker.ensure(keys.channel)
+                attempt = await self._attempt(keys, lease_id, limit)
+                if attempt.granted:
+                    return self._adopt(key, host, lease_id, registered=True)
+                self._check_open()
+                remaining = math.inf if deadline is None else deadline - loop.time()
+                if remaining <= 0:
+                    waited = loop.time() - started
+                    raise PoolTimeout(self._timeout_message(key, limit, waited, attempt))
+                if event is None:  # first refusal: listen, then re-check at once
+                    event = await self._waker.watch(keys.channel)
+                    continue
+                await _wait_event(event, min(self._poll_s, remaining))
+                self._check_open()
+        except _RedisUnreachable:
+            self._spawn(self._release_in_redis(keys, lease_id))  # best effort, not awaited
+            raise
+        except BaseException:
+            await self._abandon(keys, lease_id)
+            raise
+        finally:
+            if event is not None:
+                await self._waker.unwatch(keys.channel, event)
+
+    async def _attempt(self, keys: _HostKeys, lease_id: str, limit: int) -> _Attempt:
+        """Run the acquire script once for ``lease_id``'s ticket."""
+        reply = await self._run(
+            self._scripts.acquire,
+            [keys.leases, keys.queue, keys.tickets],
+            [lease_id, limit, self._ttl_ms, keys.channel],
+        )
+        granted, in_use, rank, waiting = (int(x) for x in reply)
+        self._fleet_seen[self._channel_hosts[keys.channel]] = in_use
+        return _Attempt(bool(granted), in_use, rank, waiting)
+
+    async def _abandon(self, keys: _HostKeys, lease_id: str) -> None:
+        """Remove a waiter's ticket and any slot granted to it in the same instant.
+
+        Runs in its own task and is shielded: a waiter cancelled (even twice) still leaves
+        nothing behind. If Redis is unreachable the ticket expires within ``lease_ttl``.
+        """
+        task = self._spawn(self._release_in_redis(keys, lease_id))
+        await asyncio.shield(task)  # shield: clean-up after an error or cancellation
+
+    def _adopt(self, key: PoolKey, host: str, lease_id: str, *, registered: bool) -> RedisLease:
+        """Record a granted lease so the renewer keeps it alive."""
+        lease = RedisLease(self, key, host, lease_id, registered=registered)
+        self._live.setdefault(host, {})[lease_id] = lease
+        return lease
+
+    def _timeout_message(self, key: PoolKey, limit: int, waited: float, last: _Attempt) -> str:
+        return (
+            f"shared limit {limit} reached for host {key.host!r}: no fleet-wide slot for "
+            f"{key} after {waited:.2f}s ({last.in_use} in use fleet-wide, {last.waiting} "
+            f"queued, this request at position {last.rank + 1}; namespace "
+            f"{self._namespace!r} on {self._url})"
+        )
+
+    # -- release and renewal --------------------------------------------------------------
+
+    async def _release(self, lease: RedisLease) -> None:
+        """Drop ``lease`` locally and remove it from Redis in a task of its own."""
+        host_leases = self._live.get(lease.host)
+        if host_leases is None or host_leases.pop(lease.lease_id, None) is None:
+            return  # already released by aclose()
+        if not host_leases:
+            del self._live[lease.host]
+        task = self._spawn(self._release_after_renewal(lease))
+        await asyncio.shield(task)  # shield: the slot must go back even if we are cancelled
+
+    async def _release_after_renewal(self, lease: RedisLease) -> None:
+        """Remove the lease, after any renewal in flight that would otherwise re-add it."""
+        renewal = self._renewal
+        if renewal is not None and lease.lease_id in renewal[0]:
+            await renewal[1]
+        await self._release_in_redis(self._keys_for(lease.host), lease.lease_id)
+
+    async def _release_in_redis(self, keys: _HostKeys, lease_id: str) -> None:
+        """Run the release script; an unreachable Redis is logged, not raised."""
+        try:
+            reply = await self._run(
+                self._scripts.release,
+                [keys.leases, keys.queue, keys.tickets],
+                [lease_id, keys.channel],
+            )
+        except SharedLimitsUnavailable as exc:
+            logger.debug("lease %s not released in Redis (%s); it expires by itself", lease_id, exc)
+            return
+        self._fleet_seen[self._channel_hosts[keys.channel]] = int(reply[1])
+
+    def _start_renewer(self) -> None:
+        if self._renewer is None:
+            self._renewer = asyncio.create_task(self._renew_loop(), name="glasspool-fleet-renew")
+
+    async def _renew_loop(self) -> None:
+        """Renew every live lease every ``lease_ttl / 3`` until :meth:`aclose`."""
+        interval = self._ttl_s / 3
+        delay = interval
+        while True:
+            try:
+                async with asyncio.timeout(delay):
+                    await self._stopping.wait()
+                return
+            except TimeoutError:
+                pass
+            try:
+                ok = await self._renew_once()
+            except Exception:  # never let the renewer die silently
+                logger.exception("renewing shared-limit leases failed")
+                ok = False
+            delay = interval if ok else min(interval, _RETRY_S)
+
+    async def _renew_once(self) -> bool:
+        """Renew (or re-register) all live leases in one script call; False if Redis failed."""
+        batch = [(host, list(leases.values())) for host, leases in self._live.items() if leases]
+        if not batch:
+            return True
+        keys, args = self._batch_args(batch, first=[self._ttl_ms])
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._renewal = (frozenset(lease.lease_id for _, ls in batch for lease in ls), done)
+        try:
+            reply = await self._run(self._scripts.renew, keys, args)
+        except _RedisUnreachable as exc:
+            self._note_unreachable(exc)
+            return False
+        finally:
+            self._renewal = None
+            done.set_result(None)
+        self._apply_renewal(batch, [int(x) for x in reply])
+        return True
+
+    def _apply_renewal(self, batch: list[tuple[str, list[RedisLease]]], reply: list[int]) -> None:
+        """Cache fleet counts and report leases Redis had lost (and that were re-added)."""
+        pos = 0
+        for host, leases in batch:
+            flags, pos = reply[pos : pos + len(leases)], pos + len(leases)
+            self._fleet_seen[host] = reply[pos]
+            pos += 1
+            lost = sum(1 for lease, f in zip(leases, flags, strict=True) if f and lease.registered)
+            for lease in leases:
+                lease.registered = True
+            if lost:
+                logger.warning(
+                    "%d lease(s) for host %r had expired in Redis %s before renewal (worker "
+                    "stalled longer than lease_ttl=%.1fs, or Redis restarted); re-registered, "
+                    "so the fleet may briefly exceed the shared limit",
+                    lost,
+                    host,
+                    self._url,
+                    self._ttl_s,
+                )
+
+    def _batch_args(
+        self, batch: list[tuple[str, list[RedisLease]]], first: list[int]
+    ) -> tuple[list[str], list[str | int]]:
+        """KEYS and ARGV for the multi-host scripts: per host n, channel and lease ids."""
+        keys: list[str] = []
+        args: list[str | int] = list(first)
+        for host, leases in batch:
+            hk = self._keys_for(host)
+            keys += [hk.leases, hk.queue]
+            args += [len(leases), hk.channel, *(lease.lease_id for lease in leases)]
+        return keys, args
+
+    async def _release_all(self) -> None:
+        """Release every live lease in one script call (used by aclose)."""
+        batch = [(host, list(leases.values())) for host, leases in self._live.items() if leases]
+        self._live.clear()
+        for _, leases in batch:
+            for lease in leases:
+                lease._released = True
+        if not batch:
+            return
+        keys, args = self._batch_args(batch, first=[])
+        try:
+            await self._run(self._scripts.release_all, keys, args)
+        except SharedLimitsUnavailable as exc:
+            logger.warning("could not release leases on close (%s); they expire by themselves", exc)
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    async def _run(self, script: AsyncScript, keys: list[str], args: list[str | int]) -> Any:
+        """Run a script (EVALSHA, loading it on NOSCRIPT) and translate redis-py errors.
+
+        Raises:
+            _RedisUnreachable: a connectivity failure.
+            SharedLimitsUnavailable: Redis answered with an error.
+        """
+        try:
+            reply = await script(keys=keys, args=args)
+        except self._api.unreachable as exc:
+            error = self._unreachable_error(exc)
+            if self._reached:
+                self._note_unreachable(error)
+            raise error from exc
+        except self._api.redis_error as exc:
+            raise SharedLimitsUnavailable(
+                f"Redis at {self._url} rejected a shared-limit script: {exc}", url=self._url
+            ) from exc
+        self._note_reachable()
+        return reply
+
+    def _unreachable_error(self, exc: BaseException) -> _RedisUnreachable:
+        when = "while running" if self._reached else "at first use (it never answered)"
+        return _RedisUnreachable(
+            f"Redis at {self._url} is unreachable {when}: {type(exc).__name__}: {exc}; "
+            f"fleet-wide per-host limits (namespace {self._namespace!r}) cannot be enforced",
+            url=self._url,
+        )
+
+    def _note_reachable(self) -> None:
+        self._reached = True
+        if self._outage:
+            self._outage = False
+            logger.warning("Redis at %s is reachable again; shared limits apply", self._url)
+
+    def _note_unreachable(self, exc: BaseException) -> None:
+        """Log the first failure of an outage, saying what the policy does meanwhile."""
+        if self._outage:
+            return
+        self._outage = True
+        if self._policy == "local":
+            effect = "new connections are held only to the local limits until it returns"
+        else:
+            effect = "acquire() raises SharedLimitsUnavailable until it returns"
+        logger.warning("%s; on_unavailable=%r: %s", exc, self._policy, effect)
+
+    def _on_notice(self, channel: str, data: object) -> None:
+        """Cache the in-use count a release notice carries."""
+        host = self._channel_hosts.get(channel)
+        if host is not None:
+            try:
+                self._fleet_seen[host] = int(_text(data))
+            except ValueError:
+                pass
+
+    def _keys_for(self, host: str) -> _HostKeys:
+        keys = self._keys.get(host)
+        if keys is None:
+            keys = self._keys[host] = _HostKeys.build(self._namespace, host)
+            self._channel_hosts[keys.channel] = host
+        return keys
+
+    def _limit_for_host(self, host: str) -> int:
+        return self._overrides.get(host, self._limit)
+
+    def _new_id(self) -> str:
+        return f"{self._worker_id}:{next(self._ids)}"
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClientClosed(
+                f"RedisLimits for {self._url} (namespace {self._namespace!r}) is closed"
+            )
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Start a background task that aclose() waits for."""
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    async def _wait_for_acquirers(self) -> None:
+        """Give tasks inside acquire() a bounded time to notice the close and clean up."""
+        others = self._acquirers - {asyncio.current_task()}
+        if others:
+            await asyncio.wait(others, timeout=_CLOSE_WAIT_S)
+
+
+async def _wait_event(event: asyncio.Event, timeout: float) -> None:
+    """Wait until ``event`` is set or ``timeout`` seconds pass, whichever is first."""
+    try:
+        async with asyncio.timeout(timeout):
+            await event.wait()
+    except TimeoutError:
+        pass
