@@ -56,6 +56,7 @@ __all__ = [
     "TimeoutError",
     "TooManyRedirects",
     "TotalTimeout",
+    "UnclosedResponseWarning",
     "WriteError",
     "WriteTimeout",
 ]
@@ -185,3 +186,11 @@ class HTTPStatusError(GlasspoolError):
 
 class ClientClosed(PoolError):
     """A request was made on, or was in flight during, a closed client."""
+
+
+class UnclosedResponseWarning(ResourceWarning):
+    """A streamed response or a client was garbage-collected without being closed.
+
+    The message names the file and line where the request (or the client) was made. The
+    connection behind it is closed, never reused.
+    """

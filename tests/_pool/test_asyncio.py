@@ -48,7 +48,7 @@ class Factory:
         self.fail: Exception | None = None
         self.made: list[FakeConn] = []
 
-    async def __call__(self, key: PoolKey) -> FakeConn:
+    async def __call__(self, key: PoolKey, connect_timeout: float | None) -> FakeConn:
         self.entered.set()
         if self.gate is not None:
             await self.gate.wait()

@@ -56,7 +56,7 @@ class SharedLimits(Protocol):
     async def aclose(self) -> None: ...
 
 
-ConnectionFactory = Callable[[PoolKey], Awaitable[Any]]
+ConnectionFactory = Callable[[PoolKey, float | None], Awaitable[Any]]
 
 
 class Pool:
@@ -68,8 +68,8 @@ class Pool:
     order. Idle sockets stay on the rack and count until they expire or are evicted.
 
     Args:
-        connection_factory: ``async def f(key) -> connection``; runs in the requesting
-            task, so cancelling the request cancels the connect.
+        connection_factory: ``async def f(key, connect_timeout) -> connection``; runs in
+            the requesting task, so cancelling the request cancels the connect.
         limit, limit_per_host, host_limits, keepalive_expiry, max_lifetime,
         max_requests_per_connection, max_passovers: see ``PoolState``.
         shared_limits: fleet-wide per-host limits taken before each new connection.
@@ -108,6 +108,7 @@ class Pool:
         self._listeners: list[PoolListener] = []
         self._active: set[Waiter] = set()
         self._leases: dict[int, Lease] = {}
+        self._lease_tasks: set[asyncio.Task[None]] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._closed = False
@@ -199,7 +200,9 @@ class Pool:
 
     # -------------------------------------------------------- acquire / release
 
-    async def acquire(self, key: PoolKey, *, timeout: float | None = None) -> Waiter:
+    async def acquire(
+        self, key: PoolKey, *, timeout: float | None = None, connect_timeout: float | None = None
+    ) -> Waiter:
         """Get a connection for ``key``: reuse an idle one, open one, or wait in line.
 
         A checkpoint only when it must wait or connect. Cancellation at any await gives
@@ -208,6 +211,7 @@ class Pool:
         Args:
             key: which pool of connections.
             timeout: seconds allowed to wait in the queue (the ``pool`` timeout).
+            connect_timeout: passed to the connection factory when a connection is opened.
 
         Returns:
             The lease: ``lease.conn.handle`` is the connection; pass the lease to
@@ -233,7 +237,7 @@ class Pool:
                 raise ClientClosed(f"the client was closed while {key} waited")
         if waiter.state is WaiterState.CONNECTING:
             self._active.add(waiter)
-            await self._open(waiter, timeout)
+            await self._open(waiter, timeout, connect_timeout)
         else:
             self._active.add(waiter)
         return waiter
@@ -280,13 +284,15 @@ class Pool:
             f"{st.open} open overall, {host.open} open for this key)"
         )
 
-    async def _open(self, waiter: Waiter, timeout: float | None) -> None:
+    async def _open(
+        self, waiter: Waiter, timeout: float | None, connect_timeout: float | None
+    ) -> None:
         conn = waiter.conn
         assert conn is not None
         try:
             if self._shared is not None:
                 self._leases[conn.id] = await self._shared.acquire(waiter.key, timeout)
-            handle = await self._factory(waiter.key)
+            handle = await self._factory(waiter.key, connect_timeout)
         except BaseException as exc:
             self._active.discard(waiter)
             if not self._closed:
@@ -359,8 +365,18 @@ class Pool:
     def _drop_lease(self, conn: Conn) -> None:
         lease = self._leases.pop(conn.id, None)
         if lease is not None:
-            task = asyncio.get_running_loop().create_task(lease.release())
-            task.add_done_callback(_log_lease_error)
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return  # no loop (a collected client): the lease expires by its TTL
+            task = loop.create_task(lease.release())
+            self._lease_tasks.add(task)
+            task.add_done_callback(self._lease_released)
+
+    def _lease_released(self, task: asyncio.Task[None]) -> None:
+        self._lease_tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.warning("releasing a shared-limit lease failed: %r", task.exception())
 
     def _schedule_expiry(self, conn: Conn) -> None:
         when = conn.expires_at
@@ -394,6 +410,14 @@ class Pool:
         """
         if self._closed:
             return
+        self._close_now()
+        if self._shared is not None:
+            await self._shared.aclose()
+
+    def _close_now(self) -> None:
+        """The synchronous part of :meth:`aclose` (also used when a client is collected)."""
+        if self._closed:
+            return
         self._closed = True
         now = self._clock()
         if self._timer is not None:
@@ -408,10 +432,3 @@ class Pool:
             fut = waiter.payload
             if fut is not None and not fut.done():
                 fut.set_exception(ClientClosed(f"the client was closed while {waiter.key} waited"))
-        if self._shared is not None:
-            await self._shared.aclose()
-
-
-def _log_lease_error(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        logger.warning("releasing a shared-limit lease failed: %r", task.exception())
