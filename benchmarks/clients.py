@@ -48,7 +48,7 @@ CLIENTS = ("glasspool", "aiohttp", "httpx", "reference")
 EXIT_UNAVAILABLE = 3
 EXIT_ERROR = 4
 _GRACE_S = 30.0  # on top of a run's own time cap, before it is declared hung
-_GATE_TIMEOUT_S = 30.0  # memory scenario: time for all connections to be open at once
+_GATE_TIMEOUT_S = 60.0  # memory scenario: time for all connections to be open at once
 _CLIENT_TIMEOUT_S = 60.0  # per-request timeout given to clients that take one
 
 Gate = Callable[[], Awaitable[None]]
@@ -122,6 +122,7 @@ class _RefConnection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._body: list[bytes] = []
         self._waiter: asyncio.Future[tuple[int, bytes]] | None = None
+        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.closed = False
         self.keep_alive = True
 
@@ -147,6 +148,8 @@ class _RefConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if not self.lost.done():
+            self.lost.set_result(None)
         self._fail(exc or ConnectionResetError("reference client: server closed the connection"))
 
     def _fail(self, exc: BaseException) -> None:
@@ -251,12 +254,14 @@ class ReferencePool:
                 return
         self._idle.setdefault(key, []).append(conn)
 
-    def close(self) -> None:
-        """Close every idle connection."""
-        for idle in self._idle.values():
-            for conn in idle:
-                conn.close()
+    async def aclose(self) -> None:
+        """Close every idle connection and wait (at most 10 s) until their sockets are gone."""
+        idle = [conn for stack in self._idle.values() for conn in stack]
         self._idle.clear()
+        for conn in idle:
+            conn.close()
+        if idle:
+            await asyncio.wait([conn.lost for conn in idle], timeout=10.0)
 
 
 class _ReferenceRunner:
@@ -432,7 +437,7 @@ async def _open_httpx(stack: AsyncExitStack, limit: int, per_host: int | None) -
 
 async def _open_reference(stack: AsyncExitStack, limit: int, per_host: int | None) -> Runner:
     runner = _ReferenceRunner(limit, per_host)
-    stack.callback(runner._pool.close)
+    stack.push_async_callback(runner._pool.aclose)
     return runner
 
 
@@ -617,7 +622,9 @@ async def _run_memory(spec: WorkSpec) -> dict[str, Any]:
     before_kib, before_sockets = _rss_kib(), _socket_count()
     async with AsyncExitStack() as stack:
         runner = await open_runner(stack, spec.client, spec.limit, spec.limit_per_host)
+        start = time.perf_counter()
         await _open_all(runner, spec)
+        open_s = time.perf_counter() - start
         gc.collect()
         after_kib, sockets = _rss_kib(), _socket_count() - before_sockets
         waiting = _server_waiting(spec.status_url)
@@ -630,6 +637,7 @@ async def _run_memory(spec: WorkSpec) -> dict[str, Any]:
         "open_sockets": sockets,
         "server_idle": waiting,
         "kib_per_conn": (after_kib - before_kib) / sockets,
+        "open_s": open_s,
         "client_opened": opened,
         "peak_rss_kib": _peak_rss_kib(),
     }
