@@ -1,0 +1,1087 @@
+"""One HTTP/1.1 connection: an asyncio protocol around httptools plus strict framing checks.
+
+Theory of operation
+-------------------
+``HTTP11Connection`` owns one transport and runs one request/response exchange at a time
+(we never pipeline). Bytes from the peer arrive in :meth:`HTTP11Connection.data_received`
+and pass through three stages, chosen by ``_phase``:
+
+1. **Head** (``_HEAD``). Bytes are collected until ``CRLF CRLF``, with caps checked while
+   collecting (total head bytes, the current line). The complete head is pre-scanned (status
+   line prefix, bare LF, obs-fold, NUL, line lengths, header count) and then fed to llhttp in
+   one piece, so llhttp never sees a byte past the head. 1xx heads are parsed and skipped;
+   their bytes count against ``max_header_bytes`` together with the final head.
+2. **Body** (``_BODY``). We know where the body ends before llhttp does: a countdown for
+   Content-Length, :class:`_ChunkScanner` for chunked framing (which also caps chunk
+   extensions and trailers before llhttp would buffer them). llhttp is fed exactly the body
+   bytes, validates the framing and hands the payload to ``on_body``; the bytes objects it
+   creates are queued as they are, never copied again unless many small ones are joined.
+3. **After the end** (``_DONE``/``_IDLE``). Any further byte is unsolicited: the connection is
+   marked not reusable and the bytes are dropped, never fed to a parser.
+
+llhttp is strict by default about most of RFC 9112 (see ``docs/transport-notes.md``); the
+checks added here cover what it accepts: HTTP/0.9 and HTTP/2.0 status lines, status codes
+outside 100..599, control characters in the reason phrase, Transfer-Encoding other than one
+``chunked``, Transfer-Encoding in HTTP/1.0, and every size cap.
+
+Waiting is future-based: a reader parks on ``_waiter`` and ``data_received`` /
+``connection_lost`` wake it. Errors found while parsing are stored in ``_error`` and raised
+to the reader after it has drained any body bytes that arrived before the error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import AsyncIterable, Callable
+from dataclasses import dataclass
+
+import httptools
+
+from ._exceptions import (
+    IncompleteBody,
+    PoolMisuse,
+    ProtocolError,
+    ReadError,
+    ReadTimeout,
+    ResponseTooLarge,
+    ServerDisconnected,
+    WriteError,
+    WriteTimeout,
+)
+from ._pool.key import PoolKey
+
+__all__ = ["HIGH_WATER", "LOW_WATER", "HTTP11Connection", "ParserLimits", "ResponseHead"]
+
+HIGH_WATER = 256 * 1024
+"""Pause reading when more unread body bytes than this are buffered."""
+LOW_WATER = 64 * 1024
+"""Resume reading once the buffered body bytes fall below this."""
+
+_JOIN_BELOW = 16 * 1024  # receive_body joins queued chunks smaller than this ...
+_JOIN_MAX = 64 * 1024  # ... up to this many bytes, to save awaits on tiny chunks
+_WRITE_JOIN_MAX = 64 * 1024  # a fixed body up to this size goes out in one write with the head
+_MAX_SIZE_DIGITS = 64  # room for chunk-size digits (leading zeros included) in a size line
+
+# Phases of the exchange.
+_IDLE = 0  # no exchange in progress; unsolicited bytes make the connection unusable
+_HEAD = 1  # request started; waiting for (the rest of) the response head
+_BODY = 2  # final head parsed; body bytes are arriving
+_DONE = 3  # the body ended; queued chunks may still be waiting for receive_body
+
+# Body framing of the current response.
+_F_NONE = 0
+_F_LENGTH = 1
+_F_CHUNKED = 2
+_F_CLOSE = 3
+
+_VERSIONS = {b"HTTP/1.1 ": "HTTP/1.1", b"HTTP/1.0 ": "HTTP/1.0"}
+_SPECIAL_LENGTHS = frozenset({10, 14, 17})  # connection/keep-alive, content-length, t-e
+_REASON_CTL = bytes(range(0x20)).replace(b"\t", b"") + b"\x7f"
+_HEX = b"0123456789abcdefABCDEF"
+
+
+@dataclass(frozen=True, slots=True)
+class ParserLimits:
+    """Size caps applied to every response head, 1xx head and trailer section.
+
+    Attributes:
+        max_header_bytes: all head bytes of one response, 1xx heads included (status lines,
+            header lines and CRLFs); also the cap for one trailer section.
+        max_headers: header lines in one head, or trailer lines in one trailer section.
+        max_line_bytes: one status line, header line or trailer line, without its CRLF.
+        max_chunk_ext_bytes: one chunk extension, from its ``;`` to the end of the line.
+    """
+
+    max_header_bytes: int = 65536
+    max_headers: int = 100
+    max_line_bytes: int = 8192
+    max_chunk_ext_bytes: int = 4096
+
+    def __post_init__(self) -> None:
+        for name in ("max_header_bytes", "max_headers", "max_line_bytes", "max_chunk_ext_bytes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"ParserLimits.{name} must be a positive int, got {value!r}")
+
+
+@dataclass(slots=True)
+class ResponseHead:
+    """The parsed head of a final (non-1xx) response.
+
+    Attributes:
+        status: the status code, 100..599.
+        reason: the reason phrase, latin-1 decoded (may be empty).
+        http_version: ``"HTTP/1.1"`` or ``"HTTP/1.0"``.
+        headers: (name, value) pairs in the order and case received, latin-1 decoded,
+            trailing whitespace removed from values.
+    """
+
+    status: int
+    reason: str
+    http_version: str
+    headers: list[tuple[str, str]]
+
+
+class _ChunkScanner:
+    """Finds where a chunked body ends and enforces the chunk-extension and trailer caps.
+
+    It reads only size lines and trailer lines (chunk data is skipped by count), so it costs
+    a few operations per chunk. llhttp still parses every byte; this scanner exists because
+    httptools exposes neither llhttp's error position nor chunk-extension callbacks, and it
+    concatenates trailer values without bound.
+    """
+
+    __slots__ = ("_count", "_limits", "_line", "_line_len", "_remaining", "_state", "_total")
+
+    _SIZE = 0
+    _DATA = 1
+    _DATA_CRLF = 2
+    _TRAILER = 3
+    _END = 4
+
+    def __init__(self, limits: ParserLimits) -> None:
+        self._limits = limits
+        self._state = self._SIZE
+        self._remaining = 0  # bytes left of the current chunk's data (or of its CRLF)
+        self._line = bytearray()  # partial size line
+        self._line_len = 0  # bytes so far of the current trailer line, CR included
+        self._total = 0  # trailer section bytes
+        self._count = 0  # trailer lines
+
+    def scan(self, data: bytes, pos: int) -> int:
+        """Scan ``data[pos:]`` for the end of the chunked body.
+
+        Args:
+            data: bytes just received.
+            pos: where the body's bytes start in ``data``.
+
+        Returns:
+            The offset just past the last byte of the body, or -1 if the body continues.
+
+        Raises:
+            ProtocolError: a malformed chunk size line.
+            ResponseTooLarge: a chunk extension or the trailer section passed its cap.
+        """
+        n = len(data)
+        while pos < n:
+            state = self._state
+            if state == self._DATA or state == self._DATA_CRLF:
+                take = min(self._remaining, n - pos)
+                pos += take
+                self._remaining -= take
+                if not self._remaining:
+                    if state == self._DATA:
+                        self._state, self._remaining = self._DATA_CRLF, 2
+                    else:
+                        self._state = self._SIZE
+            elif state == self._SIZE:
+                pos = self._size_line(data, pos, n)
+            else:
+                pos = self._trailer_line(data, pos, n)
+                if self._state == self._END:
+                    return pos
+        return -1
+
+    def _size_line(self, data: bytes, pos: int, n: int) -> int:
+        nl = data.find(b"\n", pos)
+        line = self._line
+        if nl < 0:
+            line += memoryview(data)[pos:]
+            cap = self._limits.max_chunk_ext_bytes + _MAX_SIZE_DIGITS
+            if len(line) > cap:
+                raise ResponseTooLarge(
+                    f"chunk size line longer than {cap} bytes and still no end "
+                    f"(max_chunk_ext_bytes={self._limits.max_chunk_ext_bytes})"
+                )
+            return n
+        if line:
+            line += memoryview(data)[pos:nl]
+            text = bytes(line)
+            line.clear()
+        else:
+            text = data[pos:nl]
+        size = self._parse_size(text)
+        if size:
+            self._state, self._remaining = self._DATA, size
+        else:
+            self._state = self._TRAILER
+        return nl + 1
+
+    def _parse_size(self, line: bytes) -> int:
+        if not line.endswith(b"\r"):
+            raise ProtocolError(f"chunk size line {line[:40]!r} ends in a bare LF, not CRLF")
+        size, semi, ext = line[:-1].partition(b";")
+        if semi and len(ext) + 1 > self._limits.max_chunk_ext_bytes:
+            raise ResponseTooLarge(
+                f"chunk extension of {len(ext) + 1} bytes exceeds "
+                f"max_chunk_ext_bytes={self._limits.max_chunk_ext_bytes}"
+            )
+        if not size or size.strip(_HEX):
+            raise ProtocolError(f"bad chunk size {size[:40]!r}: expected hex digits only")
+        if len(size.lstrip(b"0")) > 16:
+            raise ProtocolError(f"chunk size {size[:40]!r} does not fit in 64 bits")
+        return int(size, 16)
+
+    def _trailer_line(self, data: bytes, pos: int, n: int) -> int:
+        lim = self._limits
+        nl = data.find(b"\n", pos)
+        stop = n if nl < 0 else nl
+        self._line_len += stop - pos
+        self._total += stop - pos + (nl >= 0)
+        if self._line_len - 1 > lim.max_line_bytes:
+            raise ResponseTooLarge(
+                f"trailer line longer than max_line_bytes={lim.max_line_bytes} "
+                f"({self._line_len} bytes so far)"
+            )
+        if self._total > lim.max_header_bytes:
+            raise ResponseTooLarge(
+                f"trailer section larger than max_header_bytes={lim.max_header_bytes} "
+                f"({self._total} bytes so far)"
+            )
+        if nl < 0:
+            return n
+        if self._line_len <= 1:  # the empty line ("\r\n"; a bare "\n" is left to llhttp)
+            self._state = self._END
+            return nl + 1
+        self._line_len = 0
+        self._count += 1
+        if self._count > lim.max_headers:
+            raise ResponseTooLarge(
+                f"more than max_headers={lim.max_headers} trailer lines ({self._count})"
+            )
+        return nl + 1
+
+
+_DEFAULT_LIMITS = ParserLimits()
+
+
+def _keepalive_timeout(value: bytes) -> float | None:
+    """Return the ``timeout=N`` seconds of a Keep-Alive header value, if valid."""
+    for part in value.split(b","):
+        name, eq, number = part.partition(b"=")
+        if eq and name.strip().lower() == b"timeout":
+            try:
+                seconds = float(number.strip())
+            except ValueError:
+                return None
+            return seconds if 0 <= seconds < float("inf") else None
+    return None
+
+
+class HTTP11Connection(asyncio.Protocol):
+    """One HTTP/1.1 connection: send a request, then receive its head and body.
+
+    Satisfies the pool's ``PoolConnection`` protocol. One exchange at a time: call
+    :meth:`send_request`, :meth:`receive_head`, then :meth:`receive_body` until it returns
+    ``b""``; after that :meth:`is_reusable` says whether another exchange may follow.
+
+    Attributes:
+        key: the pool key this connection was opened for.
+        keepalive_hint_s: the last ``Keep-Alive: timeout=N`` the server sent, or None.
+        on_lost: called once (from ``connection_lost``) when the transport is gone, whoever
+            closed it. Set by the pool.
+        response_started: whether any byte of the current response arrived. A request that
+            failed while this is False may be retried on another connection.
+    """
+
+    __slots__ = (
+        "_broken",
+        "_buffered",
+        "_chunks",
+        "_cl",
+        "_closed",
+        "_conn_close",
+        "_conn_keep_alive",
+        "_drain_waiter",
+        "_error",
+        "_expected",
+        "_extra",
+        "_framing",
+        "_head",
+        "_head_buf",
+        "_head_total",
+        "_headers",
+        "_is_head_request",
+        "_ka_timeout",
+        "_keep_alive",
+        "_limits",
+        "_loop",
+        "_lost",
+        "_lost_exc",
+        "_lost_notified",
+        "_origin",
+        "_parser",
+        "_parser_done",
+        "_phase",
+        "_reading_paused",
+        "_reason",
+        "_received",
+        "_remaining",
+        "_scanner",
+        "_te",
+        "_te_count",
+        "_transport",
+        "_waiter",
+        "_write_paused",
+        "keepalive_hint_s",
+        "key",
+        "on_lost",
+        "response_started",
+    )
+
+    def __init__(self, key: PoolKey, *, limits: ParserLimits = _DEFAULT_LIMITS) -> None:
+        """Create an unconnected protocol; ``open_connection`` hands it to the event loop.
+
+        Args:
+            key: the pool key; its origin is named in error messages.
+            limits: header and chunk caps for every response on this connection.
+        """
+        self.key = key
+        self.keepalive_hint_s: float | None = None
+        self.on_lost: Callable[[], None] | None = None
+        self.response_started = False
+        self._origin = key.origin
+        self._limits = limits
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None
+        self._parser: httptools.HttpResponseParser | None = None
+        self._phase = _IDLE
+        self._head_buf = bytearray()
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._error: BaseException | None = None
+        self._lost_exc: BaseException | None = None
+        self._buffered = 0
+        self._reading_paused = self._write_paused = False
+        self._lost = self._lost_notified = self._closed = False
+        self._extra = self._broken = False
+        self._keep_alive = True
+        self._reset_response(is_head=False)
+        self._reset_head_state()
+
+    def __repr__(self) -> str:
+        names = {_IDLE: "idle", _HEAD: "head", _BODY: "body", _DONE: "done"}
+        return (
+            f"<HTTP11Connection {self._origin} {names[self._phase]} "
+            f"reusable={self.is_reusable()} closed={self.is_closed()}>"
+        )
+
+    # ----------------------------------------------------------------- public API
+
+    @property
+    def buffered_body_bytes(self) -> int:
+        """Body bytes received but not yet returned by :meth:`receive_body`."""
+        return self._buffered
+
+    @property
+    def reading_paused(self) -> bool:
+        """Whether reading from the socket is paused because too much body is buffered."""
+        return self._reading_paused
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        """Return transport information such as ``"peername"`` or ``"ssl_object"``."""
+        if self._transport is None:
+            return default
+        return self._transport.get_extra_info(name, default)
+
+    def is_reusable(self) -> bool:
+        """Whether another exchange may follow on this connection.
+
+        True only when the last response ended cleanly and was fully handed out, it allowed
+        keep-alive, no unsolicited bytes arrived, and the connection is still open.
+        """
+        return (
+            (self._phase == _IDLE or self._phase == _DONE)
+            and not self._chunks
+            and self._keep_alive
+            and not (self._extra or self._lost or self._closed or self._broken)
+            and self._error is None
+        )
+
+    def is_closed(self) -> bool:
+        """Whether the connection was closed by us or lost."""
+        return self._closed or self._lost
+
+    def close(self) -> None:
+        """Abort the connection now. Synchronous and idempotent.
+
+        A reader waiting on this connection gets :class:`ReadError`; ``on_lost`` runs when
+        the event loop reports the transport gone.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if self._error is None and (self._phase == _HEAD or self._phase == _BODY):
+            self._error = ReadError(
+                f"connection to {self._origin} was closed locally while a response was due"
+            )
+        self._wake()
+        if self._transport is not None:
+            self._transport.abort()
+
+    async def send_request(
+        self,
+        head: bytes,
+        body: bytes | AsyncIterable[bytes] | None,
+        *,
+        chunked: bool,
+        write_timeout: float | None,
+    ) -> None:
+        """Send one request: the serialised head, then the body.
+
+        Blocks only while the transport's write buffer is above its high-water mark. If the
+        server starts answering while the body is being sent (an early 413, say) and then
+        closes, fails, or sends a final response that is an error or not keep-alive, the
+        upload stops and this returns normally so the caller can read that response; the
+        connection is then not reusable.
+
+        Args:
+            head: the request line and headers, ending in CRLF CRLF.
+            body: None, bytes, or an async iterable of bytes (empty chunks are skipped).
+            chunked: frame the body with chunked transfer coding and send the last chunk.
+            write_timeout: the longest wait for the socket to accept more bytes, or None.
+
+        Raises:
+            ServerDisconnected: the server closed the connection before, or while, the
+                request was sent and no response byte arrived.
+            WriteError: the socket failed (chained from the OS error).
+            WriteTimeout: the socket accepted no bytes for ``write_timeout`` seconds.
+            PoolMisuse: the previous exchange on this connection is unfinished or failed.
+
+        Cancellation leaves the connection not reusable.
+        """
+        self._start_exchange(head)
+        transport = self._transport
+        assert transport is not None
+        try:
+            if body is None or isinstance(body, bytes | bytearray | memoryview):
+                self._write_fixed(transport, head, body, chunked)
+            else:
+                transport.write(head)
+                await self._send_stream(transport, body, chunked, write_timeout)
+            await self._drain(write_timeout)
+        except (WriteError, WriteTimeout, ServerDisconnected):
+            self._broken = True
+            if self.response_started:
+                return  # the response that arrived explains the failure; let it be read
+            raise
+        except BaseException:
+            self._broken = True
+            raise
+
+    async def receive_head(self, *, method: str, read_timeout: float | None) -> ResponseHead:
+        """Wait for the final response head; 1xx heads are skipped.
+
+        Args:
+            method: the request's method; must agree with the request line sent.
+            read_timeout: the longest wait for the next bytes, or None.
+
+        Returns:
+            The head. HEAD requests and 204/304 responses have no body: the next
+            :meth:`receive_body` returns ``b""``.
+
+        Raises:
+            ServerDisconnected: the peer closed before the head was complete (check
+                :attr:`response_started`).
+            ReadTimeout: no bytes for ``read_timeout`` seconds.
+            ProtocolError: malformed or ambiguous framing.
+            ResponseTooLarge: a header cap from :class:`ParserLimits` was passed.
+            PoolMisuse: no request was sent, or ``method`` disagrees with it.
+        """
+        if (method == "HEAD") != self._is_head_request:
+            raise PoolMisuse(f"receive_head(method={method!r}) does not match the request sent")
+        while self._head is None:
+            if self._error is not None:
+                raise self._error
+            if self._phase != _HEAD:
+                raise PoolMisuse("receive_head() called without send_request()")
+            await self._wait_readable(read_timeout, "the response head")
+        return self._head
+
+    async def receive_body(self, *, read_timeout: float | None) -> bytes:
+        """Return the next piece of the body (framing removed), or ``b""`` at its end.
+
+        Body bytes that arrived before an error are returned before the error is raised.
+
+        Args:
+            read_timeout: the longest wait for the next bytes, or None.
+
+        Raises:
+            IncompleteBody: the peer closed before the framing said the body ended.
+            ReadError: the socket failed mid-body (chained from the OS error).
+            ReadTimeout: no bytes for ``read_timeout`` seconds.
+            ProtocolError: malformed chunked framing or trailers.
+            ResponseTooLarge: a chunk extension or the trailers passed their caps.
+        """
+        while True:
+            if self._chunks:
+                return self._pop_chunk()
+            phase = self._phase
+            if phase in (_DONE, _IDLE):
+                self._phase = _IDLE
+                return b""
+            if self._error is not None:
+                raise self._error
+            if phase != _BODY:
+                raise PoolMisuse("receive_body() called before receive_head()")
+            await self._wait_readable(read_timeout, "the response body")
+
+    # ------------------------------------------------------------ asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Keep the transport (called by the event loop)."""
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        """Route received bytes by phase (called by the event loop)."""
+        if self._error is not None:
+            return
+        try:
+            pos, n = 0, len(data)
+            while pos < n:
+                phase = self._phase
+                if phase == _BODY:
+                    pos = self._take_body(data, pos)
+                elif phase == _HEAD:
+                    self.response_started = True
+                    pos = self._take_head(data, pos)
+                else:
+                    self._unsolicited()
+                    break
+        except (ProtocolError, ResponseTooLarge) as exc:
+            self._fail(exc)
+        if self._waiter is not None:
+            self._wake()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Record the loss, fail or finish the exchange, call ``on_lost`` once."""
+        self._lost = True
+        self._lost_exc = exc
+        if self._error is None:
+            self._error = self._loss_error(exc)
+        self._wake()
+        drain = self._drain_waiter
+        if drain is not None and not drain.done():
+            drain.set_exception(self._write_failure(exc))
+        callback = self.on_lost
+        if callback is not None and not self._lost_notified:
+            self._lost_notified = True
+            callback()
+
+    def pause_writing(self) -> None:
+        """The transport's write buffer is full (called by the event loop)."""
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        """The transport's write buffer drained (called by the event loop)."""
+        self._write_paused = False
+        drain = self._drain_waiter
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+
+    # ---------------------------------------------------------- httptools callbacks
+
+    def on_status(self, status: bytes) -> None:
+        """llhttp: (part of) the reason phrase."""
+        self._reason += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        """llhttp: one header field (trailer fields arrive in the body phase; dropped)."""
+        if self._phase == _BODY:
+            return
+        value = value.rstrip(b" \t")
+        if len(name) in _SPECIAL_LENGTHS:
+            self._special_header(name.lower(), value)
+        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_body(self, body: bytes) -> None:
+        """llhttp: payload bytes, queued as the object llhttp made."""
+        self._chunks.append(body)
+        self._buffered += len(body)
+        self._received += len(body)
+
+    def on_message_complete(self) -> None:
+        """llhttp: the message ended (checked against our own framing)."""
+        self._parser_done = True
+
+    # --------------------------------------------------------------- sending
+
+    def _start_exchange(self, head: bytes) -> None:
+        if self._closed or self._lost:
+            raise ServerDisconnected(f"{self._origin} closed the connection before the request")
+        if self._extra:
+            raise ServerDisconnected(
+                f"connection to {self._origin} is unusable: the server sent bytes after its "
+                "last response"
+            )
+        if self._broken or self._error is not None:
+            raise PoolMisuse(f"connection to {self._origin} failed earlier and cannot be reused")
+        if self._phase == _HEAD or self._phase == _BODY or self._chunks:
+            raise PoolMisuse(
+                f"send_request() on {self._origin} while the previous response is unfinished"
+            )
+        self._reset_response(is_head=head.startswith(b"HEAD "))
+        self._phase = _HEAD
+
+    def _reset_response(self, *, is_head: bool) -> None:
+        self.response_started = False
+        self._is_head_request = is_head
+        self._head: ResponseHead | None = None
+        self._head_total = 0
+        self._framing = _F_NONE
+        self._remaining = 0
+        self._received = 0
+        self._expected: int | None = None
+        self._scanner: _ChunkScanner | None = None
+        self._head_buf.clear()
+
+    def _write_fixed(
+        self, transport: asyncio.Transport, head: bytes, body: bytes | None, chunked: bool
+    ) -> None:
+        if not body:
+            transport.write(head + b"0\r\n\r\n" if chunked else head)
+        elif chunked:
+            transport.writelines((head, b"%x\r\n" % len(body), body, b"\r\n0\r\n\r\n"))
+        elif len(body) <= _WRITE_JOIN_MAX:
+            transport.write(b"".join((head, body)))
+        else:
+            transport.write(head)
+            transport.write(body)
+
+    async def _send_stream(
+        self,
+        transport: asyncio.Transport,
+        body: AsyncIterable[bytes],
+        chunked: bool,
+        timeout: float | None,
+    ) -> None:
+        async for chunk in body:
+            if self._upload_should_stop():
+                self._broken = True
+                return
+            if not chunk:
+                continue
+            if chunked:
+                transport.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
+            else:
+                transport.write(chunk)
+            if self._write_paused or self._lost:
+                await self._drain(timeout)
+        if chunked and not self._upload_should_stop():
+            transport.write(b"0\r\n\r\n")
+
+    def _upload_should_stop(self) -> bool:
+        """Whether sending more of the body is pointless: lost, failed, or refused early."""
+        head = self._head
+        return (
+            self._lost
+            or self._error is not None
+            or (head is not None and (head.status >= 300 or not self._keep_alive))
+        )
+
+    async def _drain(self, timeout: float | None) -> None:
+        """Wait until the write buffer is below its high-water mark (or the upload stops)."""
+        while self._write_paused or self._lost:
+            if self._lost:
+                raise self._write_failure(self._lost_exc)
+            if self._upload_should_stop():
+                self._broken = True
+                return
+            fut = self._loop.create_future()
+            self._drain_waiter = fut
+            handle = None
+            if timeout is not None:
+                handle = self._loop.call_later(timeout, self._on_write_timeout, fut, timeout)
+            try:
+                await fut
+            finally:
+                self._drain_waiter = None
+                if handle is not None:
+                    handle.cancel()
+
+    def _on_write_timeout(self, fut: asyncio.Future[None], timeout: float) -> None:
+        if not fut.done():
+            fut.set_exception(
+                WriteTimeout(
+                    f"sending the request to {self._origin} stalled: the socket accepted no "
+                    f"bytes for {timeout}s (write timeout)"
+                )
+            )
+
+    def _write_failure(self, exc: BaseException | None) -> Exception:
+        if self._closed:
+            return WriteError(f"connection to {self._origin} was closed locally during the send")
+        if exc is None:
+            return ServerDisconnected(
+                f"{self._origin} closed the connection while the request was being sent"
+            )
+        err = WriteError(f"sending the request to {self._origin} failed: {exc!r}")
+        err.__cause__ = exc
+        return err
+
+    # --------------------------------------------------------------- waiting
+
+    async def _wait_readable(self, timeout: float | None, what: str) -> None:
+        fut = self._loop.create_future()
+        self._waiter = fut
+        handle = None
+        if timeout is not None:
+            handle = self._loop.call_later(timeout, self._on_read_timeout, fut, timeout, what)
+        try:
+            await fut
+        finally:
+            self._waiter = None
+            if handle is not None:
+                handle.cancel()
+
+    def _on_read_timeout(self, fut: asyncio.Future[None], timeout: float, what: str) -> None:
+        if not fut.done():
+            self._broken = True
+            fut.set_exception(
+                ReadTimeout(
+                    f"timed out waiting for {what}: no data from {self._origin} for "
+                    f"{timeout}s (read timeout)"
+                )
+            )
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _fail(self, exc: BaseException) -> None:
+        """Record a parse error, stop the upload and abort the transport."""
+        if self._error is None:
+            self._error = exc
+        self._broken = True
+        drain = self._drain_waiter
+        if drain is not None and not drain.done():
+            drain.set_result(None)  # the upload loop sees _error and stops
+        if self._transport is not None:
+            self._transport.abort()
+
+    def _unsolicited(self) -> None:
+        """Bytes after the end of the response: never parsed, the connection is spent."""
+        self._extra = True
+        if self._phase == _IDLE and self._transport is not None:
+            self._transport.abort()  # nobody is reading: let the pool hear about it now
+
+    def _loss_error(self, exc: BaseException | None) -> BaseException | None:
+        """The error a reader should see after the transport was lost, if any."""
+        phase = self._phase
+        if phase == _HEAD:
+            got = self._head_total + len(self._head_buf)
+            what = f"after {got} bytes of the response head" if got else "before any response"
+            err: BaseException = ServerDisconnected(
+                f"{self._origin} closed the connection {what}" + (f": {exc!r}" if exc else "")
+            )
+        elif phase != _BODY:
+            return None
+        elif exc is not None:
+            err = ReadError(
+                f"reading the response body from {self._origin} failed after "
+                f"{self._received} bytes: {exc!r}"
+            )
+        elif self._framing == _F_CLOSE:
+            self._end_message()
+            return None
+        else:
+            err = self._incomplete()
+        err.__cause__ = exc
+        return err
+
+    def _incomplete(self) -> IncompleteBody:
+        got, expected = self._received, self._expected
+        if expected is None:
+            msg = f"{got} body bytes of a chunked body, before its last chunk"
+        else:
+            msg = f"{got} of {expected} body bytes (Content-Length)"
+        return IncompleteBody(
+            f"{self._origin} closed the connection after {msg}", expected=expected, received=got
+        )
+
+    # ------------------------------------------------------------------ head
+
+    def _take_head(self, data: bytes, pos: int) -> int:
+        """Collect head bytes; parse the head once complete. Return where parsing stopped."""
+        buf = self._head_buf
+        if buf:
+            old = len(buf)
+            buf += memoryview(data)[pos:]
+            end = buf.find(b"\r\n\r\n", max(0, old - 3))
+            if end < 0:
+                self._check_partial_head(buf)
+                return len(data)
+            head = bytes(buf[: end + 4])
+            buf.clear()
+            new_pos = pos + end + 4 - old
+        else:
+            end = data.find(b"\r\n\r\n", pos)
+            if end < 0:
+                buf += memoryview(data)[pos:]
+                self._check_partial_head(buf)
+                return len(data)
+            new_pos = end + 4
+            head = data if pos == 0 and new_pos == len(data) else data[pos:new_pos]
+        self._on_head(head)
+        return new_pos
+
+    def _check_partial_head(self, buf: bytearray) -> None:
+        lim = self._limits
+        size = self._head_total + len(buf)
+        if size > lim.max_header_bytes:
+            raise ResponseTooLarge(
+                f"response head from {self._origin} is larger than "
+                f"max_header_bytes={lim.max_header_bytes} ({size} bytes and no end yet)"
+            )
+        line = len(buf) - buf.rfind(b"\n") - 1
+        if line > lim.max_line_bytes:
+            raise ResponseTooLarge(
+                f"response head line from {self._origin} is longer than "
+                f"max_line_bytes={lim.max_line_bytes} ({line} bytes and no end yet)"
+            )
+        if len(buf) >= 9 and bytes(buf[:9]) not in _VERSIONS:
+            raise self._bad_start(bytes(buf))
+        self._check_bytes(buf)
+
+    def _check_bytes(self, head: bytes | bytearray) -> None:
+        """Reject what llhttp would reject anyway, early and with a clearer message."""
+        if head.count(b"\n") != head.count(b"\r\n"):
+            raise ProtocolError(
+                f"bare LF line ending in the response head from {self._origin} "
+                "(RFC 9112 requires CRLF)"
+            )
+        if b"\n " in head or b"\n\t" in head:
+            raise ProtocolError(
+                f"obsolete line folding (obs-fold) in a response header from {self._origin}"
+            )
+        if b"\0" in head:
+            raise ProtocolError(f"NUL byte in the response head from {self._origin}")
+
+    def _bad_start(self, head: bytes) -> ProtocolError:
+        line = head.split(b"\r\n", 1)[0][:60]
+        if line.startswith(b"HTTP/"):
+            return ProtocolError(
+                f"unsupported HTTP version in status line {line!r} from {self._origin}: "
+                "only HTTP/1.0 and HTTP/1.1 are accepted"
+            )
+        return ProtocolError(
+            f"response from {self._origin} does not start with an HTTP/1.x status line: {line!r}"
+        )
+
+    def _on_head(self, head: bytes) -> None:
+        """Check and parse one complete head (1xx or final)."""
+        lim = self._limits
+        total = self._head_total + len(head)
+        if total > lim.max_header_bytes:
+            raise ResponseTooLarge(
+                f"response head from {self._origin} is {total} bytes, more than "
+                f"max_header_bytes={lim.max_header_bytes} (1xx heads included)"
+            )
+        self._head_total = total
+        version = _VERSIONS.get(head[:9])
+        if version is None:
+            raise self._bad_start(head)
+        self._check_bytes(head)
+        if len(head) > lim.max_line_bytes:
+            self._check_line_lengths(head)
+        count = head.count(b"\r\n") - 2
+        if count > lim.max_headers:
+            raise ResponseTooLarge(
+                f"response head from {self._origin} has {count} header lines, more than "
+                f"max_headers={lim.max_headers}"
+            )
+        status = self._status_code(head)
+        self._reset_head_state()
+        self._feed(head)
+        if status < 200:
+            self._parser = None  # a fresh parser for the next head (HTTP/1.0 1xx "closes")
+            return
+        self._final_head(status, version)
+
+    def _check_line_lengths(self, head: bytes) -> None:
+        cap = self._limits.max_line_bytes
+        start = 0
+        while (end := head.find(b"\r\n", start)) > start:
+            if end - start > cap:
+                raise ResponseTooLarge(
+                    f"response head line of {end - start} bytes from {self._origin} exceeds "
+                    f"max_line_bytes={cap}: {head[start : start + 40]!r}..."
+                )
+            start = end + 2
+
+    def _status_code(self, head: bytes) -> int:
+        code = head[9:12]
+        if not code.isdigit() or head[12:13] not in (b" ", b"\r"):
+            line = head.split(b"\r\n", 1)[0][:60]
+            raise ProtocolError(f"malformed status line {line!r} from {self._origin}")
+        status = int(code)
+        if not 100 <= status <= 599:
+            raise ProtocolError(f"status code {status} from {self._origin} is outside 100..599")
+        if status == 101:
+            raise ProtocolError(
+                f"unexpected 101 Switching Protocols from {self._origin}: no upgrade was asked for"
+            )
+        return status
+
+    def _reset_head_state(self) -> None:
+        self._headers: list[tuple[str, str]] = []
+        self._reason = b""
+        self._cl: int | None = None
+        self._te: bytes | None = None
+        self._te_count = 0
+        self._conn_close = self._conn_keep_alive = False
+        self._ka_timeout: float | None = None
+        self._parser_done = False
+
+    def _special_header(self, name: bytes, value: bytes) -> None:
+        if name == b"content-length":
+            if value.isdigit():  # llhttp rejects anything else, and repeats
+                self._cl = int(value)
+        elif name == b"transfer-encoding":
+            self._te_count += 1
+            self._te = value
+        elif name == b"connection":
+            for token in value.split(b","):
+                token = token.strip().lower()
+                if token == b"close":
+                    self._conn_close = True
+                elif token == b"keep-alive":
+                    self._conn_keep_alive = True
+        elif name == b"keep-alive":
+            self._ka_timeout = _keepalive_timeout(value)
+
+    def _final_head(self, status: int, version: str) -> None:
+        reason = self._reason
+        if len(reason.translate(None, _REASON_CTL)) != len(reason):
+            raise ProtocolError(
+                f"control character in the reason phrase {reason[:60]!r} from {self._origin}"
+            )
+        if version == "HTTP/1.1":
+            self._keep_alive = not self._conn_close
+        else:
+            self._keep_alive = self._conn_keep_alive and not self._conn_close
+        if self._ka_timeout is not None:
+            self.keepalive_hint_s = self._ka_timeout
+        framing = self._choose_framing(status, version)
+        self._head = ResponseHead(status, reason.decode("latin-1"), version, self._headers)
+        self._framing = framing
+        drain = self._drain_waiter
+        if drain is not None and not drain.done():
+            drain.set_result(None)  # an upload in progress re-checks whether to stop
+        if framing == _F_NONE:
+            self._end_message()
+        elif framing == _F_LENGTH:
+            assert self._cl is not None
+            self._phase = _BODY
+            self._remaining = self._expected = self._cl
+        else:
+            self._phase = _BODY
+            if framing == _F_CHUNKED:
+                self._scanner = _ChunkScanner(self._limits)
+            else:
+                self._keep_alive = False
+
+    def _choose_framing(self, status: int, version: str) -> int:
+        if self._is_head_request or status == 204 or status == 304:
+            if self._is_head_request:
+                self._parser = None  # llhttp waits for a body that will never come
+            return _F_NONE
+        if self._te_count:
+            self._check_transfer_encoding(version)
+            return _F_CHUNKED
+        if self._cl is not None:
+            return _F_LENGTH if self._cl else _F_NONE
+        return _F_CLOSE
+
+    def _check_transfer_encoding(self, version: str) -> None:
+        te = self._te or b""
+        if version == "HTTP/1.0":
+            raise ProtocolError(
+                f"Transfer-Encoding in an HTTP/1.0 response from {self._origin}: "
+                "its framing is ambiguous (RFC 9112 section 6.1)"
+            )
+        if self._te_count > 1:
+            raise ProtocolError(
+                f"Transfer-Encoding header repeated {self._te_count} times by {self._origin}"
+            )
+        if te.strip().lower() != b"chunked":
+            raise ProtocolError(
+                f"unsupported Transfer-Encoding {te[:60]!r} from {self._origin}: "
+                "only a single 'chunked' coding is accepted"
+            )
+        if self._cl is not None:
+            raise ProtocolError(
+                f"both Content-Length and Transfer-Encoding in a response from {self._origin}"
+            )
+
+    # ------------------------------------------------------------------ body
+
+    def _take_body(self, data: bytes, pos: int) -> int:
+        """Feed the body's share of ``data[pos:]`` to llhttp; return where it ended."""
+        framing = self._framing
+        n = len(data)
+        if framing == _F_LENGTH:
+            end = min(n, pos + self._remaining)
+            self._remaining -= end - pos
+            done = not self._remaining
+        elif framing == _F_CHUNKED:
+            assert self._scanner is not None
+            end = self._scanner.scan(data, pos)
+            done = end >= 0
+            if not done:
+                end = n
+        else:
+            end, done = n, False
+        self._feed(data if pos == 0 and end == n else memoryview(data)[pos:end])
+        if self._buffered > HIGH_WATER and not self._reading_paused:
+            self._pause_reading()
+        if done:
+            if not self._parser_done:
+                raise ProtocolError(
+                    f"framing disagreement on the response from {self._origin}: the body "
+                    "should have ended but the parser did not finish it"
+                )
+            self._end_message()
+        return end
+
+    def _feed(self, data: bytes | memoryview) -> None:
+        parser = self._parser
+        if parser is None:
+            parser = self._parser = httptools.HttpResponseParser(self)
+        try:
+            parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            raise ProtocolError(f"unexpected protocol upgrade from {self._origin}") from exc
+        except httptools.HttpParserError as exc:
+            raise ProtocolError(f"malformed response from {self._origin}: {exc}") from exc
+
+    def _end_message(self) -> None:
+        self._phase = _DONE
+        self._scanner = None
+
+    def _pop_chunk(self) -> bytes:
+        chunks = self._chunks
+        chunk = chunks.popleft()
+        if len(chunk) < _JOIN_BELOW and chunks and len(chunks[0]) < _JOIN_BELOW:
+            parts = [chunk]
+            size = len(chunk)
+            while chunks and size < _JOIN_MAX and len(chunks[0]) < _JOIN_BELOW:
+                part = chunks.popleft()
+                parts.append(part)
+                size += len(part)
+            chunk = b"".join(parts)
+        self._buffered -= len(chunk)
+        if self._reading_paused and self._buffered < LOW_WATER:
+            self._reading_paused = False
+            if self._transport is not None and not self._lost:
+                self._transport.resume_reading()
+        return chunk
+
+    def _pause_reading(self) -> None:
+        self._reading_paused = True
+        if self._transport is not None and not self._lost:
+            self._transport.pause_reading()
