@@ -324,8 +324,7 @@ class FaultServer:
             self._server.close()
         while self._tasks:
             for conn in self._conns.values():
-                conn.writer.transport.abort()
-                conn.raw.abort()
+                _abort(conn)
             tasks = list(self._tasks)
             for task in tasks:
                 task.cancel()
@@ -405,25 +404,28 @@ class FaultServer:
         self.open_connections += 1
         self.peak_connections = max(self.peak_connections, self.open_connections)
         self._notify()
-        graceful = False
         try:
-            graceful = await self._run(conn, plan.on_accept)
-        except (OSError, asyncio.IncompleteReadError):
-            pass  # the client went away or reset: an ordinary end for a fault server
+            await _close(conn, await self._run_guarded(conn, plan.on_accept))
         except asyncio.CancelledError:
-            # Only aclose() cancels this task, which the server owns. Ending normally keeps
+            # Only aclose() cancels this task, which the server owns: abort (aclose then runs
+            # the loop once more, closing the socket) and end normally, which also keeps
             # 3.11's start_server done-callback from logging the cancellation as an error.
-            pass
+            _abort(conn)
+        finally:
+            del self._conns[conn.id]
+            self._tasks.discard(task)
+            self.open_connections -= 1
+            self._notify()
+
+    async def _run_guarded(self, conn: _Conn, on_accept: str) -> bool:
+        """Run the connection; return True for a graceful close. Records unexpected errors."""
+        try:
+            return await self._run(conn, on_accept)
+        except (OSError, asyncio.IncompleteReadError):
+            return False  # the client went away or reset: an ordinary end for a fault server
         except Exception as exc:
             self.errors.append(f"connection {conn.id}: {exc!r}")
-        finally:
-            try:
-                await _close(conn, graceful)
-            finally:
-                del self._conns[conn.id]
-                self._tasks.discard(task)
-                self.open_connections -= 1
-                self._notify()
+            return False
 
     async def _run(self, conn: _Conn, on_accept: str) -> bool:
         """Carry out the accept action, then serve; return True for a graceful close."""
@@ -591,8 +593,7 @@ def _abort_with_rst(conn: _Conn) -> None:
     sock = conn.raw.get_extra_info("socket")
     if sock is not None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    conn.writer.transport.abort()
-    conn.raw.abort()
+    _abort(conn)
 
 
 async def _wait_sent(conn: _Conn, timeout: float = 2.0) -> None:
@@ -616,9 +617,14 @@ async def _close(conn: _Conn, graceful: bool) -> None:
                 await conn.writer.wait_closed()
         except (TimeoutError, ConnectionError, ssl_module.SSLError, OSError):
             pass
-    transport.abort()
-    conn.raw.abort()
+    _abort(conn)
     await asyncio.sleep(0)  # the transport closes its socket in a callback it just scheduled
+
+
+def _abort(conn: _Conn) -> None:
+    """Abort both the (TLS) transport and the TCP one under it. Idempotent."""
+    conn.writer.transport.abort()
+    conn.raw.abort()
 
 
 # -- responses --------------------------------------------------------------------------
