@@ -74,6 +74,7 @@ NGINX_CANDIDATES = ("/usr/sbin/nginx", "nginx")
 REDIRECT_MAX = 20
 STATUS_CODES = (200, 201, 204, 400, 401, 403, 404, 418, 429, 500, 502, 503)
 WHICH = ("default", "strict", "tls")
+ADDRESS_IN_USE = "Address already in use"
 _LOG_FIELDS = (
     "$connection $connection_requests $server_port $status $request_method $request_uri"
     " $server_protocol $body_bytes_sent $http_x_test_tag"
@@ -533,6 +534,8 @@ def _wait_ready(server: NginxServer, timeout: float) -> str | None:
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
             return f"nginx exited with status {server.process.returncode}"
+        if ADDRESS_IN_USE in server.error_log():  # nginx would retry bind() for 2.5 s
+            return f"a port of {server.ports} was taken meanwhile"
         if all(_accepting(p, h) for p in server.ports.values() for h in hosts):
             return None
         time.sleep(0.02)  # an external process: nothing to await but its sockets
@@ -568,6 +571,7 @@ def start_nginx(
     for _ in range(attempts):
         ports = dict(zip(WHICH, pick_ports(len(WHICH), ipv6), strict=True))
         (directory / "nginx.conf").write_text(render_config(directory, ports, certs, ipv6))
+        (directory / "logs" / "error.log").write_bytes(b"")  # judge this attempt alone
         process = _launch(binary, directory)
         server = NginxServer(process, directory, ports, ca_file=certs.ca_file, ipv6=ipv6)
         reason = _wait_ready(server, startup_timeout)
@@ -575,6 +579,6 @@ def start_nginx(
             return server
         server.stop()
         failure = f"{reason}\n{server.error_log()}"
-        if "Address already in use" not in failure:
+        if ADDRESS_IN_USE not in failure:
             break
     pytest.fail(f"could not start {binary} in {directory}: {failure}", pytrace=False)

@@ -7,6 +7,7 @@ import contextlib
 import gzip
 import hashlib
 import http.client
+import socket
 import ssl
 import time
 import uuid
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+import tests.nginx
 from tests.faults import format_request, read_response
 from tests.nginx import NginxServer, TLSCerts, find_nginx, start_nginx
 
@@ -256,3 +258,32 @@ def test_missing_nginx_fails_with_install_instructions() -> None:
 def test_nginx_that_does_not_start_fails_with_its_log(tmp_path: Path, tls_certs: TLSCerts) -> None:
     with pytest.raises(pytest.fail.Exception, match=r"could not start /bin/false.*exited"):
         start_nginx(tmp_path, tls_certs, binary="/bin/false", startup_timeout=5)
+
+
+def test_start_picks_new_ports_when_one_was_taken(
+    tmp_path: Path, tls_certs: TLSCerts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_pick = tests.nginx.pick_ports
+    picked: list[list[int]] = []
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+
+        def pick_a_taken_port_first(count: int, ipv6: bool) -> list[int]:
+            ports = real_pick(count, ipv6)
+            picked.append([taken, *ports[1:]] if not picked else ports)
+            return picked[-1]
+
+        monkeypatch.setattr(tests.nginx, "pick_ports", pick_a_taken_port_first)
+        started = time.monotonic()
+        server = start_nginx(tmp_path, tls_certs)
+        try:
+            assert len(picked) == 2
+            assert server.ports["default"] == picked[1][0] != taken
+            assert time.monotonic() - started < 2  # did not sit out nginx's bind() retries
+            with http_conn(server) as conn:
+                conn.request("GET", "/small")
+                assert conn.getresponse().read() == b"Hello, world!"
+        finally:
+            server.stop()
