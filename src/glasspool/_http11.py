@@ -132,7 +132,17 @@ class _ChunkScanner:
     concatenates trailer values without bound.
     """
 
-    __slots__ = ("_count", "_limits", "_line", "_line_len", "_remaining", "_state", "_total")
+    __slots__ = (
+        "_count",
+        "_limits",
+        "_line",
+        "_line_len",
+        "_remaining",
+        "_state",
+        "_step_start",
+        "_total",
+        "stopped_at",
+    )
 
     _SIZE = 0
     _DATA = 1
@@ -148,6 +158,8 @@ class _ChunkScanner:
         self._line_len = 0  # bytes so far of the current trailer line, CR included
         self._total = 0  # trailer section bytes
         self._count = 0  # trailer lines
+        self.stopped_at = 0  # after an error: where the offending step began in ``data``
+        self._step_start = 0
 
     def scan(self, data: bytes, pos: int) -> int:
         """Scan ``data[pos:]`` for the end of the chunked body.
@@ -160,21 +172,35 @@ class _ChunkScanner:
             The offset just past the last byte of the body, or -1 if the body continues.
 
         Raises:
-            ProtocolError: a malformed chunk size line.
+            ProtocolError: a malformed chunk size line (``stopped_at`` says where).
             ResponseTooLarge: a chunk extension or the trailer section passed its cap.
         """
+        try:
+            return self._scan(data, pos)
+        except (ProtocolError, ResponseTooLarge):
+            self.stopped_at = self._step_start
+            raise
+
+    def _scan(self, data: bytes, pos: int) -> int:
         n = len(data)
         while pos < n:
+            self._step_start = pos
             state = self._state
-            if state == self._DATA or state == self._DATA_CRLF:
+            if state == self._DATA:
                 take = min(self._remaining, n - pos)
                 pos += take
                 self._remaining -= take
                 if not self._remaining:
-                    if state == self._DATA:
-                        self._state, self._remaining = self._DATA_CRLF, 2
-                    else:
-                        self._state = self._SIZE
+                    self._state, self._remaining = self._DATA_CRLF, 2
+            elif state == self._DATA_CRLF:
+                if data[pos] != b"\r\n"[2 - self._remaining]:
+                    raise ProtocolError(
+                        f"chunk data not followed by CRLF: got {data[pos : pos + 8]!r}"
+                    )
+                pos += 1
+                self._remaining -= 1
+                if not self._remaining:
+                    self._state = self._SIZE
             elif state == self._SIZE:
                 pos = self._size_line(data, pos, n)
             else:
@@ -1029,8 +1055,14 @@ class HTTP11Connection(asyncio.Protocol):
             self._remaining -= end - pos
             done = not self._remaining
         elif framing == _F_CHUNKED:
-            assert self._scanner is not None
-            end = self._scanner.scan(data, pos)
+            scanner = self._scanner
+            assert scanner is not None
+            try:
+                end = scanner.scan(data, pos)
+            except (ProtocolError, ResponseTooLarge):
+                if scanner.stopped_at > pos:  # hand out the body that came before the error
+                    self._feed(memoryview(data)[pos : scanner.stopped_at])
+                raise
             done = end >= 0
             if not done:
                 end = n
