@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import functools
 import grp
 import os
 import pwd
@@ -62,13 +63,15 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 import pytest
 import trustme
 
-__all__ = ["AccessLogEntry", "NginxServer", "TLSCerts", "start_nginx"]
+__all__ = ["AccessLogEntry", "NginxServer", "TLSCerts", "find_nginx", "start_nginx"]
 
 NGINX_CANDIDATES = ("/usr/sbin/nginx", "nginx")
 REDIRECT_MAX = 20
@@ -210,23 +213,19 @@ def text_bytes(lines: int) -> bytes:
     )
 
 
-STATIC_FILES: dict[str, bytes] = {}
-
-
-def static_content() -> dict[str, bytes]:
+@functools.cache
+def static_content() -> Mapping[str, bytes]:
     """Return the body of every static path, keyed by URL path (built once, then cached)."""
-    if not STATIC_FILES:
-        STATIC_FILES.update(
-            {
-                "/small": b"Hello, world!",
-                "/64k": pattern_bytes(64 * 1024),
-                "/1m": pattern_bytes(1024 * 1024),
-                "/big": pattern_bytes(20 * 1024 * 1024),
-                "/gzip": text_bytes(400),
-                "/chunked": text_bytes(2000),
-            }
-        )
-    return STATIC_FILES
+    return MappingProxyType(
+        {
+            "/small": b"Hello, world!",
+            "/64k": pattern_bytes(64 * 1024),
+            "/1m": pattern_bytes(1024 * 1024),
+            "/big": pattern_bytes(20 * 1024 * 1024),
+            "/gzip": text_bytes(400),
+            "/chunked": text_bytes(2000),
+        }
+    )
 
 
 class NginxServer:
