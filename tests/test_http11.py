@@ -19,10 +19,11 @@ from glasspool._exceptions import (
     ReadTimeout,
     ResponseTooLarge,
     ServerDisconnected,
+    WriteError,
     WriteTimeout,
 )
 from glasspool._http11 import HIGH_WATER, HTTP11Connection, ParserLimits, ResponseHead
-from tests.rawserver import RawServer, Reply
+from tests.rawserver import Handler, RawServer, Reply
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
 CHUNKED = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -232,7 +233,12 @@ async def test_on_lost_is_called_once() -> None:
     calls: list[int] = []
     lost = asyncio.Event()
     async with RawServer(replies=[Reply(OK, close=True)]) as srv, connected(srv) as conn:
-        conn.on_lost = lambda: (calls.append(1), lost.set())  # type: ignore[func-returns-value]
+
+        def on_lost() -> None:
+            calls.append(1)
+            lost.set()
+
+        conn.on_lost = on_lost
         await fetch(conn)
         await asyncio.wait_for(lost.wait(), 5)
         conn.close()
@@ -353,3 +359,312 @@ async def test_body_bytes_before_an_error_are_returned_first() -> None:
         assert await conn.receive_body(read_timeout=5) == b"hello"
         with pytest.raises(ProtocolError, match="bad chunk size b'zz'"):
             await conn.receive_body(read_timeout=5)
+
+
+# -- the peer going away, timeouts -------------------------------------------------------------
+
+
+def closing_after(data: bytes, *, reset: bool = False) -> Handler:
+    """A handler that reads one request, sends ``data`` and closes (or resets)."""
+
+    async def handler(
+        srv: RawServer, reader: asyncio.StreamReader, w: asyncio.StreamWriter
+    ) -> None:
+        await srv.read_request(reader)
+        w.write(data)
+        await w.drain()
+        if reset:
+            sock = w.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        w.transport.abort() if reset else w.close()
+
+    return handler
+
+
+async def test_close_before_any_response_byte_is_server_disconnected() -> None:
+    async with RawServer(closing_after(b"")) as srv, connected(srv) as conn:
+        with pytest.raises(ServerDisconnected, match="before any response") as info:
+            await fetch(conn)
+        assert srv.host in str(info.value)
+        assert not conn.response_started and not conn.is_reusable()
+
+
+async def test_reset_before_any_response_byte_is_server_disconnected() -> None:
+    async with RawServer(closing_after(b"", reset=True)) as srv, connected(srv) as conn:
+        with pytest.raises(ServerDisconnected, match="before any response") as info:
+            await fetch(conn)
+        assert isinstance(info.value.__cause__, ConnectionResetError)
+        assert not conn.response_started
+
+
+async def test_close_mid_head_is_server_disconnected_after_response_started() -> None:
+    async with (
+        RawServer(closing_after(b"HTTP/1.1 200 OK\r\nContent-")) as srv,
+        connected(srv) as conn,
+    ):
+        with pytest.raises(ServerDisconnected, match="after 25 bytes of the response head"):
+            await fetch(conn)
+        assert conn.response_started
+
+
+async def test_close_mid_body_is_incomplete_body_with_counts() -> None:
+    reply = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"
+    async with RawServer(closing_after(reply)) as srv, connected(srv) as conn:
+        with pytest.raises(IncompleteBody, match="after 3 of 10 body bytes") as info:
+            await fetch(conn)
+        assert (info.value.expected, info.value.received) == (10, 3)
+
+
+async def test_close_mid_chunked_body_is_incomplete_body_without_expected() -> None:
+    reply = CHUNKED + b"4\r\nabcd\r\n6\r\nef"
+    async with RawServer(closing_after(reply)) as srv, connected(srv) as conn:
+        with pytest.raises(IncompleteBody, match="after 6 body bytes of a chunked body") as info:
+            await fetch(conn)
+        assert (info.value.expected, info.value.received) == (None, 6)
+
+
+async def test_reset_mid_body_is_read_error_chained_to_the_os_error() -> None:
+    reply = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"
+    async with RawServer(closing_after(reply, reset=True)) as srv, connected(srv) as conn:
+        with pytest.raises(ReadError, match="failed after 3 bytes") as info:
+            await fetch(conn)
+        assert isinstance(info.value.__cause__, ConnectionResetError)
+
+
+async def test_stale_connection_raises_server_disconnected_on_send() -> None:
+    lost = asyncio.Event()
+    async with RawServer(replies=[Reply(OK, close=True)]) as srv, connected(srv) as conn:
+        conn.on_lost = lost.set
+        await fetch(conn)
+        await asyncio.wait_for(lost.wait(), 5)
+        with pytest.raises(ServerDisconnected, match="before the request"):
+            await conn.send_request(request(), None, chunked=False, write_timeout=1)
+        assert not conn.response_started
+
+
+async def silent(srv: RawServer, reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    """Read one request, send a head and part of a body if asked, then say nothing."""
+    await srv.read_request(reader)
+    await reader.read()
+
+
+async def test_read_timeout_waiting_for_the_head_names_origin_and_seconds() -> None:
+    async with RawServer(silent) as srv, connected(srv) as conn:
+        await conn.send_request(request(), None, chunked=False, write_timeout=1)
+        with pytest.raises(ReadTimeout) as info:
+            await conn.receive_head(method="GET", read_timeout=0.05)
+        assert str(info.value) == (
+            f"timed out waiting for the response head: no data from {srv.key().origin} "
+            "for 0.05s (read timeout)"
+        )
+        assert not conn.is_reusable()
+
+
+async def test_read_timeout_waiting_for_the_body() -> None:
+    async def partial(
+        srv: RawServer, reader: asyncio.StreamReader, w: asyncio.StreamWriter
+    ) -> None:
+        await srv.read_request(reader)
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+        await reader.read()
+
+    async with RawServer(partial) as srv, connected(srv) as conn:
+        await conn.send_request(request(), None, chunked=False, write_timeout=1)
+        await conn.receive_head(method="GET", read_timeout=1)
+        assert await conn.receive_body(read_timeout=1) == b"abc"
+        with pytest.raises(ReadTimeout, match=r"response body: no data from .* for 0\.05s"):
+            await conn.receive_body(read_timeout=0.05)
+
+
+async def test_close_while_a_reader_waits_raises_read_error() -> None:
+    async with RawServer(silent) as srv, connected(srv) as conn:
+        await conn.send_request(request(), None, chunked=False, write_timeout=1)
+        waiting = asyncio.create_task(conn.receive_head(method="GET", read_timeout=5))
+        await asyncio.sleep(0)  # one loop turn: the reader parks on its future
+        conn.close()
+        with pytest.raises(ReadError, match="closed locally"):
+            await waiting
+        assert conn.is_closed()
+
+
+async def test_misuse_is_reported() -> None:
+    async with RawServer(silent) as srv, connected(srv) as conn:
+        with pytest.raises(PoolMisuse, match="without send_request"):
+            await conn.receive_head(method="GET", read_timeout=1)
+        await conn.send_request(request(), None, chunked=False, write_timeout=1)
+        with pytest.raises(PoolMisuse, match="does not match"):
+            await conn.receive_head(method="HEAD", read_timeout=1)
+        with pytest.raises(PoolMisuse, match="before receive_head"):
+            await conn.receive_body(read_timeout=1)
+        with pytest.raises(PoolMisuse, match="previous response is unfinished"):
+            await conn.send_request(request(), None, chunked=False, write_timeout=1)
+
+
+# -- uploads -------------------------------------------------------------------------------
+
+
+async def chunks(*parts: bytes) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
+
+
+async def test_chunked_upload_from_an_async_iterable_is_framed_exactly() -> None:
+    head = request("POST", b"Transfer-Encoding: chunked\r\n")
+    async with RawServer(replies=[OK]) as srv, connected(srv) as conn:
+        body = chunks(b"hello", b"", b" ", b"w" * 300)
+        await conn.send_request(head, body, chunked=True, write_timeout=5)
+        assert (await conn.receive_head(method="POST", read_timeout=5)).status == 200
+        assert srv.requests == [
+            head + b"5\r\nhello\r\n1\r\n \r\n12c\r\n" + b"w" * 300 + b"\r\n0\r\n\r\n"
+        ]
+
+
+@pytest.mark.parametrize("size", [0, 10, 200_000])
+async def test_bytes_upload_chunked_and_with_content_length(size: int) -> None:
+    data = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    chunked_head = request("POST", b"Transfer-Encoding: chunked\r\n")
+    length_head = request("POST", f"Content-Length: {size}\r\n".encode())
+    framed = (b"%x\r\n" % size + data + b"\r\n" if size else b"") + b"0\r\n\r\n"
+    async with RawServer(replies=[OK, OK]) as srv, connected(srv) as conn:
+        await conn.send_request(chunked_head, data, chunked=True, write_timeout=5)
+        await conn.receive_head(method="POST", read_timeout=5)
+        assert await conn.receive_body(read_timeout=5) == b"hello"
+        assert await conn.receive_body(read_timeout=5) == b""
+        await conn.send_request(length_head, data, chunked=False, write_timeout=5)
+        await conn.receive_head(method="POST", read_timeout=5)
+        assert srv.requests == [chunked_head + framed, length_head + data]
+
+
+def endless_upload(counter: list[int], limit: int = 256) -> AsyncIterator[bytes]:
+    """Up to ``limit`` MiB of upload; ``counter[0]`` counts the chunks taken."""
+
+    async def gen() -> AsyncIterator[bytes]:
+        chunk = b"u" * (1 << 20)
+        for _ in range(limit):
+            counter[0] += 1
+            yield chunk
+
+    return gen()
+
+
+async def test_early_error_response_stops_the_upload_and_stays_readable() -> None:
+    reply = (
+        b"HTTP/1.1 413 Payload Too Large\r\nConnection: close\r\nContent-Length: 8\r\n\r\ntoo big!"
+    )
+
+    async def refuse(srv: RawServer, reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        w.write(reply)
+        await w.drain()
+        await reader.read()
+
+    taken = [0]
+    async with RawServer(refuse) as srv, connected(srv) as conn:
+        head = request("POST", b"Transfer-Encoding: chunked\r\n")
+        await conn.send_request(head, endless_upload(taken), chunked=True, write_timeout=5)
+        got, body = await receive_all(conn, "POST")
+        assert (got.status, body) == (413, b"too big!")
+        assert taken[0] < 256 and not conn.is_reusable()
+
+
+async def test_write_error_after_a_response_arrived_does_not_hide_it() -> None:
+    """The server answers (keep-alive, so the upload goes on), then resets the connection."""
+
+    async def answer_then_reset(
+        srv: RawServer, reader: asyncio.StreamReader, w: asyncio.StreamWriter
+    ) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        w.write(OK)
+        await w.drain()
+        sock = w.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        w.transport.abort()
+
+    taken = [0]
+    async with RawServer(answer_then_reset) as srv, connected(srv) as conn:
+        head = request("POST", b"Transfer-Encoding: chunked\r\n")
+        await conn.send_request(head, endless_upload(taken), chunked=True, write_timeout=5)
+        got, body = await receive_all(conn, "POST")
+        assert (got.status, body) == (200, b"hello")
+        assert conn.response_started and taken[0] < 256 and not conn.is_reusable()
+
+
+async def test_write_error_before_any_response_is_raised() -> None:
+    async def reset(srv: RawServer, reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        sock = w.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        w.transport.abort()
+
+    taken = [0]
+    async with RawServer(reset) as srv, connected(srv) as conn:
+        head = request("POST", b"Transfer-Encoding: chunked\r\n")
+        with pytest.raises(WriteError, match=r"sending the request to .* failed") as info:
+            await conn.send_request(head, endless_upload(taken), chunked=True, write_timeout=5)
+        assert isinstance(info.value.__cause__, ConnectionError)
+        assert not conn.response_started and taken[0] < 256
+
+
+async def test_write_timeout_when_the_server_stops_reading() -> None:
+    taken = [0]
+    async with RawServer(silent_after_head) as srv, connected(srv) as conn:
+        head = request("POST", b"Transfer-Encoding: chunked\r\n")
+        with pytest.raises(WriteTimeout) as info:
+            await conn.send_request(
+                head, endless_upload(taken, 128), chunked=True, write_timeout=0.1
+            )
+        assert str(info.value) == (
+            f"sending the request to {srv.key().origin} stalled: the socket accepted no bytes "
+            "for 0.1s (write timeout)"
+        )
+        assert taken[0] < 128 and not conn.is_reusable()
+
+
+async def silent_after_head(
+    srv: RawServer, reader: asyncio.StreamReader, w: asyncio.StreamWriter
+) -> None:
+    """Read a request head, then nothing more."""
+    await reader.readuntil(b"\r\n\r\n")
+    await asyncio.Event().wait()
+
+
+async def receive_all(conn: HTTP11Connection, method: str) -> tuple[ResponseHead, bytes]:
+    head = await conn.receive_head(method=method, read_timeout=5)
+    parts = []
+    while chunk := await conn.receive_body(read_timeout=5):
+        parts.append(chunk)
+    return head, b"".join(parts)
+
+
+# -- flow control --------------------------------------------------------------------------
+
+BIG = 20 << 20
+READ_MAX = 256 << 10  # the most one socket read delivers (asyncio's selector transports)
+
+
+async def test_slow_consumer_keeps_buffered_body_under_the_high_water_mark() -> None:
+    block = bytes(range(256)) * 4096  # 1 MiB
+
+    async def big(srv: RawServer, reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await srv.read_request(reader)
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % BIG)
+        for _ in range(BIG // len(block)):
+            w.write(block)
+            await w.drain()
+        await reader.read()
+
+    async with RawServer(big) as srv, connected(srv) as conn:
+        await conn.send_request(request(), None, chunked=False, write_timeout=5)
+        await conn.receive_head(method="GET", read_timeout=5)
+        total, peak, paused = 0, 0, 0
+        while chunk := await conn.receive_body(read_timeout=5):
+            assert (chunk[0], chunk[-1]) == (total % 256, (total + len(chunk) - 1) % 256)
+            total += len(chunk)
+            for _ in range(4):  # a slow consumer: the loop runs between our reads
+                await asyncio.sleep(0)
+                peak = max(peak, conn.buffered_body_bytes)
+                paused += conn.reading_paused
+        assert total == BIG
+        assert paused > 0, "the high-water mark was never reached"
+        assert peak <= HIGH_WATER + READ_MAX
+        assert conn.is_reusable() and not conn.reading_paused

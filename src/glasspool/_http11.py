@@ -636,6 +636,7 @@ class HTTP11Connection(asyncio.Protocol):
     # --------------------------------------------------------------- sending
 
     def _start_exchange(self, head: bytes) -> None:
+        self.response_started = False  # about this request, even if it fails right here
         if self._closed or self._lost:
             raise ServerDisconnected(f"{self._origin} closed the connection before the request")
         if self._extra:
