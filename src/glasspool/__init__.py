@@ -23,23 +23,28 @@ from ._exceptions import (
     TLSError,
     TooManyRedirects,
     TotalTimeout,
+    UnclosedResponseWarning,
     WriteError,
     WriteTimeout,
 )
+from ._models import Headers, Request, Response, ResponseNotRead, StreamConsumed
 from ._pool.asyncio import Pool
 from ._pool.key import PoolKey, TLSIdentity
 from ._stats import HostStats, PoolStats
 from ._timeouts import Timeout
+from .client import Client
 
 __version__ = "0.1.0"
 
 __all__ = [
     "EVENT_REASONS",
+    "Client",
     "ClientClosed",
     "ConnectError",
     "ConnectTimeout",
     "GlasspoolError",
     "HTTPStatusError",
+    "Headers",
     "HostStats",
     "IncompleteBody",
     "InvalidRequest",
@@ -56,14 +61,19 @@ __all__ = [
     "ProtocolError",
     "ReadError",
     "ReadTimeout",
+    "Request",
+    "Response",
+    "ResponseNotRead",
     "ResponseTooLarge",
     "ServerDisconnected",
+    "StreamConsumed",
     "TLSError",
     "TLSIdentity",
     "Timeout",
     "TimeoutError",
     "TooManyRedirects",
     "TotalTimeout",
+    "UnclosedResponseWarning",
     "WriteError",
     "WriteTimeout",
     "__version__",

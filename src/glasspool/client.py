@@ -1,0 +1,530 @@
+"""The Client: what users call. Glues the pool, connections, models, redirects and timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import ssl
+import time
+import warnings
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from datetime import timedelta
+from types import TracebackType
+from typing import Any, Final
+
+import yarl
+
+from ._connect import make_ssl_context, open_connection, tls_identity
+from ._decoders import make_decoder
+from ._exceptions import ClientClosed, TooManyRedirects, UnclosedResponseWarning
+from ._exchange import (
+    ConnectionStream,
+    call_site,
+    close_reason_for,
+    is_stale_failure,
+    total_timeout,
+)
+from ._http11 import HTTP11Connection, ParserLimits
+from ._models import (
+    HeaderTypes,
+    ParamTypes,
+    Request,
+    Response,
+    build_request_head,
+    default_headers,
+    encode_body,
+    parse_url,
+    pool_key_for,
+)
+from ._pool.asyncio import Pool, SharedLimits
+from ._pool.key import PoolKey
+from ._redirects import REDIRECT_STATUSES, redirect_request
+from ._timeouts import Timeout, TimeoutTypes
+
+__all__ = ["Client"]
+
+IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+REDIRECT_DRAIN_BYTES: Final = 64 * 1024
+DEFAULT_TIMEOUT: Final = Timeout()
+
+
+class _Unset(enum.Enum):
+    UNSET = "unset"
+
+
+UNSET: Final = _Unset.UNSET
+Content = str | bytes | bytearray | memoryview | AsyncIterable[bytes] | None
+
+
+class Client:
+    """An HTTP/1.1 client with a connection pool you can see through (``client.pool``).
+
+    Use it as ``async with glasspool.Client(...) as client:``, or call :meth:`aclose`.
+
+    Args:
+        limit: the most connections open at once (connecting + in use + idle).
+        limit_per_host: the same per pool key; ``None`` = only ``limit`` applies.
+        host_limits: per-host-name overrides of ``limit_per_host``.
+        timeout: a :class:`Timeout`, or a number of seconds for every phase.
+        keepalive_expiry: seconds an idle connection is kept before it is closed.
+        max_lifetime: seconds since open after which a connection is not reused.
+        max_requests_per_connection: requests after which a connection is not reused.
+        verify: ``True`` (system trust store, via ``ssl.create_default_context``),
+            ``False``, an ``ssl.SSLContext``, or a path to a CA bundle file or directory.
+        cert: a client certificate file, or ``(certfile, keyfile)``.
+        follow_redirects: follow 301/302/303/307/308 by default.
+        max_redirects: the most redirects followed before ``TooManyRedirects``.
+        headers: sent with every request (after the defaults, which they override).
+        base_url: joined with relative request URLs.
+        max_header_bytes, max_headers: caps on a response head (``ResponseTooLarge``).
+        max_decompressed_size: cap on a decoded body in bytes; ``None`` = none (the
+            expansion-ratio guard is always on).
+        shared_limits: fleet-wide per-host limits, e.g. :class:`glasspool.RedisLimits`.
+        happy_eyeballs_delay: seconds before trying the next address (RFC 8305).
+
+    Raises:
+        ValueError, TypeError: a limit, duration or cap is out of range (named).
+    """
+
+    def __init__(
+        self,
+        *,
+        limit: int = 100,
+        limit_per_host: int | None = 10,
+        host_limits: Mapping[str, int] | None = None,
+        timeout: TimeoutTypes = DEFAULT_TIMEOUT,
+        keepalive_expiry: float | None = 15.0,
+        max_lifetime: float | None = None,
+        max_requests_per_connection: int | None = None,
+        verify: bool | str | ssl.SSLContext = True,
+        cert: str | tuple[str, str | None] | None = None,
+        follow_redirects: bool = True,
+        max_redirects: int = 10,
+        headers: HeaderTypes | None = None,
+        base_url: str | yarl.URL | None = None,
+        max_header_bytes: int = 65536,
+        max_headers: int = 100,
+        max_decompressed_size: int | None = None,
+        shared_limits: SharedLimits | None = None,
+        happy_eyeballs_delay: float | None = 0.25,
+    ) -> None:
+        self._site = call_site()
+        self._closed = False
+        self._pool = Pool(
+            self._connect,
+            limit=limit,
+            limit_per_host=limit_per_host,
+            host_limits=host_limits,
+            keepalive_expiry=keepalive_expiry,
+            max_lifetime=max_lifetime,
+            max_requests_per_connection=max_requests_per_connection,
+            shared_limits=shared_limits,
+        )
+        self.timeout = Timeout.coerce(timeout)
+        self.follow_redirects = follow_redirects
+        self.max_redirects = _non_negative("max_redirects", max_redirects)
+        self.max_decompressed_size = max_decompressed_size
+        self.base_url = None if base_url is None else parse_url(base_url)
+        self._headers = default_headers()
+        if headers is not None:
+            self._headers.update(headers)
+        self._limits = ParserLimits(
+            max_header_bytes=_positive("max_header_bytes", max_header_bytes),
+            max_headers=_positive("max_headers", max_headers),
+        )
+        self._verify = verify
+        self._cert = (cert, None) if isinstance(cert, str) else cert
+        self._tls = tls_identity(verify, self._cert, None)
+        self._ssl_context: ssl.SSLContext | None = None
+        self._happy_eyeballs_delay = happy_eyeballs_delay
+
+    # ------------------------------------------------------------- properties
+
+    @property
+    def pool(self) -> Pool:
+        """The connection pool: ``stats()``, ``add_listener()``, ``remove_listener()``."""
+        return self._pool
+
+    @property
+    def headers(self) -> Any:
+        """The headers sent with every request (defaults plus the ``headers`` argument)."""
+        return self._headers
+
+    @property
+    def is_closed(self) -> bool:
+        """Whether :meth:`aclose` was called."""
+        return self._closed
+
+    def __repr__(self) -> str:
+        return f"<glasspool.Client {self._pool!r}>"
+
+    # --------------------------------------------------------------- requests
+
+    async def request(
+        self,
+        method: str,
+        url: str | yarl.URL,
+        *,
+        params: ParamTypes | None = None,
+        headers: HeaderTypes | None = None,
+        content: Content = None,
+        json: Any = None,
+        data: Mapping[str, Any] | None = None,
+        timeout: TimeoutTypes | _Unset = UNSET,
+        follow_redirects: bool | _Unset = UNSET,
+    ) -> Response:
+        """Send a request and read the whole response body.
+
+        The connection goes back to the pool (reason ``eof``) before this returns.
+
+        Args:
+            method: e.g. ``"GET"``; any RFC 9110 token, sent as given.
+            url: absolute, or relative to ``base_url``.
+            params: query parameters to add to the URL.
+            headers: headers for this request (override the client's).
+            content: bytes, str (UTF-8) or an async iterable of bytes (sent chunked).
+            json: a value sent as JSON.
+            data: a form sent as ``application/x-www-form-urlencoded``.
+            timeout: overrides the client's timeout for this request.
+            follow_redirects: overrides the client's setting for this request.
+
+        Returns:
+            The :class:`Response`, body read (``content``, ``text``, ``json()``).
+
+        Raises:
+            InvalidURL, InvalidRequest: before any connection is taken.
+            PoolTimeout, ConnectError, TLSError, ConnectTimeout, ReadTimeout,
+            WriteTimeout, TotalTimeout, ServerDisconnected, ProtocolError,
+            IncompleteBody, ResponseTooLarge, TooManyRedirects, ClientClosed.
+        """
+        return await self._request(
+            method, url, params, headers, content, json, data, timeout, follow_redirects, False
+        )
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self,
+        method: str,
+        url: str | yarl.URL,
+        *,
+        params: ParamTypes | None = None,
+        headers: HeaderTypes | None = None,
+        content: Content = None,
+        json: Any = None,
+        data: Mapping[str, Any] | None = None,
+        timeout: TimeoutTypes | _Unset = UNSET,
+        follow_redirects: bool | _Unset = UNSET,
+    ) -> AsyncIterator[Response]:
+        """Send a request and yield the response with its body unread.
+
+        The connection is held until the body is read to its end (released ``eof``) or
+        the block exits (released ``closed`` and the connection closed if unread bytes
+        remain). Same arguments and errors as :meth:`request`.
+        """
+        response = await self._request(
+            method, url, params, headers, content, json, data, timeout, follow_redirects, True
+        )
+        try:
+            yield response
+        finally:
+            await response.aclose()
+
+    async def get(self, url: str | yarl.URL, **kwargs: Any) -> Response:
+        """``request("GET", url, ...)``."""
+        return await self.request("GET", url, **kwargs)
+
+    async def head(self, url: str | yarl.URL, **kwargs: Any) -> Response:
+        """``request("HEAD", url, ...)``."""
+        return await self.request("HEAD", url, **kwargs)
+
+    async def options(self, url: str | yarl.URL, **kwargs: Any) -> Response:
+        """``request("OPTIONS", url, ...)``."""
+        return await self.request("OPTIONS", url, **kwargs)
+
+    async def post(self, url: str | yarl.URL, **kwargs: Any) -> Response:
+        """``request("POST", url, ...)``."""
+        return await self.request("POST", url, **kwargs)
+
+    async def put(self, url: str | yarl.URL, **kwargs: Any) -> Response:
+        """``request("PUT", url, ...)``."""
+        return await self.request("PUT", url, **kwargs)
+
+    async def patch(self, url: str | yarl.URL, **kwargs: Any) -> Response:
+        """``request("PATCH", url, ...)``."""
+        return await self.request("PATCH", url, **kwargs)
+
+    async def delete(self, url: str | yarl.URL, **kwargs: Any) -> Response:
+        """``request("DELETE", url, ...)``."""
+        return await self.request("DELETE", url, **kwargs)
+
+    # ------------------------------------------------------------ internals
+
+    async def _request(
+        self,
+        method: str,
+        url: str | yarl.URL,
+        params: ParamTypes | None,
+        headers: HeaderTypes | None,
+        content: Content,
+        json: Any,
+        data: Mapping[str, Any] | None,
+        timeout: TimeoutTypes | _Unset,
+        follow_redirects: bool | _Unset,
+        stream: bool,
+    ) -> Response:
+        if self._closed:
+            raise ClientClosed(f"the client is closed; cannot send {method} {url}")
+        t = self.timeout if isinstance(timeout, _Unset) else Timeout.coerce(timeout)
+        follow = self.follow_redirects if isinstance(follow_redirects, _Unset) else follow_redirects
+        request = self._build_request(method, url, params, headers, content, json, data)
+        if t.total is None:
+            return await self._send_following(request, t, None, follow, stream)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + t.total
+        try:
+            async with asyncio.timeout_at(deadline) as scope:
+                return await self._send_following(request, t, deadline, follow, stream)
+        except TimeoutError as exc:
+            if scope.expired():
+                raise total_timeout(request.url, t.total) from exc
+            raise
+
+    def _build_request(
+        self,
+        method: str,
+        url: str | yarl.URL,
+        params: ParamTypes | None,
+        headers: HeaderTypes | None,
+        content: Content,
+        json: Any,
+        data: Mapping[str, Any] | None,
+    ) -> Request:
+        full = parse_url(url, base_url=self.base_url, params=params)
+        body, body_headers = encode_body(content, json, data)
+        merged = self._headers
+        if headers is not None or body_headers:
+            merged = self._headers.copy()
+            if headers is not None:
+                merged.update(headers)
+            for name, value in body_headers.items():
+                merged.setdefault(name, value)
+        if isinstance(body, bytes) or body is None:
+            return Request(method, full, merged, content=body)
+        return Request(method, full, merged, stream=body)
+
+    async def _send_following(
+        self, request: Request, t: Timeout, deadline: float | None, follow: bool, stream: bool
+    ) -> Response:
+        history: list[Response] = []
+        stripped = False
+        while True:
+            response = await self._send_single(request, t, deadline, stream, follow)
+            location = response.headers.get("location") if follow else None
+            if location is None or response.status not in REDIRECT_STATUSES:
+                response.history = history
+                return response
+            history.append(response)
+            if len(history) > self.max_redirects:
+                raise TooManyRedirects(
+                    f"more than max_redirects={self.max_redirects} redirects, last from "
+                    f"{request.url} to {location!r}",
+                    history=history,
+                )
+            plan = redirect_request(
+                response.status,
+                request.method,
+                request.url,
+                location,
+                request.headers,
+                request.body_replayable,
+                stripped,
+            )
+            stripped = plan.stripped
+            request = Request(
+                plan.method,
+                plan.url,
+                plan.headers,
+                content=request.content if plan.keep_body else None,
+            )
+
+    async def _send_single(
+        self, request: Request, t: Timeout, deadline: float | None, stream: bool, follow: bool
+    ) -> Response:
+        body: bytes | AsyncIterable[bytes] | None = request.content
+        if request.stream is not None:
+            body = request.stream
+        chunked = request.stream is not None
+        head = build_request_head(
+            request.method,
+            request.url,
+            request.headers,
+            body_length=None if body is None or chunked else len(request.content or b""),
+            chunked=chunked,
+        )
+        key = pool_key_for(request.url, self._tls)
+        retry_ok = request.method in IDEMPOTENT_METHODS and request.body_replayable
+        for attempt in (0, 1):
+            lease = await self._pool.acquire(key, timeout=t.pool, connect_timeout=t.connect)
+            conn: HTTP11Connection = lease.conn.handle  # type: ignore[union-attr]
+            started = time.perf_counter()
+            try:
+                await conn.send_request(head, body, chunked=chunked, write_timeout=t.write)
+                rhead = await conn.receive_head(method=request.method, read_timeout=t.read)
+            except BaseException as exc:
+                self._pool.release(lease, reason="error", close_reason=close_reason_for(exc))
+                if attempt == 0 and retry_ok and is_stale_failure(exc, lease, conn):
+                    continue
+                self._raise_closed(exc, request)
+                raise
+            break
+        response = Response(
+            rhead.status,
+            reason=rhead.reason,
+            raw_headers=rhead.headers,
+            url=request.url,
+            http_version=rhead.http_version,
+            request=request,
+            stream=None if not stream else self._stream_for(lease, conn, t, deadline, request),
+            max_decompressed_size=self.max_decompressed_size,
+        )
+        response.elapsed = timedelta(seconds=time.perf_counter() - started)
+        if follow and rhead.status in REDIRECT_STATUSES:
+            await self._drain_redirect(response, lease, conn, t, stream)
+        elif not stream:
+            response._content = await self._read_body(response, lease, conn, t)
+        return response
+
+    def _stream_for(
+        self, lease: Any, conn: Any, t: Timeout, deadline: float | None, request: Request
+    ) -> ConnectionStream:
+        return ConnectionStream(
+            self._pool,
+            lease,
+            conn,
+            read_timeout=t.read,
+            deadline=deadline,
+            total=t.total,
+            url=request.url,
+            site=call_site(),
+        )
+
+    async def _read_body(self, response: Response, lease: Any, conn: Any, t: Timeout) -> bytes:
+        """Read and decode a whole body, then give the connection back (``eof``)."""
+        coding = _content_coding(response)
+        decoder = (
+            None if coding is None else make_decoder(coding, max_size=self.max_decompressed_size)
+        )
+        chunks: list[bytes] = []
+        try:
+            while chunk := await conn.receive_body(read_timeout=t.read):
+                chunks.append(chunk if decoder is None else decoder.decode(chunk))
+            if decoder is not None:
+                chunks.append(decoder.flush())
+        except BaseException as exc:
+            self._pool.release(lease, reason="error", close_reason=close_reason_for(exc))
+            self._raise_closed(exc, response.request)
+            raise
+        self._pool.release(lease, reason="eof", close_reason=_reuse(conn))
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def _drain_redirect(
+        self, response: Response, lease: Any, conn: Any, t: Timeout, stream: bool
+    ) -> None:
+        """Read a redirect's body (raw, capped) so its connection can be reused."""
+        received = 0
+        try:
+            while chunk := await conn.receive_body(read_timeout=t.read):
+                received += len(chunk)
+                if received > REDIRECT_DRAIN_BYTES:
+                    self._pool.release(lease, reason="closed", close_reason="not_reusable")
+                    break
+            else:
+                self._pool.release(lease, reason="eof", close_reason=_reuse(conn))
+        except BaseException as exc:
+            self._pool.release(lease, reason="error", close_reason=close_reason_for(exc))
+            self._raise_closed(exc, response.request)
+            raise
+        response._content = b""
+        response._stream = None
+        response._closed = True
+
+    def _raise_closed(self, exc: BaseException, request: Request | None) -> None:
+        if self._pool.closed and not isinstance(exc, asyncio.CancelledError | ClientClosed):
+            url = request.url if request is not None else "?"
+            raise ClientClosed(f"the client was closed while {url} was in flight") from exc
+
+    async def _connect(self, key: PoolKey, connect_timeout: float | None) -> HTTP11Connection:
+        context = None
+        if key.scheme == "https":
+            if self._ssl_context is None:
+                self._ssl_context = make_ssl_context(self._verify, self._cert)
+            context = self._ssl_context
+        return await open_connection(
+            key,
+            ssl_context=context,
+            connect_timeout=connect_timeout,
+            happy_eyeballs_delay=self._happy_eyeballs_delay,
+            limits=self._limits,
+        )
+
+    # ------------------------------------------------------------- lifecycle
+
+    async def aclose(self) -> None:
+        """Close every connection; waiting and in-flight requests fail with ClientClosed.
+
+        Idempotent.
+        """
+        self._closed = True
+        await self._pool.aclose()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __del__(self) -> None:
+        if self._closed or not hasattr(self, "_pool"):
+            return
+        if self._pool._state.open:
+            warnings.warn(
+                f"glasspool.Client created at {self._site} was never closed; its "
+                f"{self._pool._state.open} connection(s) are closed now. Use 'async with "
+                "glasspool.Client() as client' or 'await client.aclose()'.",
+                UnclosedResponseWarning,
+                stacklevel=1,
+            )
+        self._pool._close_now()
+
+
+def _content_coding(response: Response) -> str | None:
+    """The Content-Encoding to undo (every header line joined), or ``None`` for identity."""
+    codings = [
+        value.strip()
+        for name, value in response._raw_headers
+        if len(name) == 16 and name.lower() == "content-encoding" and value.strip()
+    ]
+    coding = ", ".join(codings)
+    return None if not coding or coding.lower() == "identity" else coding
+
+
+def _reuse(conn: Any) -> str | None:
+    return None if conn.is_reusable() else "not_reusable"
+
+
+def _positive(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+def _non_negative(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+    return value
