@@ -577,8 +577,11 @@ valid_values = st.text(alphabet=valid_chars, max_size=40)
 breakers = st.sampled_from(["\r", "\n", "\x00", "\r\n"])
 
 
+FRAMING_NAMES = {"content-length", "transfer-encoding"}
+
+
 @FAST
-@given(name=tokens, value=valid_values)
+@given(name=tokens.filter(lambda n: n.lower() not in FRAMING_NAMES), value=valid_values)
 def test_property_valid_header_round_trips_exactly(name: str, value: str) -> None:
     data = head(headers=[(name, value)])
     sent = value.strip(" \t")
