@@ -594,6 +594,18 @@ def _server_waiting(status_url: str) -> int:
     return int(text[marker + len("Waiting:") :].split()[0]) if marker >= 0 else -1
 
 
+async def _settle(sockets: int) -> None:
+    """Let closed transports finish closing: wait (at most 1 s) until ``sockets`` remain.
+
+    A client's ``aclose()`` may return before its sockets are gone (asyncio closes them on
+    a later loop iteration), and counting them in the baseline would skew the figure.
+    """
+    for _ in range(200):
+        if _socket_count() <= sockets:
+            return
+        await asyncio.sleep(0.005)  # no event to await across every client's internals
+
+
 class _AllAtOnce:
     """A gate that opens when ``target`` requests hold a connection at the same time."""
 
@@ -640,10 +652,12 @@ async def _open_all(runner: Runner, spec: WorkSpec) -> None:
 
 async def _run_memory(spec: WorkSpec) -> dict[str, Any]:
     """RSS growth per idle keep-alive connection, with all of them open and idle."""
+    idle_sockets = _socket_count()
     async with AsyncExitStack() as warm:  # load the client's code paths before the baseline
         runner = await open_runner(warm, spec.client, spec.limit, spec.limit_per_host)
         for url in spec.urls * 2:
             _check(spec, url, *await runner.get(url))
+    await _settle(idle_sockets)
     gc.collect()
     before_kib, before_sockets = _rss_kib(), _socket_count()
     async with AsyncExitStack() as stack:
