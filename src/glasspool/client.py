@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import ssl
 import time
 import warnings
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from collections.abc import AsyncIterable, Mapping
 from datetime import timedelta
 from types import TracebackType
 from typing import Any, Final
@@ -42,7 +41,7 @@ from ._pool.key import PoolKey
 from ._redirects import REDIRECT_STATUSES, redirect_request
 from ._timeouts import Timeout, TimeoutTypes
 
-__all__ = ["Client"]
+__all__ = ["Client", "StreamContext"]
 
 IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 REDIRECT_DRAIN_BYTES: Final = 64 * 1024
@@ -202,8 +201,7 @@ class Client:
             method, url, params, headers, content, json, data, timeout, follow_redirects, False
         )
 
-    @contextlib.asynccontextmanager
-    async def stream(
+    def stream(
         self,
         method: str,
         url: str | yarl.URL,
@@ -215,20 +213,16 @@ class Client:
         data: Mapping[str, Any] | None = None,
         timeout: TimeoutTypes | _Unset = UNSET,
         follow_redirects: bool | _Unset = UNSET,
-    ) -> AsyncIterator[Response]:
-        """Send a request and yield the response with its body unread.
+    ) -> StreamContext:
+        """Send a request and give the response with its body unread: ``async with``.
 
+        ``async with client.stream("GET", url) as response:`` sends the request on entry.
         The connection is held until the body is read to its end (released ``eof``) or
-        the block exits (released ``closed`` and the connection closed if unread bytes
+        the block exits (released ``closed``; the connection is closed if unread bytes
         remain). Same arguments and errors as :meth:`request`.
         """
-        response = await self._request(
-            method, url, params, headers, content, json, data, timeout, follow_redirects, True
-        )
-        try:
-            yield response
-        finally:
-            await response.aclose()
+        call = (method, url, params, headers, content, json, data, timeout, follow_redirects)
+        return StreamContext(self, call)
 
     async def get(self, url: str | yarl.URL, **kwargs: Any) -> Response:
         """``request("GET", url, ...)``."""
@@ -501,6 +495,38 @@ class Client:
                 stacklevel=1,
             )
         self._pool._close_now()
+
+
+class StreamContext:
+    """What :meth:`Client.stream` returns: sends the request on ``__aenter__`` and closes
+    the response on ``__aexit__``.
+
+    A response taken out of the block and dropped unclosed warns
+    (``UnclosedResponseWarning``) and its connection is closed.
+    """
+
+    __slots__ = ("_call", "_client", "_response")
+
+    def __init__(self, client: Client, call: tuple[Any, ...]) -> None:
+        self._client = client
+        self._call = call
+        self._response: Response | None = None
+
+    async def __aenter__(self) -> Response:
+        (method, url, params, headers, content, json, data, timeout, follow) = self._call
+        self._response = await self._client._request(
+            method, url, params, headers, content, json, data, timeout, follow, True
+        )
+        return self._response
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._response is not None:
+            await self._response.aclose()
 
 
 def _content_coding(response: Response) -> str | None:

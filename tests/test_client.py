@@ -1,0 +1,319 @@
+"""The Client end to end against real loopback servers: nginx and the fault server."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import gzip
+import json
+import warnings
+from collections.abc import AsyncIterator
+
+import pytest
+
+import glasspool
+from glasspool import Client, PoolEvent
+from tests.faults import FaultServer
+from tests.nginx import NginxServer, TLSCerts
+
+
+def reasons(events: list[PoolEvent], kind: str) -> list[str | None]:
+    return [e.reason for e in events if e.kind == kind]
+
+
+def at_rest(client: Client) -> None:
+    stats = client.pool.stats()
+    assert (stats.in_use, stats.connecting, stats.waiting) == (0, 0, 0), stats
+
+
+async def test_get_reads_body_and_releases_before_returning(nginx: NginxServer) -> None:
+    events: list[PoolEvent] = []
+    async with Client(limit=25, limit_per_host=5) as client:
+        client.pool.add_listener(events.append)
+        r = await client.get(nginx.url("/small"))
+        assert (r.status, r.reason, r.http_version) == (200, "OK", "HTTP/1.1")
+        assert r.content == b"Hello, world!" and r.text == "Hello, world!"
+        assert r.headers["content-length"] == "13"
+        assert str(r.url) == nginx.url("/small")
+        assert [e.kind for e in events] == ["connecting", "acquired", "released"]
+        assert events[-1].reason == "eof"
+        r2 = await client.get(nginx.url("/small"))
+        assert r2.status == 200
+        host = client.pool.stats().hosts[next(iter(client.pool.stats().hosts))]
+        assert (host.opened, host.reused, host.idle, host.available) == (1, 1, 1, 4)
+
+
+async def test_keepalive_reuse_is_one_tcp_connection(nginx: NginxServer) -> None:
+    mark = nginx.log_mark()
+    async with Client() as client:
+        for _ in range(5):
+            assert (await client.get(nginx.url("/small"))).status == 200
+    entries = await nginx.wait_access_log(5, since=mark)
+    assert len({e.connection for e in entries}) == 1
+    assert [e.connection_requests for e in entries] == [1, 2, 3, 4, 5]
+
+
+async def test_stream_holds_connection_until_eof(nginx: NginxServer) -> None:
+    events: list[PoolEvent] = []
+    async with Client() as client:
+        client.pool.add_listener(events.append)
+        async with client.stream("GET", nginx.url("/1m")) as r:
+            assert client.pool.stats().in_use == 1
+            total = 0
+            async for chunk in r.aiter_bytes():
+                total += len(chunk)
+            assert total == 1 << 20
+            assert client.pool.stats().in_use == 0
+        assert reasons(events, "released") == ["eof"]
+        assert client.pool.stats().idle == 1
+
+
+async def test_stream_closed_early_closes_connection(nginx: NginxServer) -> None:
+    events: list[PoolEvent] = []
+    async with Client() as client:
+        client.pool.add_listener(events.append)
+        async with client.stream("GET", nginx.url("/big")) as r:
+            async for _ in r.aiter_raw():
+                break
+        assert reasons(events, "released") == ["closed"]
+        assert reasons(events, "closed") == ["not_reusable"]
+        assert client.pool.stats().open == 0
+        assert (await client.get(nginx.url("/small"))).status == 200
+
+
+async def test_stream_read_and_text(nginx: NginxServer) -> None:
+    async with Client() as client, client.stream("GET", nginx.url("/64k")) as r:
+        body = await r.read()
+        assert body == nginx.content("/64k") and r.content == body
+
+
+async def test_post_json_form_and_chunked_upload(fault_server: FaultServer) -> None:
+    async def gen() -> AsyncIterator[bytes]:
+        for part in (b"abc", b"", b"defg"):
+            yield part
+
+    async with Client() as client:
+        r = await client.post(fault_server.url("/"), json={"a": [1, 2]})
+        assert r.status == 200
+        r = await client.post(fault_server.url("/"), data={"x": "1 2"})
+        r = await client.put(fault_server.url("/"), content=gen())
+        r = await client.patch(fault_server.url("/"), content="héllo")
+    sent = fault_server.requests
+    assert sent[0].body == b'{"a":[1,2]}' and sent[0].header("content-type") == "application/json"
+    assert sent[1].body == b"x=1+2"
+    assert sent[2].header("transfer-encoding") == "chunked" and sent[2].body == b"abcdefg"
+    assert sent[3].body == "héllo".encode()
+    assert sent[0].header("user-agent") == f"glasspool/{glasspool.__version__}"
+
+
+async def test_params_headers_base_url_and_shortcuts(fault_server: FaultServer) -> None:
+    base = fault_server.url("/api/")
+    async with Client(base_url=base, headers={"X-Client": "1"}) as client:
+        for method in ("get", "head", "options", "delete"):
+            r = await getattr(client, method)("items", params={"q": "a b"}, headers={"X-R": "2"})
+            assert r.status == 200
+    seen = fault_server.requests
+    assert [s.method for s in seen] == ["GET", "HEAD", "OPTIONS", "DELETE"]
+    assert seen[0].target == "/api/items?q=a+b"
+    assert seen[0].header("x-client") == "1" and seen[0].header("x-r") == "2"
+
+
+async def test_json_and_raise_for_status(nginx: NginxServer, fault_server: FaultServer) -> None:
+    async with Client() as client:
+        r = await client.get(nginx.url("/status/404"))
+        assert r.status == 404
+        with pytest.raises(glasspool.HTTPStatusError, match="404") as info:
+            r.raise_for_status()
+        assert info.value.response is r
+        ok = await client.get(fault_server.url("/"))
+        assert ok.raise_for_status() is ok
+        assert ok.text.startswith("id=")
+
+
+async def test_gzip_decoded_and_raw_kept(nginx: NginxServer) -> None:
+    async with Client() as client:
+        r = await client.get(nginx.url("/gzip"))
+        assert r.headers["content-encoding"] == "gzip"
+        assert r.content == nginx.content("/gzip")
+        async with client.stream("GET", nginx.url("/gzip")) as s:
+            raw = b"".join([c async for c in s.aiter_raw()])
+        assert gzip.decompress(raw) == nginx.content("/gzip")
+
+
+async def test_chunked_response(nginx: NginxServer) -> None:
+    async with Client() as client:
+        r = await client.get(nginx.url("/chunked"))
+        assert r.headers.get("transfer-encoding") == "chunked"
+        assert r.content == nginx.content("/chunked")
+        assert client.pool.stats().idle == 1
+
+
+async def test_redirects_followed_with_history(nginx: NginxServer) -> None:
+    events: list[PoolEvent] = []
+    async with Client() as client:
+        client.pool.add_listener(events.append)
+        r = await client.get(nginx.url("/redirect/3"))
+        assert r.status == 200
+        assert [h.status for h in r.history] == [302, 302, 302]
+        assert reasons(events, "acquired").count("new") == 1  # every hop reused it
+        at_rest(client)
+        r = await client.get(nginx.url("/redirect/2"), follow_redirects=False)
+        assert r.status == 302 and r.history == []
+    async with Client(max_redirects=2) as client:
+        with pytest.raises(glasspool.TooManyRedirects, match="max_redirects=2") as info:
+            await client.get(nginx.url("/redirect/5"))
+        assert [h.status for h in info.value.history] == [302, 302, 302]
+        at_rest(client)
+
+
+async def test_tls_verified_with_ca_and_rejected_without(
+    nginx: NginxServer, tls_certs: TLSCerts
+) -> None:
+    url = nginx.url("/small", which="tls", host="localhost")
+    async with Client(verify=str(tls_certs.ca_file)) as client:
+        r = await client.get(url)
+        assert r.content == b"Hello, world!"
+        key = next(iter(client.pool.stats().hosts))
+        assert key.scheme == "https" and key.tls is not None and key.tls.verify
+    async with Client() as client:  # the system trust store does not know the test CA
+        with pytest.raises(glasspool.TLSError, match="localhost"):
+            await client.get(url)
+        at_rest(client)
+        assert client.pool.stats().open == 0
+    async with Client(verify=False) as client:
+        assert (await client.get(url)).status == 200
+    async with Client(verify=tls_certs.client_context()) as client:
+        assert (await client.get(url)).status == 200
+
+
+async def test_connect_error_names_host_and_port(refused_port: int) -> None:
+    async with Client() as client:
+        with pytest.raises(glasspool.ConnectError, match=str(refused_port)):
+            await client.get(f"http://127.0.0.1:{refused_port}/")
+        at_rest(client)
+        assert client.pool.stats().open == 0
+
+
+async def test_read_timeout_and_total_timeout(fault_server: FaultServer) -> None:
+    async with Client() as client:
+        with pytest.raises(glasspool.ReadTimeout, match="read"):
+            await client.get(fault_server.url("/fault/stall"), timeout=glasspool.Timeout(read=0.1))
+        with pytest.raises(glasspool.TotalTimeout, match=r"total timeout of 0\.3s"):
+            await client.get(
+                fault_server.url("/fault/trickle?delay=0.05&size=100"),
+                timeout=glasspool.Timeout(read=1, total=0.3),
+            )
+        at_rest(client)
+        assert (await client.get(fault_server.url("/"))).status == 200
+
+
+async def test_pool_timeout_through_client(fault_server: FaultServer) -> None:
+    async with Client(limit=1, limit_per_host=1) as client:
+        async with client.stream("GET", fault_server.url("/")):
+            with pytest.raises(glasspool.PoolTimeout, match="per-host limit 1"):
+                await client.get(fault_server.url("/"), timeout=glasspool.Timeout(pool=0.05))
+        at_rest(client)
+
+
+async def test_stale_get_retried_post_not(fault_server: FaultServer) -> None:
+    events: list[PoolEvent] = []
+    url = fault_server.url("/")
+    async with Client() as client:
+        client.pool.add_listener(events.append)
+        fault_server.plan(requests=("ok", "half-close"))
+        assert (await client.get(url)).status == 200
+        r = await client.get(url)  # the reused connection dies: retried on a new one
+        assert r.status == 200
+        assert reasons(events, "acquired") == ["new", "reused", "new"]
+        assert "server_closed" in reasons(events, "closed")
+        at_rest(client)
+    fault_server.plan(requests=("ok", "half-close"))
+    async with Client() as client:
+        assert (await client.get(url)).status == 200
+        with pytest.raises(glasspool.ServerDisconnected):
+            await client.post(url, content=b"x")
+        at_rest(client)
+    assert len(fault_server.requests) == 5  # the POST was sent once, never again
+
+
+async def test_connection_close_and_http10_not_pooled(fault_server: FaultServer) -> None:
+    events: list[PoolEvent] = []
+    async with Client() as client:
+        client.pool.add_listener(events.append)
+        assert (await client.get(fault_server.url("/fault/connection-close"))).status == 200
+        assert (await client.get(fault_server.url("/fault/http10"))).http_version == "HTTP/1.0"
+        assert reasons(events, "closed") == ["not_reusable", "not_reusable"]
+        assert client.pool.stats().open == 0
+
+
+async def test_incomplete_body_names_counts(fault_server: FaultServer) -> None:
+    async with Client() as client:
+        with pytest.raises(glasspool.IncompleteBody) as info:
+            await client.get(fault_server.url("/fault/truncate?length=100&send=10"))
+        assert (info.value.expected, info.value.received) == (100, 10)
+        assert "100" in str(info.value) and "10" in str(info.value)
+        at_rest(client)
+
+
+async def test_aclose_idempotent_and_requests_after_fail(nginx: NginxServer) -> None:
+    client = Client()
+    await client.get(nginx.url("/small"))
+    await client.aclose()
+    await client.aclose()
+    assert client.pool.stats().open == 0
+    with pytest.raises(glasspool.ClientClosed):
+        await client.get(nginx.url("/small"))
+
+
+async def test_aclose_fails_in_flight_request(fault_server: FaultServer) -> None:
+    client = Client()
+    task = asyncio.create_task(client.get(fault_server.url("/fault/stall")))
+    await fault_server.wait_requests(1)
+    await client.aclose()
+    with pytest.raises(glasspool.ClientClosed):
+        await task
+
+
+async def test_unclosed_stream_warns_with_call_site(nginx: NginxServer) -> None:
+    async with Client() as client:
+        cm = client.stream("GET", nginx.url("/big"))
+        r = await cm.__aenter__()
+        assert client.pool.stats().in_use == 1
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            del cm, r
+            gc.collect()
+        messages = [
+            str(w.message) for w in caught if w.category is glasspool.UnclosedResponseWarning
+        ]
+        assert messages and "test_client.py" in messages[0]
+        await asyncio.sleep(0)  # the release is scheduled on the loop by the finaliser
+        at_rest(client)
+        assert client.pool.stats().open == 0
+
+
+async def test_invalid_input_raises_before_connecting(fault_server: FaultServer) -> None:
+    async with Client() as client:
+        with pytest.raises(glasspool.InvalidURL):
+            await client.get("ftp://127.0.0.1/")
+        with pytest.raises(glasspool.InvalidRequest, match="X-Bad"):
+            await client.get(fault_server.url("/"), headers={"X-Bad": "a\r\nInjected: 1"})
+        with pytest.raises(glasspool.InvalidRequest):
+            await client.request("GE T", fault_server.url("/"))
+    assert fault_server.connections_accepted == 0
+
+
+async def test_json_method_decodes(fault_server: FaultServer) -> None:
+    async with Client() as client:
+        r = await client.get(fault_server.url("/"))
+        with pytest.raises(json.JSONDecodeError):
+            r.json()
+
+
+def test_bad_client_configuration_names_values() -> None:
+    with pytest.raises(ValueError, match="limit_per_host=20 is greater than limit=10"):
+        Client(limit=10, limit_per_host=20)
+    with pytest.raises(ValueError, match="limit must be >= 1, got -1"):
+        Client(limit=-1)
+    with pytest.raises(ValueError, match="max_redirects"):
+        Client(max_redirects=-1)
