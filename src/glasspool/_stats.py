@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from ._pool.key import PoolKey
 
-__all__ = ["HostStats", "PoolStats"]
+__all__ = ["HostStats", "HostsView", "PoolStats"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +52,33 @@ class HostStats:
         return self.connecting + self.in_use + self.idle
 
 
+class HostsView(dict[PoolKey, HostStats]):
+    """``PoolStats.hosts``: a dict keyed by :class:`PoolKey` that also accepts strings.
+
+    ``hosts[key]`` with the exact key, or ``hosts["http://127.0.0.1:8080"]`` (the key's
+    ``str()``), or ``hosts["127.0.0.1"]`` (a host name, when only one key has it).
+
+    """
+
+    def __missing__(self, key: object) -> HostStats:
+        if isinstance(key, str):
+            found = [v for k, v in self.items() if str(k) == key]
+            if not found:
+                found = [v for k, v in self.items() if k.host == key]
+            if len(found) == 1:
+                return found[0]
+            if found:
+                raise KeyError(f"{key!r} matches {len(found)} pool keys; use the PoolKey")
+        raise KeyError(key)
+
+    def __contains__(self, key: object) -> bool:
+        if dict.__contains__(self, key):
+            return True
+        if isinstance(key, str):
+            return any(str(k) == key or k.host == key for k in self)
+        return False
+
+
 @dataclass(frozen=True, slots=True)
 class PoolStats:
     """A snapshot of the whole pool.
@@ -63,7 +90,8 @@ class PoolStats:
         connecting, in_use, idle, waiting: totals across keys.
         available: how many more connections may be opened right now without waiting
             (``limit - open``; an idle connection of another key may also be evicted).
-        hosts: per-key snapshots for every key with a connection, a waiter or history.
+        hosts: per-key snapshots for every key with a connection, a waiter or history;
+            also indexable by ``str(key)`` or a host name (see :class:`HostsView`).
     """
 
     limit: int
@@ -74,7 +102,7 @@ class PoolStats:
     idle: int
     waiting: int
     available: int
-    hosts: dict[PoolKey, HostStats] = field(default_factory=dict)
+    hosts: HostsView = field(default_factory=HostsView)
 
     def host(self, host: str, port: int | None = None) -> HostStats | None:
         """The stats of the first key whose host (and port, if given) match, or ``None``."""

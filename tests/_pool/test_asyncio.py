@@ -296,3 +296,14 @@ async def test_random_cancellations_under_contention_never_leak() -> None:
     assert stats.open == sum(watch.open.values())
     await pool.aclose()
     assert all(c.closed for c in factory.made)
+
+
+async def test_stats_hosts_accepts_key_string_and_host_name() -> None:
+    pool = Pool(Factory(), limit=5)
+    pool.release(await pool.acquire(A))
+    hosts = pool.stats().hosts
+    assert hosts[A] is hosts["http://a.test:80"] is hosts["a.test"]
+    assert "a.test" in hosts and A in hosts and "b.test" not in hosts
+    with pytest.raises(KeyError):
+        hosts["b.test"]
+    await pool.aclose()

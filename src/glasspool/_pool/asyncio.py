@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from .._events import PoolEvent, PoolListener
 from .._exceptions import ClientClosed, PoolTimeout
-from .._stats import HostStats, PoolStats
+from .._stats import HostStats, HostsView, PoolStats
 from .key import PoolKey
 from .state import Action, Close, Conn, ConnState, PoolState, Waiter, WaiterState
 
@@ -151,7 +151,7 @@ class Pool:
     def stats(self) -> PoolStats:
         """A frozen snapshot of every count, global and per key. O(number of keys)."""
         st = self._state
-        hosts: dict[PoolKey, HostStats] = {}
+        hosts = HostsView()
         for key, h in st.hosts().items():
             shared_limit, fleet, leases = None, None, 0
             if self._shared is not None:
