@@ -1,0 +1,236 @@
+"""The ``glasspool`` command line: ``glasspool demo`` and ``glasspool get``.
+
+``main(argv)`` is what the ``glasspool`` console script and ``python -m glasspool`` call.
+Exit codes: 0 success; 1 a request failed (``get``) or the demo broke; 2 a usage error
+(bad option, missing optional dependency); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from .. import __version__
+from ._compare import aiohttp_missing, print_comparison, run_aiohttp
+from ._demo import DemoError, run_demo
+from ._get import GetOptions, PlainReporter, Reporter, UsageError, check_urls, run_get
+from ._text import Printer, wants_color
+
+__all__ = ["build_parser", "main"]
+
+_DESCRIPTION = "glasspool: an asyncio HTTP client built around a pool you can see through."
+_EPILOG = (
+    "Run 'glasspool demo' to see the seed scenario explained, and 'glasspool get --help' "
+    "for the fetch options. Exit codes: 0 ok, 1 a request failed, 2 usage error, 130 "
+    "interrupted."
+)
+_RICH_MISSING = "--live needs the 'rich' package: pip install 'glasspool[cli]'"
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return value
+
+
+def _per_host(text: str) -> int | None:
+    return None if text.lower() == "none" else _positive_int(text)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds > 0, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected seconds > 0, got {value:g}")
+    return value
+
+
+_GET_OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
+    (
+        ("-n", "--repeat"),
+        {"type": _positive_int, "default": 1, "metavar": "N",
+         "help": "request each URL N times (default 1)"},
+    ),
+    (
+        ("-c", "--concurrency"),
+        {"type": _positive_int, "default": 10, "metavar": "N",
+         "help": "at most N requests in flight (default 10)"},
+    ),
+    (
+        ("--limit",),
+        {"type": _positive_int, "default": 100, "metavar": "N",
+         "help": "open connections overall, idle included (default 100)"},
+    ),
+    (
+        ("--limit-per-host",),
+        {"type": _per_host, "default": 10, "metavar": "N",
+         "help": "open connections per host, idle included; 'none' = no limit (default 10)"},
+    ),
+    (
+        ("--timeout",),
+        {"type": _seconds, "metavar": "SECONDS",
+         "help": "connect, read, write and pool-wait timeout, each (default: connect 10, "
+         "read 30, write 30, pool none)"},
+    ),
+    (
+        ("-o", "--output"),
+        {"type": Path, "metavar": "PATH",
+         "help": "write bodies: to the file PATH for a single request, else into the "
+         "directory PATH as <n>-<host>_<port>_<path>"},
+    ),
+    (
+        ("--live",),
+        {"action": "store_true",
+         "help": "live view on a terminal: a row per host (in use, idle, connecting, "
+         "waiting, opened, reused, req/s) and a progress bar with ETA; needs glasspool[cli]"},
+    ),
+    (
+        ("--timeline",),
+        {"type": Path, "metavar": "FILE",
+         "help": "write an HTML timeline: a lane per connection, a bar per request"},
+    ),
+)  # fmt: skip
+
+
+def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    demo = sub.add_parser(
+        "demo",
+        help="replay the seed scenario on loopback servers and explain every pool event",
+        description=(
+            "Start two loopback HTTP servers, replay the seed's requests with "
+            "Client(limit=25, limit_per_host=5), and after each step print the pool events "
+            "(one sentence each) and the public stats() table. Needs no network."
+        ),
+    )
+    demo.add_argument(
+        "--timeline", metavar="FILE", type=Path, help="also write an HTML timeline of the run"
+    )
+    demo.add_argument(
+        "--compare-aiohttp",
+        action="store_true",
+        help="run the same steps through aiohttp and print its private counters beside "
+        "glasspool's public ones (needs aiohttp; exit code 2 without it)",
+    )
+    demo.set_defaults(handler=_cmd_demo)
+
+
+def _add_get(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    get = sub.add_parser(
+        "get",
+        help="GET URLs (repeated, concurrently) and report what the pool did",
+        description=(
+            "GET every URL (each --repeat times) with at most --concurrency requests in "
+            "flight, then print a summary: status codes, latency p50/p90/p99, connections "
+            "opened vs reused, body bytes, errors by exception class. Without --live, or "
+            "when stdout is not a terminal, output is plain lines without control codes."
+        ),
+    )
+    get.add_argument("urls", nargs="+", metavar="URL", help="absolute http:// or https:// URL")
+    for flags, options in _GET_OPTIONS:
+        get.add_argument(*flags, **options)
+    get.set_defaults(handler=_cmd_get)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``glasspool`` argument parser with its ``demo`` and ``get`` subcommands."""
+    parser = argparse.ArgumentParser(prog="glasspool", description=_DESCRIPTION, epilog=_EPILOG)
+    parser.add_argument("--version", action="version", version=f"glasspool {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_demo(sub)
+    _add_get(sub)
+    return parser
+
+
+def _cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if args.compare_aiohttp and (missing := aiohttp_missing()) is not None:
+        err.write(f"glasspool demo: {missing}\n")
+        return 2
+    printer = Printer(out)
+
+    async def demo() -> None:
+        outcome = await run_demo(printer, args.timeline)
+        if args.compare_aiohttp:
+            aio = await run_aiohttp(outcome.concurrent)
+            print_comparison(printer, outcome.snapshots, aio, outcome.names)
+
+    try:
+        asyncio.run(demo())
+    except DemoError as exc:
+        err.write(f"glasspool demo: {exc}\n")
+        return 1
+    return 0
+
+
+def _cmd_get(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    opts = GetOptions(
+        tuple(args.urls),
+        args.repeat,
+        args.concurrency,
+        args.limit,
+        args.limit_per_host,
+        args.timeout,
+        args.output,
+        args.live,
+        args.timeline,
+    )
+    reporter: Reporter = PlainReporter(Printer(out, color=False))
+    try:
+        check_urls(opts.urls)
+        if opts.live:
+            reporter = _live_reporter(out) or reporter
+        summary = asyncio.run(run_get(opts, reporter))
+    except UsageError as exc:
+        err.write(f"glasspool get: {exc}\n")
+        return 2
+    return 1 if summary.failed else 0
+
+
+def _live_reporter(out: TextIO) -> Reporter | None:
+    """The rich live view on a terminal; ``None`` (plain lines) when ``out`` is not one.
+
+    Raises:
+        UsageError: rich is not installed.
+    """
+    try:
+        from rich.console import Console
+
+        from ._live import LiveReporter
+    except ImportError:
+        raise UsageError(_RICH_MISSING) from None
+    if not wants_color(out):
+        return None
+    return LiveReporter(Console(file=out))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``glasspool`` command line.
+
+    Args:
+        argv: the arguments after the program name; ``None`` = ``sys.argv[1:]``.
+
+    Returns:
+        The exit code (see the module docstring); ``--help`` and ``--version`` return 0.
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version (0) or a usage error (2)
+        return exc.code if isinstance(exc.code, int) else 2
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.handler(args, sys.stdout, sys.stderr))
+    except KeyboardInterrupt:
+        sys.stderr.write("glasspool: interrupted\n")
+        return 130

@@ -1,0 +1,215 @@
+"""``glasspool get``: fetch URLs (repeated, concurrently) and report what the pool did."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import yarl
+
+from .._exceptions import GlasspoolError
+from .._models import Response
+from .._pool.asyncio import Pool
+from .._timeouts import Timeout
+from ..client import Client
+from ..timeline import Timeline
+from ._summary import Result, Summary, duration, summarize, summary_lines
+from ._text import Printer
+
+__all__ = ["GetOptions", "PlainReporter", "Reporter", "UsageError", "output_plan", "run_get"]
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class UsageError(Exception):
+    """A command-line value cannot work (names the option and the value)."""
+
+
+@dataclass(frozen=True, slots=True)
+class GetOptions:
+    """The parsed options of ``glasspool get`` (see ``glasspool get --help``)."""
+
+    urls: tuple[str, ...]
+    repeat: int = 1
+    concurrency: int = 10
+    limit: int = 100
+    limit_per_host: int | None = 10
+    timeout: float | None = None
+    output: Path | None = None
+    live: bool = False
+    timeline: Path | None = None
+
+    def jobs(self) -> list[tuple[int, str]]:
+        """Every request as ``(index, url)``: each URL once per round, ``repeat`` rounds."""
+        order = [url for _ in range(self.repeat) for url in self.urls]
+        return list(enumerate(order))
+
+
+class Reporter(Protocol):
+    """Where progress and the summary go (plain lines, or the live view)."""
+
+    def started(self, pool: Pool, total: int) -> None: ...
+
+    def result(self, result: Result) -> None: ...
+
+    async def finished(self, lines: list[str]) -> None: ...
+
+    def note(self, line: str) -> None: ...
+
+
+class PlainReporter:
+    """One plain line per finished request, then the summary; never a control code."""
+
+    def __init__(self, printer: Printer) -> None:
+        self.printer = printer
+        self.total = 0
+        self.done = 0
+
+    def started(self, pool: Pool, total: int) -> None:
+        """Remember how many requests will come."""
+        self.total = total
+
+    def result(self, result: Result) -> None:
+        """Print ``[3/10] 200 URL 13 B 1.20 ms`` (or the error)."""
+        self.done += 1
+        where = f"[{self.done}/{self.total}]"
+        took = duration(result.latency_s)
+        if result.error is not None:
+            self.printer.line(f"{where} {result.error} {result.url} {took}: {result.message}")
+        else:
+            self.printer.line(f"{where} {result.status} {result.url} {result.nbytes} B {took}")
+
+    async def finished(self, lines: list[str]) -> None:
+        """Print the summary lines."""
+        for line in lines:
+            self.printer.line(line)
+
+    def note(self, line: str) -> None:
+        """Print one more line after the summary."""
+        self.printer.line(line)
+
+
+def check_urls(urls: tuple[str, ...]) -> None:
+    """Raise :class:`UsageError` naming the first URL that is not absolute http(s)."""
+    for url in urls:
+        try:
+            parsed = yarl.URL(url)
+        except (ValueError, TypeError) as exc:
+            raise UsageError(f"URL {url!r} is not a valid URL: {exc}") from None
+        if parsed.scheme not in ("http", "https") or not parsed.host:
+            raise UsageError(f"URL {url!r} must be absolute http:// or https:// with a host")
+
+
+def _slug(url: str) -> str:
+    parsed = yarl.URL(url)
+    text = _UNSAFE.sub("_", f"{parsed.host}_{parsed.port}{parsed.path}").strip("_")
+    return text[:80] or "response"
+
+
+def output_plan(output: Path | None, jobs: list[tuple[int, str]]) -> dict[int, Path]:
+    """Where each body goes: ``output`` itself for a single request, else files in it.
+
+    A single request writes the file ``output`` (unless it is an existing directory);
+    several write ``output/<n>-<host>_<port>_<path>`` (the directory is created).
+
+    Raises:
+        UsageError: several requests but ``output`` is an existing file.
+    """
+    if output is None:
+        return {}
+    if len(jobs) == 1 and not output.is_dir():
+        return {jobs[0][0]: output}
+    if output.exists() and not output.is_dir():
+        raise UsageError(f"-o {output}: is a file, but {len(jobs)} responses need a directory")
+    output.mkdir(parents=True, exist_ok=True)
+    width = len(str(len(jobs)))
+    return {i: output / f"{i + 1:0{width}d}-{_slug(url)}" for i, url in jobs}
+
+
+async def _drain(response: Response, target: Path | None) -> int:
+    """Read the body to its end, writing it to ``target`` if given; return its size."""
+    nbytes = 0
+    with contextlib.ExitStack() as stack:
+        sink = stack.enter_context(target.open("wb")) if target is not None else None
+        async for chunk in response.aiter_bytes():
+            nbytes += len(chunk)
+            if sink is not None:
+                sink.write(chunk)
+    return nbytes
+
+
+async def _fetch(client: Client, index: int, url: str, target: Path | None) -> Result:
+    """GET ``url``, stream its body (to ``target`` if given), time it; never raises."""
+    start = time.perf_counter()
+    try:
+        async with client.stream("GET", url) as response:
+            nbytes = await _drain(response, target)
+    except (GlasspoolError, OSError) as exc:
+        took = time.perf_counter() - start
+        return Result(index, url, None, 0, took, type(exc).__name__, str(exc))
+    return Result(index, url, response.status, nbytes, time.perf_counter() - start)
+
+
+def _client(opts: GetOptions) -> Client:
+    timeout = Timeout() if opts.timeout is None else Timeout(opts.timeout)
+    return Client(limit=opts.limit, limit_per_host=opts.limit_per_host, timeout=timeout)
+
+
+async def _run_jobs(
+    client: Client, opts: GetOptions, targets: dict[int, Path], reporter: Reporter
+) -> list[Result]:
+    """Run every job with ``opts.concurrency`` workers; return the results in job order."""
+    jobs = opts.jobs()
+    results: list[Result] = []
+    pending = iter(jobs)
+
+    async def worker() -> None:
+        for index, url in pending:  # one shared iterator: each job is taken once
+            result = await _fetch(client, index, url, targets.get(index))
+            results.append(result)
+            reporter.result(result)
+
+    async with asyncio.TaskGroup() as group:
+        for _ in range(min(opts.concurrency, len(jobs))):
+            group.create_task(worker())
+    return sorted(results, key=lambda r: r.index)
+
+
+async def run_get(opts: GetOptions, reporter: Reporter) -> Summary:
+    """Run every request of ``opts`` with at most ``opts.concurrency`` in flight.
+
+    The summary is reported before the client closes (the live view's last frame still
+    shows the idle connections); the timeline is written after, so its lanes end.
+
+    Args:
+        opts: the URLs and settings.
+        reporter: told about the start, every result, the summary lines and notes.
+
+    Returns:
+        The summary.
+
+    Raises:
+        UsageError: ``-o`` cannot hold the bodies.
+        OSError: the timeline file could not be written.
+    """
+    targets = output_plan(opts.output, opts.jobs())
+    start = time.perf_counter()
+    async with _client(opts) as client:
+        timeline = Timeline(client.pool, title="glasspool get") if opts.timeline else None
+        reporter.started(client.pool, len(opts.jobs()))
+        try:
+            results = await _run_jobs(client, opts, targets, reporter)
+        except BaseException:
+            await reporter.finished([])  # stop the live view before the error propagates
+            raise
+        summary = summarize(results, client.pool.stats(), time.perf_counter() - start)
+        await reporter.finished(summary_lines(summary))
+    if timeline is not None and opts.timeline is not None:
+        timeline.write_html(opts.timeline)
+        reporter.note(f"timeline: written to {opts.timeline}")
+    return summary

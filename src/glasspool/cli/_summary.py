@@ -1,0 +1,130 @@
+"""What ``glasspool get`` reports: one result per request, and the summary at the end."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from .._stats import PoolStats
+
+__all__ = ["Result", "Summary", "duration", "percentile", "summarize", "summary_lines"]
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """One request: its status and body size, or the exception it raised.
+
+    Attributes:
+        index: the request's number (0-based, in the order requests were planned).
+        url: the URL requested.
+        status: the response status, or ``None`` if the request raised.
+        nbytes: body bytes received (decoded).
+        latency_s: from the call to the end of the body (or the error).
+        error: the exception class name, or ``None``.
+        message: the exception message (empty without an error).
+    """
+
+    index: int
+    url: str
+    status: int | None
+    nbytes: int
+    latency_s: float
+    error: str | None = None
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """Totals over every result plus the pool's counters."""
+
+    requests: int
+    responses: int
+    elapsed_s: float
+    statuses: Counter[int]
+    latencies: dict[str, float]  # "p50"/"p90"/"p99" -> seconds; empty without responses
+    opened: int
+    reused: int
+    nbytes: int
+    errors: dict[str, tuple[int, str]] = field(default_factory=dict)  # class -> count, example
+
+    @property
+    def failed(self) -> int:
+        """Requests that raised."""
+        return self.requests - self.responses
+
+
+def percentile(ordered: Sequence[float], q: float) -> float:
+    """The nearest-rank ``q``-th percentile (0 < q <= 100) of ascending ``ordered``.
+
+    >>> percentile([1.0, 2.0, 3.0, 4.0], 50)
+    2.0
+    >>> percentile([1.0, 2.0, 3.0, 4.0], 99)
+    4.0
+
+    Raises:
+        ValueError: ``ordered`` is empty or ``q`` is out of range.
+    """
+    if not ordered:
+        raise ValueError("percentile of no values")
+    if not 0 < q <= 100:
+        raise ValueError(f"percentile q must be in (0, 100], got {q}")
+    rank = math.ceil(q / 100 * len(ordered))
+    return ordered[rank - 1]
+
+
+def summarize(results: Sequence[Result], stats: PoolStats, elapsed_s: float) -> Summary:
+    """Fold the results and the pool's final ``stats()`` into a :class:`Summary`."""
+    answered = [r for r in results if r.status is not None]
+    ordered = sorted(r.latency_s for r in answered)
+    latencies = {f"p{q}": percentile(ordered, q) for q in (50, 90, 99)} if ordered else {}
+    errors: dict[str, tuple[int, str]] = {}
+    for r in results:
+        if r.error is not None:
+            count, example = errors.get(r.error, (0, r.message))
+            errors[r.error] = (count + 1, example)
+    return Summary(
+        requests=len(results),
+        responses=len(answered),
+        elapsed_s=elapsed_s,
+        statuses=Counter(r.status for r in answered if r.status is not None),
+        latencies=latencies,
+        opened=sum(h.opened for h in stats.hosts.values()),
+        reused=sum(h.reused for h in stats.hosts.values()),
+        nbytes=sum(r.nbytes for r in results),
+        errors=errors,
+    )
+
+
+def duration(seconds: float) -> str:
+    """``0.84 ms``, ``12.3 ms`` or ``1.25 s``."""
+    if seconds >= 1:
+        return f"{seconds:.2f} s"
+    ms = seconds * 1000
+    return f"{ms:.2f} ms" if ms < 10 else f"{ms:.1f} ms"
+
+
+def summary_lines(s: Summary) -> list[str]:
+    """The summary as plain lines (no control codes)."""
+    rate = s.requests / s.elapsed_s if s.elapsed_s > 0 else 0.0
+    statuses = ", ".join(f"{code} x{n}" for code, n in sorted(s.statuses.items())) or "none"
+    latency = (
+        ", ".join(f"{name} {duration(v)}" for name, v in s.latencies.items())
+        + f" ({s.responses} responses)"
+        if s.latencies
+        else "no responses"
+    )
+    lines = [
+        f"summary: {s.requests} requests in {duration(s.elapsed_s)} ({rate:.1f} req/s): "
+        f"{s.responses} responses, {s.failed} errors",
+        f"status codes: {statuses}",
+        f"latency: {latency}",
+        f"connections: {s.opened} opened, {s.reused} reused",
+        f"bytes: {s.nbytes} body bytes received",
+    ]
+    if not s.errors:
+        lines.append("errors: none")
+    for name, (count, example) in sorted(s.errors.items()):
+        lines.append(f"errors: {name} x{count} (e.g. {example})")
+    return lines

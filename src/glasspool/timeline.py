@@ -1,0 +1,546 @@
+"""Timeline: what the pool did, per connection, as one self-contained HTML page.
+
+A :class:`Timeline` listens to a pool (``client.pool.add_listener``) and keeps every
+:class:`~glasspool.PoolEvent`. :meth:`Timeline.write_html` draws them: a lane per
+connection, a bar per request on the lane of the connection that carried it, and a chart
+of open connections and waiting requests over time. The page is one file (inline CSS, SVG
+and a few lines of JavaScript) and fetches nothing.
+
+Everything is derived from the public event stream, so the phases are the ones the events
+delimit:
+
+- **pool wait**: ``queued`` until the request got a slot (``connecting``) or was handed an
+  open connection (``acquired reused``). Events carry no request id; within a key waiters
+  are served first in, first out, so the oldest recorded wait is matched with the next
+  served request (and with the next ``dequeued``, which is exact for pool timeouts and a
+  best guess for cancellations);
+- **connect**: ``connecting`` until ``acquired new`` (TCP connect and TLS handshake
+  together: the events do not split them);
+- **in use**: ``acquired`` until ``released`` (sending, waiting for the head and reading
+  the body together: no public event separates them).
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import os
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final, Protocol
+
+from ._events import PoolEvent, PoolListener
+from ._pool.key import PoolKey
+from ._stats import PoolStats
+
+__all__ = ["Timeline"]
+
+WIDTH: Final = 1160
+GUTTER: Final = 210
+RIGHT: Final = 18
+PLOT: Final = WIDTH - GUTTER - RIGHT
+LANE_H: Final = 24
+AXIS_H: Final = 26
+CHART_H: Final = 170
+
+
+class EventSource(Protocol):
+    """What :class:`Timeline` attaches to: ``client.pool`` (a ``glasspool.Pool``)."""
+
+    def add_listener(self, fn: PoolListener) -> None: ...
+
+    def remove_listener(self, fn: PoolListener) -> None: ...
+
+    def stats(self) -> PoolStats: ...
+
+
+# -- the model: lanes, bars and a series, rebuilt from the events -----------------------------
+
+
+@dataclass(slots=True)
+class _Bar:
+    """One request on one connection; ``None`` times are phases it did not have."""
+
+    index: int
+    conn: int
+    key: PoolKey
+    queued: float | None
+    connect: float | None
+    start: float | None
+    how: str  # "new", "reused", or "failed" (the connect failed)
+    end: float | None = None
+    end_reason: str | None = None
+
+
+@dataclass(slots=True)
+class _Lane:
+    """One connection, from ``connecting`` to ``closed``."""
+
+    conn: int
+    key: PoolKey
+    start: float
+    opened: float | None = None
+    end: float | None = None
+    close_reason: str | None = None
+    bars: list[_Bar] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Model:
+    lanes: dict[int, _Lane] = field(default_factory=dict)
+    points: list[tuple[float, int, int]] = field(default_factory=list)  # time, open, waiting
+    dequeued: int = 0
+    bars: int = 0
+
+
+class _Builder:
+    """Replays events into a :class:`_Model` (see the module docstring for the matching)."""
+
+    def __init__(self, open_: int, waiting: dict[PoolKey, int]) -> None:
+        self.model = _Model()
+        self.open = open_
+        self.waiting = dict(waiting)
+        self.total_waiting = sum(waiting.values())
+        self.queues: dict[PoolKey, deque[float]] = {}
+        self.connecting: dict[int, tuple[float, float | None]] = {}
+        self.active: dict[int, _Bar] = {}
+
+    def feed(self, event: PoolEvent) -> None:
+        """Apply one event and add a point to the series."""
+        before = self.waiting.get(event.key, 0)
+        served = event.waiting < before
+        handler = _HANDLERS.get(event.kind)
+        if handler is not None:
+            handler(self, event, served)
+        self.waiting[event.key] = event.waiting
+        self.total_waiting += event.waiting - before
+        self.model.points.append((event.time, self.open, self.total_waiting))
+
+    def _lane(self, event: PoolEvent) -> _Lane:
+        assert event.connection_id is not None
+        lane = self.model.lanes.get(event.connection_id)
+        if lane is None:  # attached after this connection opened
+            lane = _Lane(event.connection_id, event.key, event.time, opened=event.time)
+            self.model.lanes[event.connection_id] = lane
+        return lane
+
+    def _pop_wait(self, key: PoolKey, served: bool) -> float | None:
+        queue = self.queues.get(key)
+        return queue.popleft() if served and queue else None
+
+    def _add_bar(self, lane: _Lane, bar: _Bar) -> None:
+        lane.bars.append(bar)
+        self.model.bars += 1
+
+    def on_queued(self, event: PoolEvent, served: bool) -> None:
+        self.queues.setdefault(event.key, deque()).append(event.time)
+
+    def on_dequeued(self, event: PoolEvent, served: bool) -> None:
+        self._pop_wait(event.key, True)
+        self.model.dequeued += 1
+
+    def on_connecting(self, event: PoolEvent, served: bool) -> None:
+        assert event.connection_id is not None
+        cid = event.connection_id
+        self.connecting[cid] = (event.time, self._pop_wait(event.key, served))
+        self.model.lanes[cid] = _Lane(cid, event.key, event.time)
+        self.open += 1
+
+    def on_acquired(self, event: PoolEvent, served: bool) -> None:
+        lane = self._lane(event)
+        if event.reason == "new":
+            connect, queued = self.connecting.pop(lane.conn, (event.time, None))
+            lane.opened = event.time
+        else:
+            connect, queued = None, self._pop_wait(event.key, served)
+        how = "new" if event.reason == "new" else "reused"
+        bar = _Bar(self.model.bars, lane.conn, event.key, queued, connect, event.time, how)
+        self._add_bar(lane, bar)
+        self.active[lane.conn] = bar
+
+    def on_released(self, event: PoolEvent, served: bool) -> None:
+        bar = None if event.connection_id is None else self.active.pop(event.connection_id, None)
+        if bar is not None:
+            bar.end, bar.end_reason = event.time, event.reason
+
+    def on_closed(self, event: PoolEvent, served: bool) -> None:
+        lane = self._lane(event)
+        lane.end, lane.close_reason = event.time, event.reason
+        self.open = max(0, self.open - 1)
+        pending = self.connecting.pop(lane.conn, None)
+        if pending is not None:
+            connect, queued = pending
+            bar = _Bar(self.model.bars, lane.conn, event.key, queued, connect, None, "failed")
+            bar.end, bar.end_reason = event.time, f"connect {event.reason}"
+            self._add_bar(lane, bar)
+        bar_in_use = self.active.pop(lane.conn, None)
+        if bar_in_use is not None:
+            bar_in_use.end = event.time
+            bar_in_use.end_reason = f"connection closed ({event.reason})"
+
+
+_HANDLERS: Final[dict[str, Callable[[_Builder, PoolEvent, bool], None]]] = {
+    "queued": _Builder.on_queued,
+    "dequeued": _Builder.on_dequeued,
+    "connecting": _Builder.on_connecting,
+    "acquired": _Builder.on_acquired,
+    "released": _Builder.on_released,
+    "closed": _Builder.on_closed,
+}
+
+
+# -- drawing ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Scale:
+    """Maps monotonic seconds to x pixels."""
+
+    t0: float
+    span: float
+
+    def x(self, t: float) -> float:
+        return GUTTER + (t - self.t0) / self.span * PLOT
+
+    def ms(self, t: float) -> str:
+        return f"{(t - self.t0) * 1000:.1f} ms"
+
+
+def _esc(text: object) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _dur(a: float, b: float) -> str:
+    ms = (b - a) * 1000
+    return f"{ms:.2f} ms" if ms < 10 else f"{ms:.1f} ms"
+
+
+def _nice_step(span: float, target: int) -> float:
+    """A 1/2/5 x 10^k step that cuts ``span`` into about ``target`` parts."""
+    raw = max(span / target, 1e-9)
+    base = 10 ** math.floor(math.log10(raw))
+    for mult in (1, 2, 5, 10):
+        if base * mult >= raw:
+            return float(base * mult)
+    return float(base * 10)
+
+
+def _axis(scale: _Scale, top: float, bottom: float) -> list[str]:
+    """Vertical grid lines with time labels (ms below 2 s, else s)."""
+    step = _nice_step(scale.span, 8)
+    unit, factor = ("ms", 1000.0) if scale.span < 2 else ("s", 1.0)
+    out = []
+    for i in range(int(scale.span / step) + 1):
+        t = i * step
+        x = scale.x(scale.t0 + t)
+        label = f"{t * factor:g} {unit}"
+        out.append(
+            f'<line class="grid" x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{bottom}"/>'
+            f'<text class="tick" x="{x:.1f}" y="{top - 8}">{label}</text>'
+        )
+    return out
+
+
+def _rect(cls: str, x0: float, x1: float, y: float, h: float, tip: str = "") -> str:
+    width = max(x1 - x0, 1.5)
+    title = f"<title>{_esc(tip)}</title>" if tip else ""
+    return (
+        f'<rect class="{cls}" x="{x0:.1f}" y="{y:.1f}" width="{width:.1f}" height="{h}">'
+        f"{title}</rect>"
+    )
+
+
+def _bar_tip(bar: _Bar, scale: _Scale) -> str:
+    """The hover text of a bar: every phase with its duration."""
+    lines = [f"request {bar.index + 1} on connection {bar.conn} ({bar.key})"]
+    first = bar.queued if bar.queued is not None else bar.connect or bar.start
+    if first is not None:
+        lines.append(f"started at +{scale.ms(first)}")
+    if bar.queued is not None:
+        lines.append(f"pool wait {_dur(bar.queued, bar.connect or bar.start or bar.queued)}")
+    if bar.connect is not None:
+        lines.append(f"connect {_dur(bar.connect, bar.start or bar.end or bar.connect)}")
+    if bar.start is not None:
+        end = bar.end if bar.end is not None else scale.t0 + scale.span
+        how = "new connection" if bar.how == "new" else "reused connection"
+        lines.append(f"in use {_dur(bar.start, end)} on a {how}")
+    lines.append(f"released: {bar.end_reason or 'still in use at the end'}")
+    return "\n".join(lines)
+
+
+def _bar_svg(bar: _Bar, scale: _Scale, y: float, t_end: float) -> str:
+    """A ``g.bar``: a thin pool-wait strip above, then connect and in-use blocks."""
+    tip = _bar_tip(bar, scale)
+    parts = []
+    if bar.queued is not None:
+        stop = bar.connect or bar.start or bar.end or t_end
+        parts.append(_rect("ph-wait", scale.x(bar.queued), scale.x(stop), y + 2, 4))
+    if bar.connect is not None:
+        stop = bar.start or bar.end or t_end
+        parts.append(_rect("ph-connect", scale.x(bar.connect), scale.x(stop), y + 7, 13))
+    if bar.start is not None:
+        stop = bar.end if bar.end is not None else t_end
+        cls = "ph-use" if bar.end_reason in ("eof", None) else "ph-use cut"
+        parts.append(_rect(cls, scale.x(bar.start), scale.x(stop), y + 7, 13))
+    return (
+        f'<g class="bar" data-conn="{bar.conn}" data-how="{bar.how}" '
+        f'data-release="{_esc(bar.end_reason or "")}" data-tip="{_esc(tip)}">'
+        f"<title>{_esc(tip)}</title>{''.join(parts)}</g>"
+    )
+
+
+def _lane_svg(lane: _Lane, scale: _Scale, row: int, t_end: float) -> str:
+    """A ``g.lane``: label, the connection's life, its close mark and its bars."""
+    y = AXIS_H + row * LANE_H
+    end = lane.end if lane.end is not None else t_end
+    life = "life" if lane.opened is not None else "life failed"
+    closed = f"closed ({lane.close_reason})" if lane.end is not None else "still open at the end"
+    tip = f"connection {lane.conn} to {lane.key}\nopened at +{scale.ms(lane.start)}\n{closed}"
+    body = [
+        f'<text class="label" x="{GUTTER - 8}" y="{y + 17}">#{lane.conn} {_esc(lane.key)}</text>',
+        _rect(life, scale.x(lane.start), scale.x(end), y + 5, LANE_H - 8, tip),
+    ]
+    if lane.end is not None:
+        x = scale.x(lane.end)
+        body.append(
+            f'<line class="close-mark" x1="{x:.1f}" y1="{y + 3}" x2="{x:.1f}" '
+            f'y2="{y + LANE_H - 2}"><title>{_esc(closed)}</title></line>'
+        )
+    body.extend(_bar_svg(bar, scale, y, t_end) for bar in lane.bars)
+    return (
+        f'<g class="lane" data-conn="{lane.conn}" data-key="{_esc(lane.key)}" '
+        f'data-opened="{str(lane.opened is not None).lower()}">{"".join(body)}</g>'
+    )
+
+
+def _lanes_svg(model: _Model, scale: _Scale) -> str:
+    """The lanes, grouped by key in order of first appearance, then by connection id."""
+    order: dict[PoolKey, int] = {}
+    for lane in model.lanes.values():
+        order.setdefault(lane.key, len(order))
+    lanes = sorted(model.lanes.values(), key=lambda ln: (order[ln.key], ln.conn))
+    t_end = scale.t0 + scale.span
+    height = AXIS_H + max(len(lanes), 1) * LANE_H + 6
+    parts = _axis(scale, AXIS_H, height - 4)
+    parts.extend(_lane_svg(lane, scale, row, t_end) for row, lane in enumerate(lanes))
+    if not lanes:
+        parts.append(f'<text class="tick" x="{GUTTER}" y="{AXIS_H + 16}">no connections</text>')
+    return (
+        f'<svg id="lanes" viewBox="0 0 {WIDTH} {height}" width="{WIDTH}" height="{height}" '
+        f'xmlns="http://www.w3.org/2000/svg">{"".join(parts)}</svg>'
+    )
+
+
+def _step_path(points: Iterable[tuple[float, int]], scale: _Scale, y0: float, ys: float) -> str:
+    """An SVG path that holds each value until the next point (a step chart)."""
+    d: list[str] = []
+    last_y: float | None = None
+    for t, value in points:
+        x, y = scale.x(t), y0 - value * ys
+        if last_y is None:
+            d.append(f"M{x:.1f},{y:.1f}")
+        else:
+            d.append(f"H{x:.1f}V{y:.1f}")
+        last_y = y
+    if last_y is not None:
+        d.append(f"H{scale.x(scale.t0 + scale.span):.1f}")
+    return "".join(d)
+
+
+def _chart_svg(model: _Model, scale: _Scale) -> str:
+    """Open connections and waiting requests over time, on the lanes' time axis."""
+    top, bottom = AXIS_H, CHART_H - 8
+    peak = max([1] + [max(o, w) for _, o, w in model.points])
+    ys = (bottom - top - 6) / peak
+    parts = _axis(scale, top, bottom)
+    step = max(1, int(_nice_step(peak, 4)))
+    for v in range(0, peak + 1, step):
+        y = bottom - v * ys
+        parts.append(
+            f'<line class="hgrid" x1="{GUTTER}" y1="{y:.1f}" x2="{WIDTH - RIGHT}" y2="{y:.1f}"/>'
+            f'<text class="label" x="{GUTTER - 8}" y="{y + 4:.1f}">{v}</text>'
+        )
+    series = (
+        ("open", [(t, o) for t, o, _ in model.points], "open connections"),
+        ("waiting", [(t, w) for t, _, w in model.points], "waiting requests"),
+    )
+    for name, pts, title in series:
+        parts.append(
+            f'<path class="series-{name}" d="{_step_path(pts, scale, bottom, ys)}">'
+            f"<title>{title}</title></path>"
+        )
+    max_open = max([0] + [o for _, o, _ in model.points])
+    max_waiting = max([0] + [w for _, _, w in model.points])
+    return (
+        f'<svg id="chart" viewBox="0 0 {WIDTH} {CHART_H}" width="{WIDTH}" height="{CHART_H}" '
+        f'data-max-open="{max_open}" data-max-waiting="{max_waiting}" '
+        f'xmlns="http://www.w3.org/2000/svg">{"".join(parts)}</svg>'
+    )
+
+
+_CSS: Final = """
+body{font:13px/1.4 system-ui,-apple-system,"Segoe UI",sans-serif;margin:16px 20px;color:#1d2330}
+h1{font-size:18px;margin:0 0 4px}
+.summary{margin:0 0 8px;color:#3b4456}
+.legend span{display:inline-block;margin-right:16px}
+.sw{display:inline-block;width:14px;height:10px;margin-right:5px;vertical-align:-1px}
+#details{white-space:pre;font:12px/1.35 ui-monospace,monospace;background:#f5f6f8;
+ border:1px solid #dde1e8;padding:6px 8px;margin:8px 0;min-height:3.2em}
+svg{display:block;font:11px system-ui,sans-serif}
+.grid{stroke:#e6e8ee}.hgrid{stroke:#eef0f4}
+.tick{fill:#6b7385;text-anchor:middle}.label{fill:#39414f;text-anchor:end}
+.life{fill:#e9ecf2}.life.failed{fill:#f7dcdc}
+.close-mark{stroke:#8a93a6;stroke-width:2}
+.ph-wait{fill:#f0a020}.ph-connect{fill:#4a7fd6;stroke:#fff}.ph-use{fill:#34a267;stroke:#fff}
+.ph-use.cut{fill:#34a267;stroke:#c0392b;stroke-width:1.5}
+.bar:hover rect,.bar.hi rect{filter:brightness(0.8)}
+.series-open{fill:none;stroke:#4a5a78;stroke-width:2}
+.series-waiting{fill:none;stroke:#f0a020;stroke-width:2}
+h2{font-size:14px;margin:14px 0 2px}
+""".strip()
+
+_JS: Final = """
+(function(){
+  var box=document.getElementById('details');
+  document.documentElement.setAttribute('data-script','ran');
+  document.addEventListener('mouseover',function(ev){
+    var el=ev.target.closest?ev.target.closest('[data-tip]'):null;
+    if(el){box.textContent=el.getAttribute('data-tip');}
+  });
+})();
+""".strip()
+
+
+def _legend() -> str:
+    items = (
+        ("#f0a020", "pool wait (queued, thin strip above)"),
+        ("#4a7fd6", "connect (TCP + TLS)"),
+        ("#34a267", "in use (send, head, body)"),
+        ("#e9ecf2", "connection open"),
+        ("#4a5a78", "open connections (chart; amber: waiting requests)"),
+    )
+    spans = "".join(f'<span><i class="sw" style="background:{c}"></i>{t}</span>' for c, t in items)
+    return f'<p class="legend">{spans}</p>'
+
+
+def _summary(model: _Model, scale: _Scale, limits: str) -> str:
+    opened = sum(1 for lane in model.lanes.values() if lane.opened is not None)
+    reused = sum(1 for ln in model.lanes.values() for b in ln.bars if b.how == "reused")
+    keys = sorted({str(lane.key) for lane in model.lanes.values()})
+    return (
+        f'<p class="summary" data-connections="{len(model.lanes)}" data-bars="{model.bars}">'
+        f"{len(model.lanes)} connections ({opened} opened) &middot; {model.bars} requests "
+        f"({reused} on a reused connection) &middot; {model.dequeued} left the queue &middot; "
+        f"{scale.span * 1000:.1f} ms &middot; {_esc(limits)} &middot; keys: "
+        f"{_esc(', '.join(keys) or 'none')}</p>"
+    )
+
+
+def _page(model: _Model, title: str, limits: str) -> str:
+    times = [p[0] for p in model.points]
+    t0 = min(times) if times else 0.0
+    span = max((max(times) - t0) if times else 0.0, 1e-3)
+    scale = _Scale(t0, span)
+    return (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>{_esc(title)}</title><style>{_CSS}</style></head><body>"
+        f"<h1>{_esc(title)}</h1>{_summary(model, scale, limits)}{_legend()}"
+        f'<div id="details">hover a bar or a lane for details</div>'
+        f"<h2>connections (one lane each, one bar per request)</h2>{_lanes_svg(model, scale)}"
+        f"<h2>open connections and waiting requests</h2>{_chart_svg(model, scale)}"
+        f"<script>{_JS}</script></body></html>\n"
+    )
+
+
+# -- the public helper ------------------------------------------------------------------------
+
+
+class Timeline:
+    """A recorder that turns a pool's events into a per-connection HTML timeline.
+
+    Think of it as a flight recorder strapped to ``client.pool``: it writes down every
+    event as it happens, and :meth:`write_html` draws the whole trip afterwards.
+
+    Use it like this::
+
+        async with glasspool.Client() as client:
+            timeline = glasspool.Timeline(client.pool)
+            ...  # make requests
+        timeline.write_html("timeline.html")
+
+    Args:
+        pool: start listening to this pool now (``client.pool``); or call :meth:`attach`.
+        title: the page heading.
+    """
+
+    def __init__(self, pool: EventSource | None = None, *, title: str = "glasspool timeline"):
+        self.title = title
+        self._events: list[PoolEvent] = []
+        self._pool: EventSource | None = None
+        self._open_at_start = 0
+        self._waiting_at_start: dict[PoolKey, int] = {}
+        self._limits = "limits unknown"
+        if pool is not None:
+            self.attach(pool)
+
+    def attach(self, pool: EventSource) -> None:
+        """Start recording ``pool``'s events (through ``pool.add_listener``).
+
+        Connections already open are drawn from their next event on.
+
+        Raises:
+            RuntimeError: already attached to a pool.
+        """
+        if self._pool is not None:
+            raise RuntimeError(f"this Timeline is already attached to {self._pool!r}")
+        stats = pool.stats()
+        if not self._events:
+            self._open_at_start = stats.open
+            self._waiting_at_start = {k: h.waiting for k, h in stats.hosts.items()}
+        self._limits = f"limit={stats.limit}, limit_per_host={stats.limit_per_host}"
+        pool.add_listener(self.record)
+        self._pool = pool
+
+    def detach(self) -> None:
+        """Stop recording (idempotent); the events recorded so far are kept."""
+        if self._pool is not None:
+            self._pool.remove_listener(self.record)
+            self._pool = None
+
+    def record(self, event: PoolEvent) -> None:
+        """Keep one event; the listener :meth:`attach` installs, usable with any source."""
+        self._events.append(event)
+
+    @property
+    def events(self) -> tuple[PoolEvent, ...]:
+        """Every event recorded so far, oldest first."""
+        return tuple(self._events)
+
+    def render_html(self) -> str:
+        """Return the page as a string (see :meth:`write_html`)."""
+        builder = _Builder(self._open_at_start, self._waiting_at_start)
+        for event in self._events:
+            builder.feed(event)
+        return _page(builder.model, self.title, self._limits)
+
+    def write_html(self, path: str | os.PathLike[str]) -> Path:
+        """Write the timeline as one self-contained HTML file (no network fetches).
+
+        Args:
+            path: the file to write (its directory must exist); overwritten.
+
+        Returns:
+            The path written.
+
+        Raises:
+            OSError: the file could not be written.
+        """
+        target = Path(path)
+        target.write_text(self.render_html(), encoding="utf-8")
+        return target
+
+    def __repr__(self) -> str:
+        state = "attached" if self._pool is not None else "detached"
+        return f"<glasspool.Timeline {state} events={len(self._events)}>"
