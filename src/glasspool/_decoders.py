@@ -438,7 +438,10 @@ class _ZstdStage:
                 out = self._obj.decompress(piece)
             except self._error as exc:
                 raise ProtocolError(f"invalid zstd data: {exc}") from exc
-            pos += len(piece) - (len(self._obj.unused_data) if self._obj.eof else 0)
+            used = len(piece) - (len(self._obj.unused_data) if self._obj.eof else 0)
+            if used <= 0:  # cannot happen with a sane library; never spin on it
+                raise ProtocolError("zstd decoder made no progress on its input")
+            pos += used
             if out:
                 self._frames.add_output(len(out))
                 yield out
