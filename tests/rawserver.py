@@ -1,10 +1,11 @@
 """A tiny loopback HTTP server for byte-exact transport tests.
 
-Give it either a handler coroutine ``handler(server, reader, writer)`` that does whatever
-the test needs, or a list of canned replies: raw response bytes sent one per request, in
-order, across connections. It listens on 127.0.0.1 (or the host given) on a free port,
-records every complete request it read (``requests``) and counts accepted connections
-(``connections``)::
+Give it either a handler coroutine ``handler(reader, writer)`` that does whatever the
+test needs, or a list of canned replies: raw response bytes sent one per request, in order,
+across connections. It listens on 127.0.0.1 (or the host given) on a free port and records
+what it got: ``received`` holds every byte each connection sent (in any mode),
+``requests`` every whole request the canned mode (or ``srv.read_request``) read, and
+``connections`` counts accepted connections::
 
     async with RawServer(replies=[b"HTTP/1.1 204 No Content\\r\\n\\r\\n"]) as srv:
         ...  # connect to srv.port; srv.requests[0] holds the raw request bytes
@@ -17,14 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import SupportsIndex
 
 from glasspool._pool.key import PoolKey, TLSIdentity
 
-__all__ = ["Handler", "RawServer", "Reply"]
+__all__ = ["Handler", "RawServer", "Reply", "read_request"]
 
-Handler = Callable[["RawServer", asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +66,7 @@ class RawServer:
         self.host = host
         self.port = 0
         self.requests: list[bytes] = []
+        self.received: list[bytearray] = []
         self.connections = 0
         self.errors: list[BaseException] = []
         self._handler = handler
@@ -78,9 +81,13 @@ class RawServer:
         return PoolKey("https" if tls is not None else "http", self.host, self.port, tls)
 
     async def __aenter__(self) -> RawServer:
-        self._server = await asyncio.start_server(
-            self._accept, self.host, 0, ssl=self._ssl, limit=1 << 20
-        )
+        def protocol() -> asyncio.StreamReaderProtocol:
+            reader = _RecordingReader(limit=1 << 20)
+            self.received.append(reader.raw)
+            return asyncio.StreamReaderProtocol(reader, self._accept)
+
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(protocol, self.host, 0, ssl=self._ssl)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -97,40 +104,11 @@ class RawServer:
             raise self.errors[0]
 
     async def read_request(self, reader: asyncio.StreamReader) -> bytes | None:
-        """Read one request (head plus Content-Length or chunked body) and record it.
-
-        Returns:
-            The raw request bytes, or None if the peer closed before a whole head.
-        """
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-        except asyncio.IncompleteReadError:
-            return None
-        fields = {}
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            fields[name.strip().lower()] = value.strip()
-        if fields.get(b"transfer-encoding", b"").lower() == b"chunked":
-            body = await self._read_chunked(reader)
-        else:
-            body = await reader.readexactly(int(fields.get(b"content-length", b"0")))
-        self.requests.append(head + body)
-        return head + body
-
-    @staticmethod
-    async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
-        parts = []
-        while True:
-            line = await reader.readuntil(b"\r\n")
-            parts.append(line)
-            size = int(line.split(b";")[0], 16)
-            if size == 0:
-                break
-            parts.append(await reader.readexactly(size + 2))
-        while (line := await reader.readuntil(b"\r\n")) != b"\r\n":
-            parts.append(line)
-        parts.append(line)
-        return b"".join(parts)
+        """Read one request with :func:`read_request` and append it to ``requests``."""
+        raw = await read_request(reader)
+        if raw is not None:
+            self.requests.append(raw)
+        return raw
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
@@ -140,7 +118,7 @@ class RawServer:
         self._writers.add(writer)
         try:
             if self._handler is not None:
-                await self._handler(self, reader, writer)
+                await self._handler(reader, writer)
             else:
                 await self._serve_replies(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -163,3 +141,51 @@ class RawServer:
             await writer.drain()
             if reply.close:
                 return
+
+
+class _RecordingReader(asyncio.StreamReader):
+    """A StreamReader that also keeps every byte it was fed."""
+
+    def __init__(self, *, limit: int) -> None:
+        super().__init__(limit=limit)
+        self.raw = bytearray()
+
+    def feed_data(self, data: Iterable[SupportsIndex]) -> None:
+        self.raw.extend(data)
+        super().feed_data(data)
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes | None:
+    """Read one request (head plus Content-Length or chunked body).
+
+    Returns:
+        The raw request bytes, or None if the peer closed before a whole head.
+    """
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError:
+        return None
+    fields = {}
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        fields[name.strip().lower()] = value.strip()
+    if fields.get(b"transfer-encoding", b"").lower() == b"chunked":
+        body = await _read_chunked(reader)
+    else:
+        body = await reader.readexactly(int(fields.get(b"content-length", b"0")))
+    return head + body
+
+
+async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+    parts = []
+    while True:
+        line = await reader.readuntil(b"\r\n")
+        parts.append(line)
+        size = int(line.split(b";")[0], 16)
+        if size == 0:
+            break
+        parts.append(await reader.readexactly(size + 2))
+    while (line := await reader.readuntil(b"\r\n")) != b"\r\n":
+        parts.append(line)
+    parts.append(line)
+    return b"".join(parts)

@@ -31,7 +31,7 @@ async def get(conn: HTTP11Connection) -> bytes:
         conn.close()
 
 
-async def hang(srv: RawServer, reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+async def hang(reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
     """Accept and then say nothing (a TLS handshake never completes)."""
     await reader.read()
 
@@ -219,9 +219,7 @@ async def test_verify_false_accepts_any_certificate(tls_certs: TLSCerts) -> None
 
 
 async def test_tls_handshake_failure_is_a_tls_error(tls_certs: TLSCerts) -> None:
-    async def not_tls(
-        srv: RawServer, reader: asyncio.StreamReader, w: asyncio.StreamWriter
-    ) -> None:
+    async def not_tls(reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         await reader.read(1)
         w.write(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n")
         await w.drain()

@@ -23,7 +23,7 @@ from glasspool._exceptions import (
     WriteTimeout,
 )
 from glasspool._http11 import HIGH_WATER, HTTP11Connection, ParserLimits, ResponseHead
-from tests.rawserver import Handler, RawServer, Reply
+from tests.rawserver import Handler, RawServer, Reply, read_request
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
 CHUNKED = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -102,11 +102,9 @@ async def test_response_trickled_one_byte_at_a_time() -> None:
         b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nxyz",
     ]
 
-    async def trickle(
-        srv: RawServer, reader: asyncio.StreamReader, w: asyncio.StreamWriter
-    ) -> None:
+    async def trickle(reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         for reply in replies:
-            await srv.read_request(reader)
+            await read_request(reader)
             for i in range(len(reply)):
                 w.write(reply[i : i + 1])
                 await w.drain()
@@ -166,6 +164,7 @@ async def test_two_sequential_requests_share_one_connection() -> None:
             assert conn.is_reusable()
         assert srv.connections == 1
         assert srv.requests == [request(), request()]
+        assert srv.received == [bytearray(request() * 2)]
 
 
 @pytest.mark.parametrize(
@@ -212,10 +211,8 @@ async def test_unsolicited_bytes_on_an_idle_connection_close_it() -> None:
     done = asyncio.Event()
     lost = asyncio.Event()
 
-    async def late_408(
-        srv: RawServer, reader: asyncio.StreamReader, w: asyncio.StreamWriter
-    ) -> None:
-        await srv.read_request(reader)
+    async def late_408(reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await read_request(reader)
         w.write(OK)
         await done.wait()
         w.write(b"HTTP/1.1 408 Request Timeout\r\n\r\n")
@@ -367,10 +364,8 @@ async def test_body_bytes_before_an_error_are_returned_first() -> None:
 def closing_after(data: bytes, *, reset: bool = False) -> Handler:
     """A handler that reads one request, sends ``data`` and closes (or resets)."""
 
-    async def handler(
-        srv: RawServer, reader: asyncio.StreamReader, w: asyncio.StreamWriter
-    ) -> None:
-        await srv.read_request(reader)
+    async def handler(reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await read_request(reader)
         w.write(data)
         await w.drain()
         if reset:
@@ -442,9 +437,9 @@ async def test_stale_connection_raises_server_disconnected_on_send() -> None:
         assert not conn.response_started
 
 
-async def silent(srv: RawServer, reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+async def silent(reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
     """Read one request, send a head and part of a body if asked, then say nothing."""
-    await srv.read_request(reader)
+    await read_request(reader)
     await reader.read()
 
 
@@ -461,10 +456,8 @@ async def test_read_timeout_waiting_for_the_head_names_origin_and_seconds() -> N
 
 
 async def test_read_timeout_waiting_for_the_body() -> None:
-    async def partial(
-        srv: RawServer, reader: asyncio.StreamReader, w: asyncio.StreamWriter
-    ) -> None:
-        await srv.read_request(reader)
+    async def partial(reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await read_request(reader)
         w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
         await reader.read()
 
@@ -552,7 +545,7 @@ async def test_early_error_response_stops_the_upload_and_stays_readable() -> Non
         b"HTTP/1.1 413 Payload Too Large\r\nConnection: close\r\nContent-Length: 8\r\n\r\ntoo big!"
     )
 
-    async def refuse(srv: RawServer, reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    async def refuse(reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
         w.write(reply)
         await w.drain()
@@ -570,9 +563,7 @@ async def test_early_error_response_stops_the_upload_and_stays_readable() -> Non
 async def test_write_error_after_a_response_arrived_does_not_hide_it() -> None:
     """The server answers (keep-alive, so the upload goes on), then resets the connection."""
 
-    async def answer_then_reset(
-        srv: RawServer, reader: asyncio.StreamReader, w: asyncio.StreamWriter
-    ) -> None:
+    async def answer_then_reset(reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
         w.write(OK)
         await w.drain()
@@ -590,7 +581,7 @@ async def test_write_error_after_a_response_arrived_does_not_hide_it() -> None:
 
 
 async def test_write_error_before_any_response_is_raised() -> None:
-    async def reset(srv: RawServer, reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    async def reset(reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
         sock = w.get_extra_info("socket")
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -620,9 +611,7 @@ async def test_write_timeout_when_the_server_stops_reading() -> None:
         assert taken[0] < 128 and not conn.is_reusable()
 
 
-async def silent_after_head(
-    srv: RawServer, reader: asyncio.StreamReader, w: asyncio.StreamWriter
-) -> None:
+async def silent_after_head(reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
     """Read a request head, then nothing more."""
     await reader.readuntil(b"\r\n\r\n")
     await asyncio.Event().wait()
@@ -645,8 +634,8 @@ READ_MAX = 256 << 10  # the most one socket read delivers (asyncio's selector tr
 async def test_slow_consumer_keeps_buffered_body_under_the_high_water_mark() -> None:
     block = bytes(range(256)) * 4096  # 1 MiB
 
-    async def big(srv: RawServer, reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        await srv.read_request(reader)
+    async def big(reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await read_request(reader)
         w.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % BIG)
         for _ in range(BIG // len(block)):
             w.write(block)
