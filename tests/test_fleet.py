@@ -28,10 +28,18 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+import glasspool
 import glasspool._fleet as fleet
 from glasspool._exceptions import ClientClosed, PoolTimeout
-from glasspool._fleet import RedisLease, RedisLimits, SharedLimitsUnavailable
+from glasspool._fleet import (
+    Lease,
+    RedisLease,
+    RedisLimits,
+    SharedLimits,
+    SharedLimitsUnavailable,
+)
 from glasspool._pool.key import PoolKey
+from tests.faults import FaultServer
 
 WORKER = Path(__file__).with_name("fleet_worker.py")
 KEY = PoolKey("http", "fleet.test", 80)
@@ -462,12 +470,15 @@ async def test_a_lease_lost_in_redis_is_re_registered_with_a_warning(
     caplog.set_level(logging.WARNING, logger="glasspool.fleet")
     assert await inspect.zrem(keys_of(namespace).leases, lease.lease_id) == 1
 
-    async def back() -> bool:
-        return await inspect.zscore(keys_of(namespace).leases, lease.lease_id) is not None
+    def warnings() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "re-registered" in r.getMessage()]
 
-    await wait_until(back, "the renewer re-registers the lease", timeout=3)
-    warnings = [r.getMessage() for r in caplog.records if "re-registered" in r.getMessage()]
-    assert len(warnings) == 1 and "'fleet.test'" in warnings[0]
+    async def warned() -> bool:
+        return bool(warnings())
+
+    await wait_until(warned, "the renewer re-registers the lease and warns", timeout=3)
+    assert await inspect.zscore(keys_of(namespace).leases, lease.lease_id) is not None
+    assert len(warnings()) == 1 and "'fleet.test'" in warnings()[0]
 
 
 async def test_a_dead_workers_expired_lease_is_purged_by_the_next_acquire(
@@ -750,3 +761,49 @@ async def test_redis_restart_under_local_keeps_going_and_warns_once(
         finally:
             await client.aclose()
         assert all(lease.registered for lease in local[1:])
+
+
+# -- with the Client ----------------------------------------------------------------------
+
+
+def test_redis_limits_satisfies_the_pools_protocols() -> None:
+    limits: SharedLimits = RedisLimits("redis://127.0.0.1:1", limit_per_host=1)  # mypy checks
+    lease_type: type[Lease] = RedisLease
+    assert limits.limit_for(KEY) == 1 and lease_type is RedisLease
+
+
+class CountingLimits(RedisLimits):
+    """RedisLimits that counts acquire() calls (each one is a Redis round trip or more)."""
+
+    acquires = 0
+
+    async def acquire(self, key: PoolKey, timeout: float | None) -> RedisLease:
+        self.acquires += 1
+        return await super().acquire(key, timeout)
+
+
+async def test_clients_sharing_a_limit_stay_within_it_and_reuse_skips_redis(
+    redis_server: RedisProcess, namespace: str, fault_server: FaultServer
+) -> None:
+    shared = [
+        CountingLimits(redis_server.url, namespace=namespace, limit_per_host=2) for _ in range(2)
+    ]
+    url = fault_server.url("/fault/delay?s=0.05")
+    async with (
+        glasspool.Client(limit_per_host=10, keepalive_expiry=0.2, shared_limits=shared[0]) as a,
+        glasspool.Client(limit_per_host=10, keepalive_expiry=0.2, shared_limits=shared[1]) as b,
+    ):
+        async with asyncio.timeout(20):
+            await asyncio.gather(*(client.get(url) for client in (a, b) for _ in range(5)))
+        assert fault_server.peak_connections == 2, "the shared limit 2 was exceeded"
+        host = only_host(a)
+        assert (host.shared_limit, host.leases) == (2, host.idle + host.in_use)
+        for _ in range(3):
+            assert (await a.get(fault_server.url("/"))).status == 200
+        assert only_host(a).reused >= 2
+        assert shared[0].acquires == only_host(a).opened, "one acquire per new connection only"
+
+
+def only_host(client: glasspool.Client) -> glasspool.HostStats:
+    (host,) = client.pool.stats().hosts.values()
+    return host

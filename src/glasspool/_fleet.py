@@ -40,10 +40,11 @@ import socket
 import uuid
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from ._exceptions import ClientClosed, GlasspoolError, PoolTimeout
+from ._pool.asyncio import Lease, SharedLimits  # Seam 4 protocols, defined by the pool
 from ._pool.key import PoolKey
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -88,29 +89,6 @@ class SharedLimitsUnavailable(GlasspoolError):
 
 class _RedisUnreachable(SharedLimitsUnavailable):
     """A connectivity failure (refused, reset, timed out), as opposed to a rejected script."""
-
-
-class Lease(Protocol):
-    """One fleet-wide slot, held from before a connection opens until it closes."""
-
-    async def release(self) -> None:
-        """Give the slot back. Idempotent; renewals of this lease stop."""
-
-
-class SharedLimits(Protocol):
-    """What the pool needs from a fleet-wide limiter (Seam 4 of docs/internals.md)."""
-
-    def limit_for(self, key: PoolKey) -> int | None:
-        """The shared limit for ``key``'s host, or ``None`` when it has none."""
-
-    async def acquire(self, key: PoolKey, timeout: float | None) -> Lease:
-        """Wait, fairly, for a slot of ``key``'s host; raise ``PoolTimeout`` after ``timeout``."""
-
-    def snapshot(self, key: PoolKey) -> tuple[int | None, int]:
-        """(fleet-wide slots in use as last seen or ``None``, this worker's live leases)."""
-
-    async def aclose(self) -> None:
-        """Release every lease and stop background work. Idempotent."""
 
 
 # -- Lua scripts --------------------------------------------------------------------------
