@@ -28,6 +28,8 @@ _EPILOG = (
     "for the fetch options. Exit codes: 0 ok, 1 a request failed, 2 usage error, 130 "
     "interrupted."
 )
+DEFAULT_PER_HOST = 10
+_NOT_GIVEN = object()  # --limit-per-host absent (argparse never converts a non-str default)
 _RICH_MISSING = "--live needs the 'rich' package: pip install 'glasspool[cli]'"
 
 
@@ -43,6 +45,17 @@ def _positive_int(text: str) -> int:
 
 def _per_host(text: str) -> int | None:
     return None if text.lower() == "none" else _positive_int(text)
+
+
+def _resolve_per_host(args: argparse.Namespace) -> int | None:
+    """``--limit-per-host``, its default capped at ``--limit``; an explicit value above it
+    is a usage error naming both."""
+    if args.limit_per_host is _NOT_GIVEN:  # the default, never above --limit
+        return min(DEFAULT_PER_HOST, int(args.limit))
+    per_host: int | None = args.limit_per_host
+    if per_host is not None and per_host > args.limit:
+        raise UsageError(f"--limit-per-host {per_host} is greater than --limit {args.limit}")
+    return per_host
 
 
 def _seconds(text: str) -> float:
@@ -73,8 +86,9 @@ _GET_OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
     ),
     (
         ("--limit-per-host",),
-        {"type": _per_host, "default": 10, "metavar": "N",
-         "help": "open connections per host, idle included; 'none' = no limit (default 10)"},
+        {"type": _per_host, "default": _NOT_GIVEN, "metavar": "N",
+         "help": "open connections per host, idle included; 'none' = no limit (default: "
+         "10, or --limit if that is lower)"},
     ),
     (
         ("--timeout",),
@@ -171,21 +185,26 @@ def _cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return 0
 
 
-def _cmd_get(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    opts = GetOptions(
-        tuple(args.urls),
-        args.repeat,
-        args.concurrency,
-        args.limit,
-        args.limit_per_host,
-        args.timeout,
-        args.output,
-        args.live,
-        args.timeline,
+def _get_options(args: argparse.Namespace) -> GetOptions:
+    """The parsed ``get`` arguments as :class:`GetOptions`; raises :class:`UsageError`."""
+    check_urls(tuple(args.urls))
+    return GetOptions(
+        urls=tuple(args.urls),
+        repeat=args.repeat,
+        concurrency=args.concurrency,
+        limit=args.limit,
+        limit_per_host=_resolve_per_host(args),
+        timeout=args.timeout,
+        output=args.output,
+        live=args.live,
+        timeline=args.timeline,
     )
+
+
+def _cmd_get(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     reporter: Reporter = PlainReporter(Printer(out, color=False))
     try:
-        check_urls(opts.urls)
+        opts = _get_options(args)
         if opts.live:
             reporter = _live_reporter(out) or reporter
         summary = asyncio.run(run_get(opts, reporter))
