@@ -42,6 +42,8 @@ GUTTER: Final = 210
 RIGHT: Final = 18
 PLOT: Final = WIDTH - GUTTER - RIGHT
 LANE_H: Final = 24
+BAR_H: Final = 13
+WAIT_STRIP: Final = 5
 AXIS_H: Final = 26
 CHART_H: Final = 170
 
@@ -255,35 +257,64 @@ def _rect(cls: str, x0: float, x1: float, y: float, h: float, tip: str = "") -> 
 def _bar_tip(bar: _Bar, scale: _Scale) -> str:
     """The hover text of a bar: every phase with its duration."""
     lines = [f"request {bar.index + 1} on connection {bar.conn} ({bar.key})"]
-    first = bar.queued if bar.queued is not None else bar.connect or bar.start
-    if first is not None:
-        lines.append(f"started at +{scale.ms(first)}")
+    t_end = scale.t0 + scale.span
+    lines.append(
+        f"asked for a connection at +{scale.ms(_first(bar.queued, bar.connect, bar.start, t_end))}"
+    )
     if bar.queued is not None:
-        lines.append(f"pool wait {_dur(bar.queued, bar.connect or bar.start or bar.queued)}")
+        lines.append(
+            f"pool wait {_dur(bar.queued, _first(bar.connect, bar.start, bar.end, t_end))}"
+        )
     if bar.connect is not None:
-        lines.append(f"connect {_dur(bar.connect, bar.start or bar.end or bar.connect)}")
+        lines.append(f"connect {_dur(bar.connect, _first(bar.start, bar.end, t_end))}")
     if bar.start is not None:
-        end = bar.end if bar.end is not None else scale.t0 + scale.span
+        end = _first(bar.end, t_end)
         how = "new connection" if bar.how == "new" else "reused connection"
         lines.append(f"in use {_dur(bar.start, end)} on a {how}")
     lines.append(f"released: {bar.end_reason or 'still in use at the end'}")
     return "\n".join(lines)
 
 
-def _bar_svg(bar: _Bar, scale: _Scale, y: float, t_end: float) -> str:
-    """A ``g.bar``: a thin pool-wait strip above, then connect and in-use blocks."""
+def _first(*times: float | None) -> float:
+    """The first time that is not ``None`` (the last argument never is)."""
+    return next(t for t in times if t is not None)
+
+
+def _wait_tracks(bars: list[_Bar], t_end: float) -> dict[int, int]:
+    """Give each waiting bar a strip (0, 1, ...) so that waits on one lane never overlap."""
+    ends: list[float] = []  # per strip: when its last wait ended
+    tracks: dict[int, int] = {}
+    waited = [b for b in bars if b.queued is not None]
+    for bar in sorted(waited, key=lambda b: _first(b.queued, 0.0)):
+        begin, stop = _first(bar.queued, 0.0), _first(bar.connect, bar.start, bar.end, t_end)
+        free = next((i for i, end in enumerate(ends) if end <= begin), len(ends))
+        if free == len(ends):
+            ends.append(stop)
+        ends[free] = stop
+        tracks[bar.index] = free
+    return tracks
+
+
+def _bar_svg(bar: _Bar, scale: _Scale, y: float, track: int | None, t_end: float) -> str:
+    """A ``g.bar``: a thin pool-wait strip (on strip ``track``), then connect and in use.
+
+    ``y`` is the top of the bar's connect / in-use blocks; wait strips sit above it.
+    """
     tip = _bar_tip(bar, scale)
     parts = []
-    if bar.queued is not None:
-        stop = bar.connect or bar.start or bar.end or t_end
-        parts.append(_rect("ph-wait", scale.x(bar.queued), scale.x(stop), y + 2, 4))
+    if bar.queued is not None and track is not None:
+        stop = _first(bar.connect, bar.start, bar.end, t_end)
+        top = y - 2 - (track + 1) * WAIT_STRIP
+        x1 = scale.x(stop)
+        parts.append(_rect("ph-wait", scale.x(bar.queued), x1, top, 3))
+        parts.append(f'<line class="wait-link" x1="{x1:.1f}" y1="{top}" x2="{x1:.1f}" y2="{y}"/>')
     if bar.connect is not None:
-        stop = bar.start or bar.end or t_end
-        parts.append(_rect("ph-connect", scale.x(bar.connect), scale.x(stop), y + 7, 13))
+        stop = _first(bar.start, bar.end, t_end)
+        parts.append(_rect("ph-connect", scale.x(bar.connect), scale.x(stop), y, BAR_H))
     if bar.start is not None:
-        stop = bar.end if bar.end is not None else t_end
+        stop = _first(bar.end, t_end)
         cls = "ph-use" if bar.end_reason in ("eof", None) else "ph-use cut"
-        parts.append(_rect(cls, scale.x(bar.start), scale.x(stop), y + 7, 13))
+        parts.append(_rect(cls, scale.x(bar.start), scale.x(stop), y, BAR_H))
     return (
         f'<g class="bar" data-conn="{bar.conn}" data-how="{bar.how}" '
         f'data-release="{_esc(bar.end_reason or "")}" data-tip="{_esc(tip)}">'
@@ -291,28 +322,36 @@ def _bar_svg(bar: _Bar, scale: _Scale, y: float, t_end: float) -> str:
     )
 
 
-def _lane_svg(lane: _Lane, scale: _Scale, row: int, t_end: float) -> str:
-    """A ``g.lane``: label, the connection's life, its close mark and its bars."""
-    y = AXIS_H + row * LANE_H
-    end = lane.end if lane.end is not None else t_end
+def _lane_svg(lane: _Lane, scale: _Scale, y: float, t_end: float) -> tuple[str, float]:
+    """A ``g.lane`` starting at ``y``: label, the connection's life, close mark and bars.
+
+    Returns:
+        The SVG and the lane's height (taller when waits on it overlap).
+    """
+    tracks = _wait_tracks(lane.bars, t_end)
+    strips = max([0, *tracks.values()]) + 1
+    top = y + 3 + strips * WAIT_STRIP  # where the blocks start
+    height = top - y + BAR_H + 5
+    end = _first(lane.end, t_end)
     life = "life" if lane.opened is not None else "life failed"
     closed = f"closed ({lane.close_reason})" if lane.end is not None else "still open at the end"
     tip = f"connection {lane.conn} to {lane.key}\nopened at +{scale.ms(lane.start)}\n{closed}"
     body = [
-        f'<text class="label" x="{GUTTER - 8}" y="{y + 17}">#{lane.conn} {_esc(lane.key)}</text>',
-        _rect(life, scale.x(lane.start), scale.x(end), y + 5, LANE_H - 8, tip),
+        f'<text class="label" x="{GUTTER - 8}" y="{top + 10}">#{lane.conn} {_esc(lane.key)}</text>',
+        _rect(life, scale.x(lane.start), scale.x(end), top - 2, BAR_H + 4, tip),
     ]
     if lane.end is not None:
         x = scale.x(lane.end)
         body.append(
-            f'<line class="close-mark" x1="{x:.1f}" y1="{y + 3}" x2="{x:.1f}" '
-            f'y2="{y + LANE_H - 2}"><title>{_esc(closed)}</title></line>'
+            f'<line class="close-mark" x1="{x:.1f}" y1="{top - 4}" x2="{x:.1f}" '
+            f'y2="{top + BAR_H + 4}"><title>{_esc(closed)}</title></line>'
         )
-    body.extend(_bar_svg(bar, scale, y, t_end) for bar in lane.bars)
-    return (
+    body.extend(_bar_svg(b, scale, top, tracks.get(b.index), t_end) for b in lane.bars)
+    svg = (
         f'<g class="lane" data-conn="{lane.conn}" data-key="{_esc(lane.key)}" '
         f'data-opened="{str(lane.opened is not None).lower()}">{"".join(body)}</g>'
     )
+    return svg, height
 
 
 def _lanes_svg(model: _Model, scale: _Scale) -> str:
@@ -322,11 +361,17 @@ def _lanes_svg(model: _Model, scale: _Scale) -> str:
         order.setdefault(lane.key, len(order))
     lanes = sorted(model.lanes.values(), key=lambda ln: (order[ln.key], ln.conn))
     t_end = scale.t0 + scale.span
-    height = AXIS_H + max(len(lanes), 1) * LANE_H + 6
-    parts = _axis(scale, AXIS_H, height - 4)
-    parts.extend(_lane_svg(lane, scale, row, t_end) for row, lane in enumerate(lanes))
+    y = float(AXIS_H)
+    drawn = []
+    for lane in lanes:
+        svg, height = _lane_svg(lane, scale, y, t_end)
+        drawn.append(svg)
+        y += height
     if not lanes:
-        parts.append(f'<text class="tick" x="{GUTTER}" y="{AXIS_H + 16}">no connections</text>')
+        drawn.append(f'<text class="tick" x="{GUTTER}" y="{AXIS_H + 16}">no connections</text>')
+        y += LANE_H
+    height = int(y) + 6
+    parts = [*_axis(scale, AXIS_H, height - 4), *drawn]
     return (
         f'<svg id="lanes" viewBox="0 0 {WIDTH} {height}" width="{WIDTH}" height="{height}" '
         f'xmlns="http://www.w3.org/2000/svg">{"".join(parts)}</svg>'
@@ -387,12 +432,12 @@ h1{font-size:18px;margin:0 0 4px}
 .legend span{display:inline-block;margin-right:16px}
 .sw{display:inline-block;width:14px;height:10px;margin-right:5px;vertical-align:-1px}
 #details{white-space:pre;font:12px/1.35 ui-monospace,monospace;background:#f5f6f8;
- border:1px solid #dde1e8;padding:6px 8px;margin:8px 0;min-height:3.2em}
+ border:1px solid #dde1e8;padding:4px 8px;margin:8px 0;min-height:1.4em}
 svg{display:block;font:11px system-ui,sans-serif}
 .grid{stroke:#e6e8ee}.hgrid{stroke:#eef0f4}
 .tick{fill:#6b7385;text-anchor:middle}.label{fill:#39414f;text-anchor:end}
 .life{fill:#e9ecf2}.life.failed{fill:#f7dcdc}
-.close-mark{stroke:#8a93a6;stroke-width:2}
+.close-mark{stroke:#8a93a6;stroke-width:2}.wait-link{stroke:#f0a020;stroke-width:1}
 .ph-wait{fill:#f0a020}.ph-connect{fill:#4a7fd6;stroke:#fff}.ph-use{fill:#34a267;stroke:#fff}
 .ph-use.cut{fill:#34a267;stroke:#c0392b;stroke-width:1.5}
 .bar:hover rect,.bar.hi rect{filter:brightness(0.8)}
@@ -419,7 +464,6 @@ def _legend() -> str:
         ("#4a7fd6", "connect (TCP + TLS)"),
         ("#34a267", "in use (send, head, body)"),
         ("#e9ecf2", "connection open"),
-        ("#4a5a78", "open connections (chart; amber: waiting requests)"),
     )
     spans = "".join(f'<span><i class="sw" style="background:{c}"></i>{t}</span>' for c, t in items)
     return f'<p class="legend">{spans}</p>'
@@ -449,7 +493,8 @@ def _page(model: _Model, title: str, limits: str) -> str:
         f"<h1>{_esc(title)}</h1>{_summary(model, scale, limits)}{_legend()}"
         f'<div id="details">hover a bar or a lane for details</div>'
         f"<h2>connections (one lane each, one bar per request)</h2>{_lanes_svg(model, scale)}"
-        f"<h2>open connections and waiting requests</h2>{_chart_svg(model, scale)}"
+        '<h2>open connections <i class="sw" style="background:#4a5a78"></i> and waiting '
+        f'requests <i class="sw" style="background:#f0a020"></i></h2>{_chart_svg(model, scale)}'
         f"<script>{_JS}</script></body></html>\n"
     )
 

@@ -11,6 +11,7 @@ Routes::
     /status/N      status N with a short body
     /hold          answered (13 bytes) once release_held() was called
     /barrier/N     answered (13 bytes) once N requests have reached /barrier/N
+    /delay/MS      answered (13 bytes) after MS milliseconds (at most 10 000)
     /stream        200 announcing 1 MiB, sends 16 KiB, then waits for the client to go
 """
 
@@ -31,6 +32,7 @@ STREAM_SIZE: Final = 1024 * 1024
 STREAM_SENT: Final = 16 * 1024
 MAX_BYTES: Final = 64 * 1024 * 1024
 CHUNK: Final = 64 * 1024
+MAX_DELAY_MS: Final = 10_000
 
 Route = Callable[["DemoServer", str, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[bool]]
 
@@ -88,6 +90,7 @@ class DemoServer:
         self._tasks: set[asyncio.Task[object]] = set()
         self._arrivals = asyncio.Condition()
         self._release = asyncio.Event()
+        self._shutdown = asyncio.Event()
         self._barriers: dict[int, int] = {}
         self._closing = False
 
@@ -118,6 +121,7 @@ class DemoServer:
         """Stop listening, end every connection and wait for the handlers. Idempotent."""
         self._closing = True
         self._release.set()
+        self._shutdown.set()
         if self._server is not None:
             self._server.close()
         for writer in list(self._writers):
@@ -215,6 +219,14 @@ class DemoServer:
             await self._arrivals.wait_for(lambda: self._closing or self._barriers[size] >= size)
         return not self._closing and await _send(w, 200, HELLO)
 
+    async def _delay(self, arg: str, reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> bool:
+        ms = int(arg) if arg.isdigit() else -1
+        if not 0 <= ms <= MAX_DELAY_MS:
+            return await _send(w, 400, f"/delay/MS takes 0 <= MS <= {MAX_DELAY_MS}\n".encode())
+        with contextlib.suppress(TimeoutError):  # a slow server, cut short by aclose()
+            await asyncio.wait_for(self._shutdown.wait(), ms / 1000)
+        return not self._closing and await _send(w, 200, HELLO)
+
     async def _stream(
         self, arg: str, reader: asyncio.StreamReader, w: asyncio.StreamWriter
     ) -> bool:
@@ -231,5 +243,6 @@ _ROUTES: Final[dict[str, Route]] = {
     "status": DemoServer._status,
     "hold": DemoServer._hold,
     "barrier": DemoServer._barrier,
+    "delay": DemoServer._delay,
     "stream": DemoServer._stream,
 }
