@@ -34,6 +34,7 @@ __all__ = [
     "read_status",
     "run_wrk",
     "start_nginx",
+    "wrk_version",
 ]
 
 NGINX = "/usr/sbin/nginx"
@@ -273,6 +274,16 @@ def nginx_version() -> str:
     """Return ``nginx -v``'s version string, e.g. ``nginx/1.22.1``."""
     out = subprocess.run([NGINX, "-v"], capture_output=True, text=True, timeout=10.0)
     return (out.stderr or out.stdout).strip().removeprefix("nginx version: ")
+
+
+def wrk_version() -> str:
+    """Return wrk's version (``wrk -v`` prints it and exits 1), or ``not installed``."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        return "not installed"
+    out = subprocess.run([wrk, "-v"], capture_output=True, text=True, timeout=10.0)
+    words = (out.stdout or out.stderr).split()
+    return words[1] if len(words) > 1 else "unknown"
 
 
 _UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}

@@ -454,7 +454,8 @@ def _notes(opts: Options, scenario: Scenario, rows: dict[str, Any]) -> list[str]
     better = "lower" if scenario.kind == "memory" else "higher"
     notes = [f"vs glasspool: {scenario.unit} divided by glasspool's ({better} is better)."]
     if BASELINE not in rows:
-        notes.append("glasspool did not run here, so there are no ratios (see failures).")
+        why = "see failures" if BASELINE in opts.clients else "not in --clients"
+        notes.append(f"glasspool did not run here ({why}), so there are no ratios.")
     if any(row["runs"] < opts.rounds for row in rows.values()):
         notes.append(
             f"runs: successful/attempted; a run that failed or took over {SLOW_RUN_S:.0f} s "
@@ -523,6 +524,11 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def _load_average() -> str:
+    """The 1-minute load average over the CPU count: other work skews every figure."""
+    return f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs"
+
+
 def describe_setup(opts: Options, where: Placement) -> dict[str, Any]:
     """Everything needed to read (and reproduce) the figures.
 
@@ -539,10 +545,15 @@ def describe_setup(opts: Options, where: Placement) -> dict[str, Any]:
         "machine": f"{_cpu_model()}, {os.cpu_count()} CPUs, Linux {platform.release()}",
         "python": platform.python_version(),
         "loop": "uvloop" if opts.uvloop else "asyncio",
-        "versions": {p: _version(p) for p in packages} | {"nginx": nginx_bench.nginx_version()},
+        "versions": {p: _version(p) for p in packages}
+        | {
+            "nginx": nginx_bench.nginx_version(),
+            "wrk": nginx_bench.wrk_version(),
+        },
         "pinning": "none (fewer than 2 CPUs, no taskset, or --no-pin)"
         if where.server_cpu is None
         else f"nginx on CPU {where.server_cpu}, clients and wrk on CPU {where.client_cpu}",
+        "load_average_at_start": _load_average(),
         "rounds": opts.rounds,
         "seconds_per_load_run": opts.seconds,
         "wrk_seconds": opts.wrk_seconds,
@@ -553,7 +564,7 @@ def describe_setup(opts: Options, where: Placement) -> dict[str, Any]:
 
 def _print_setup(setup: dict[str, Any]) -> None:
     print("glasspool benchmark (medians over rounds; every run in a fresh process)")
-    for key in ("date", "machine", "python", "loop", "pinning", "rounds"):
+    for key in ("date", "machine", "python", "loop", "pinning", "rounds", "load_average_at_start"):
         print(f"  {key}: {setup[key]}")
     print("  versions: " + ", ".join(f"{k} {v}" for k, v in setup["versions"].items()))
     print(f"  load runs: {setup['seconds_per_load_run']} s cap each; wrk: {setup['wrk_seconds']} s")
@@ -583,8 +594,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"benchmark setup failed: {exc}", file=sys.stderr)
         return 2
     summary = summarise(opts, records)
+    setup["load_average_at_end"] = _load_average()
     print(format_report(opts, summary))
-    print(format_failures(records))
+    print(format_failures(records) or "\nEvery run completed.")
+    print(f"load average at end: {setup['load_average_at_end']} (other work skews the figures)")
     if opts.json_path is not None:
         document = {"setup": setup, "summary": summary, "runs": records}
         opts.json_path.write_text(json.dumps(document, indent=2) + "\n")
