@@ -47,7 +47,7 @@ ALL_CLIENTS = ("glasspool", "aiohttp", "httpx", "reference", "wrk")
 BASELINE = "glasspool"
 _MIB = 1024 * 1024
 _PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
-#: A run slower than this is not repeated (httpx needs ~90 s to hold 1,000 connections).
+#: A run slower than this is not repeated (httpx needs 1.5-2.5 min to hold 1,000 connections).
 SLOW_RUN_S = 30.0
 
 
@@ -95,7 +95,7 @@ SCENARIOS = (
              "load", "/64k", 1, 64, 100, None, 100_000, 128, "MiB/s", 64),
     Scenario("body1m", "C=64 tasks, limit=100, 1 MiB body",
              "load", "/1m", 1, 64, 100, None, 10_000, 64, "MiB/s", 64),
-    Scenario("memory", "Memory: RSS per idle keep-alive connection, 250 per host x 4 hosts",
+    Scenario("memory", "RSS per idle keep-alive connection, {per_host} per host x 4 hosts",
              "memory", "/13b", 4, 250, 1000, 250, 0, 0, "KiB/conn", None),
 )  # fmt: skip
 SCENARIO_NAMES = tuple(s.name for s in SCENARIOS)
@@ -135,12 +135,16 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     Returns:
         The options, with quick-mode defaults applied.
     """
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3, help="rounds per client (default 3)")
     parser.add_argument("--quick", action="store_true", help="short runs, 200 idle conns")
     parser.add_argument("--seconds", type=float, help="time cap per load run (default 2.5)")
-    parser.add_argument("--clients", default=",".join(ALL_CLIENTS), help="comma-separated")
-    parser.add_argument("--scenarios", default=",".join(SCENARIO_NAMES), help="comma-separated")
+    parser.add_argument(
+        "--clients", default=",".join(ALL_CLIENTS), help=f"any of {','.join(ALL_CLIENTS)}"
+    )
+    parser.add_argument(
+        "--scenarios", default=",".join(SCENARIO_NAMES), help=f"any of {','.join(SCENARIO_NAMES)}"
+    )
     parser.add_argument("--uvloop", action="store_true", help="run the clients on uvloop")
     parser.add_argument("--json", dest="json_path", type=Path, help="also save results here")
     parser.add_argument("--no-pin", dest="pin", action="store_false", help="no taskset")
@@ -486,7 +490,8 @@ def format_report(opts: Options, summary: dict[str, dict[str, Any]]) -> str:
     parts = []
     for scenario in opts.scenarios:
         rows = summary.get(scenario.name, {})
-        parts.append(f"\n== {scenario.name}: {scenario.title} ==")
+        title = scenario.title.format(per_host=_memory_per_host(opts, scenario))
+        parts.append(f"\n== {scenario.name}: {title} ==")
         if not rows:
             parts.append("(no client completed this scenario)")
             continue
