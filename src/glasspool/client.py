@@ -406,11 +406,13 @@ class Client:
     async def _read_body(self, response: Response, lease: Any, conn: Any, t: Timeout) -> bytes:
         """Read and decode a whole body, then give the connection back (``eof``)."""
         coding = _content_coding(response)
-        decoder = (
-            None if coding is None else make_decoder(coding, max_size=self.max_decompressed_size)
-        )
         chunks: list[bytes] = []
-        try:
+        try:  # make_decoder raises for a bad Content-Encoding: the lease must go back too
+            decoder = (
+                None
+                if coding is None
+                else make_decoder(coding, max_size=self.max_decompressed_size)
+            )
             while chunk := await conn.receive_body(read_timeout=t.read):
                 chunks.append(chunk if decoder is None else decoder.decode(chunk))
             if decoder is not None:
