@@ -149,6 +149,60 @@ async def test_cancelling_a_connect_leaves_nothing_open(tls_certs: TLSCerts) -> 
     # the autouse leak check fails this test if a socket stayed open
 
 
+class Counting:
+    """A handler that counts connections and how many of them the client closed."""
+
+    def __init__(self, expect: int) -> None:
+        self.expect = expect
+        self.accepted = 0
+        self.closed = 0
+        self.all_accepted = asyncio.Event()
+        self.all_closed = asyncio.Event()
+
+    async def __call__(self, reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        if self.accepted == self.expect:
+            self.all_accepted.set()
+        await reader.read()  # until the client closes its end
+        self.closed += 1
+        if self.closed == self.expect:
+            self.all_closed.set()
+
+
+async def test_happy_eyeballs_closes_the_losing_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    counting = Counting(expect=2)
+    async with RawServer(counting) as srv:
+        fake_getaddrinfo(monkeypatch, {"dual.test": [("127.0.0.1", srv.port)] * 2})
+        key = PoolKey("http", "dual.test", srv.port)
+        conn = await open_connection(
+            key, ssl_context=None, connect_timeout=5, happy_eyeballs_delay=0
+        )
+        await asyncio.wait_for(counting.all_accepted.wait(), 5)
+        assert not conn.is_closed()
+        conn.close()
+        await asyncio.wait_for(counting.all_closed.wait(), 5)
+
+
+async def test_cancelling_during_happy_eyeballs_and_tls_closes_every_socket(
+    monkeypatch: pytest.MonkeyPatch, tls_certs: TLSCerts
+) -> None:
+    counting = Counting(expect=2)
+    async with RawServer(counting) as srv:  # plain TCP: the TLS handshake never completes
+        fake_getaddrinfo(monkeypatch, {"dual.test": [("127.0.0.1", srv.port)] * 2})
+        key = PoolKey("https", "dual.test", srv.port, tls_identity(True, None, None))
+        ctx = make_ssl_context(str(tls_certs.ca_file))
+        task = asyncio.create_task(
+            open_connection(key, ssl_context=ctx, connect_timeout=5, happy_eyeballs_delay=0)
+        )
+        await asyncio.wait_for(counting.all_accepted.wait(), 5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.wait_for(counting.all_closed.wait(), 5)
+
+
 # -- TLS -------------------------------------------------------------------------------------
 
 

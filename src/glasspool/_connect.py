@@ -1,10 +1,11 @@
 """Opening connections: name resolution, happy eyeballs, TLS, and the SSL context cache.
 
-``open_connection()`` hands everything to ``loop.create_connection``: it resolves the host
-with ``loop.getaddrinfo`` (IP literals skip the resolver), races the addresses with happy
-eyeballs (RFC 8305) when the loop supports it, and runs the TLS handshake. Failures are
-translated once, here, into :class:`ConnectError`, :class:`TLSError` or
-:class:`ConnectTimeout`, each naming host and port and chained to the original error.
+``open_connection()`` resolves the host with ``loop.getaddrinfo`` (IP literals skip the
+resolver thread), races the addresses with happy eyeballs (RFC 8305), wraps the winning
+socket with ``loop.create_connection(sock=...)`` and runs the TLS handshake with
+``loop.start_tls``. Failures are translated once, here, into :class:`ConnectError`,
+:class:`TLSError` or :class:`ConnectTimeout`, each naming host and port and chained to the
+original error. Cancelling at any point closes every socket it opened.
 
 SSL contexts are expensive (loading a CA bundle takes milliseconds), so
 :func:`make_ssl_context` builds one per distinct ``(verify, cert)`` and reuses it.
@@ -14,9 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import ipaddress
+import itertools
 import os
 import socket
 import ssl
+from collections.abc import Sequence
 
 from ._exceptions import ConnectError, ConnectTimeout, TLSError
 from ._http11 import HTTP11Connection, ParserLimits
@@ -63,31 +67,175 @@ async def open_connection(
     loop = asyncio.get_running_loop()
     host = key.host[1:-1] if key.host.startswith("[") else key.host
     conn = HTTP11Connection(key, limits=limits)
-    sni = ((key.tls and key.tls.server_hostname) or host) if ssl_context is not None else None
-    if isinstance(loop, asyncio.BaseEventLoop):
-        opening = loop.create_connection(
-            lambda: conn,
-            host,
-            key.port,
-            ssl=ssl_context,
-            server_hostname=sni,
-            happy_eyeballs_delay=happy_eyeballs_delay,
-            interleave=1,
-        )
-    else:  # uvloop takes no happy eyeballs arguments
-        opening = loop.create_connection(
-            lambda: conn, host, key.port, ssl=ssl_context, server_hostname=sni
-        )
     try:
         async with asyncio.timeout(connect_timeout):
-            await opening
+            sock = await _connect_socket(loop, host, key.port, happy_eyeballs_delay)
+            try:
+                transport, _ = await loop.create_connection(lambda: conn, sock=sock)
+            except BaseException:
+                sock.close()
+                raise
+            _set_nodelay(conn)
+            if ssl_context is not None:
+                await _start_tls(loop, conn, transport, ssl_context, key, host)
     except Exception as exc:
         err = _connect_failure(exc, key, host, ssl_context, connect_timeout)
         if err is exc:
             raise
         raise err from exc
-    _set_nodelay(conn)
     return conn
+
+
+_AddrInfo = tuple[int, int, int, str, tuple[object, ...]]
+
+
+async def _connect_socket(
+    loop: asyncio.AbstractEventLoop, host: str, port: int, delay: float | None
+) -> socket.socket:
+    """Resolve ``host`` and return a connected non-blocking socket.
+
+    Addresses are tried in turn, or raced with happy eyeballs (RFC 8305: families
+    interleaved, the next attempt starts after ``delay`` or as soon as one fails).
+    ``create_connection(happy_eyeballs_delay=...)`` is not used: on CPython 3.11 its
+    ``staggered_race`` loses the winning socket if cancelled after the connect succeeded.
+    """
+    infos = _literal(host, port)
+    if infos is None:
+        infos = _interleave(
+            await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+        )
+    if not infos:
+        raise OSError(f"no addresses for {host!r}")
+    if delay is None or len(infos) == 1:
+        return await _connect_in_turn(loop, infos)
+    return await _race(loop, infos, delay)
+
+
+def _literal(host: str, port: int) -> list[_AddrInfo] | None:
+    """The address of an IP literal, without a trip to the resolver thread."""
+    if "%" in host:  # a scoped IPv6 address: let getaddrinfo find the scope id
+        return None
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if ip.version == 6:
+        return [(socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (host, port, 0, 0))]
+    return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (host, port))]
+
+
+def _interleave(infos: Sequence[_AddrInfo]) -> list[_AddrInfo]:
+    """Alternate address families, keeping the resolver's order within each."""
+    families: dict[int, list[_AddrInfo]] = {}
+    for info in infos:
+        families.setdefault(info[0], []).append(info)
+    rounds = itertools.zip_longest(*families.values())
+    return [info for group in rounds for info in group if info is not None]
+
+
+async def _attempt(loop: asyncio.AbstractEventLoop, info: _AddrInfo) -> socket.socket:
+    """Connect one socket to one address; the socket is closed on any failure."""
+    family, kind, proto, _, address = info
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setblocking(False)
+        await loop.sock_connect(sock, address)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def _connect_in_turn(
+    loop: asyncio.AbstractEventLoop, infos: list[_AddrInfo]
+) -> socket.socket:
+    errors: list[OSError] = []
+    for info in infos:
+        try:
+            return await _attempt(loop, info)
+        except OSError as exc:
+            errors.append(exc)
+    raise _all_failed(errors)
+
+
+async def _race(
+    loop: asyncio.AbstractEventLoop, infos: list[_AddrInfo], delay: float
+) -> socket.socket:
+    """Happy eyeballs. Every socket but the winner is closed, even when cancelled."""
+    waiting = list(reversed(infos))
+    started: list[asyncio.Task[socket.socket]] = []
+    pending: set[asyncio.Task[socket.socket]] = set()
+    errors: list[OSError] = []
+    winner: asyncio.Task[socket.socket] | None = None
+    try:
+        while waiting or pending:
+            if waiting:
+                task = loop.create_task(_attempt(loop, waiting.pop()))
+                started.append(task)
+                pending.add(task)
+            timeout = delay if waiting else None
+            done, pending = await asyncio.wait(
+                pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in (t for t in started if t in done):
+                exc = task.exception()
+                if exc is None:
+                    winner = task
+                    return task.result()
+                if not isinstance(exc, OSError):
+                    raise exc
+                errors.append(exc)
+        raise _all_failed(errors)
+    finally:
+        for task in started:
+            if task is winner:
+                continue
+            if task.done():
+                _close_connected(task)
+            else:
+                task.cancel()  # _attempt closes its socket when the cancel lands
+                task.add_done_callback(_close_connected)
+
+
+def _close_connected(task: asyncio.Task[socket.socket]) -> None:
+    """Close the socket of a losing attempt that connected anyway."""
+    if not task.cancelled() and task.exception() is None:
+        task.result().close()
+
+
+def _all_failed(errors: list[OSError]) -> OSError:
+    if len(errors) == 1:
+        return errors[0]
+    reasons = "; ".join(dict.fromkeys(str(e) for e in errors))
+    err = OSError(f"all {len(errors)} addresses failed: {reasons}")
+    err.__cause__ = errors[0]
+    return err
+
+
+async def _start_tls(
+    loop: asyncio.AbstractEventLoop,
+    conn: HTTP11Connection,
+    transport: asyncio.Transport,
+    ssl_context: ssl.SSLContext,
+    key: PoolKey,
+    host: str,
+) -> None:
+    """Run the TLS handshake over an open TCP transport and hand ``conn`` the TLS transport.
+
+    TCP first, then ``start_tls``, rather than ``create_connection(ssl=...)``: on CPython
+    3.11 cancelling the latter before its SSL protocol saw ``connection_made`` leaves the
+    socket open, while ``start_tls`` closes the transport on any failure or cancellation.
+    """
+    sni = (key.tls and key.tls.server_hostname) or host
+    try:
+        tls = await loop.start_tls(transport, conn, ssl_context, server_hostname=sni)
+    except BaseException:
+        transport.abort()  # start_tls closed it already, unless it failed before starting
+        raise
+    if tls is None:
+        transport.abort()
+        raise ConnectError(f"TLS to {host}:{key.port}: the event loop returned no transport")
+    conn.connection_made(tls)
 
 
 def _set_nodelay(conn: HTTP11Connection) -> None:
