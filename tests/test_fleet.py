@@ -350,6 +350,45 @@ async def test_release_wakes_a_waiter_by_pubsub_long_before_the_poll(
     assert lease.host == "fleet.test"
 
 
+async def test_a_release_wakes_only_the_next_waiter(
+    make_limits: LimitsFactory, inspect: aioredis.Redis, namespace: str
+) -> None:
+    holder = make_limits(limit_per_host=1, lease_ttl=30.0)  # polls every 7.5 s: not in play
+    waiters = [make_limits(limit_per_host=1, lease_ttl=30.0) for _ in range(3)]
+    channels = [w._wake_prefix + w._worker_id for w in waiters]
+    spy = inspect.pubsub()
+    try:
+        await spy.subscribe(*channels)
+        for _ in channels:  # the three subscribe confirmations
+            assert (await spy.get_message(timeout=5))["type"] == "subscribe"
+        held = await holder.acquire(KEY, timeout=1)
+        tasks = []
+        for n, limits in enumerate(waiters, start=1):
+            tasks.append(asyncio.create_task(limits.acquire(KEY, timeout=10)))
+
+            async def enqueued(n: int = n) -> bool:
+                return await queue_length(inspect, namespace) == n
+
+            await wait_until(enqueued, f"{n} ticket(s) are queued")
+        await held.release()
+        first = await asyncio.wait_for(tasks[0], 5)
+        await first.release()
+        second = await asyncio.wait_for(tasks[1], 5)
+        await inspect.publish(channels[2], "END")  # delivered after anything published before
+        seen: list[tuple[str, str]] = []
+        while not seen or seen[-1][1] != "END":
+            message = await spy.get_message(timeout=5)
+            assert message is not None, f"no END marker; saw {seen}"
+            seen.append((message["channel"].decode(), message["data"].decode()))
+        assert [c for c, _ in seen] == [channels[0], channels[1], channels[2]], seen
+        assert seen[0][1].startswith(first.lease_id + " ")
+        assert not tasks[2].done()
+        await second.release()
+        await (await asyncio.wait_for(tasks[2], 5)).release()
+    finally:
+        await spy.aclose()  # type: ignore[no-untyped-call]
+
+
 # -- timeouts, cancellation, close --------------------------------------------------------
 
 

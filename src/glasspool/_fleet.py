@@ -14,9 +14,10 @@ Design (``docs/fleet.md`` has the long version):
 * Acquire is one Lua script: purge expired leases and tickets, join the queue if not in it
   yet, and take a slot only if this ticket's rank in the queue is below the free capacity.
   So a waiter never jumps the queue, and a released slot goes to the oldest ticket.
-* Release is one Lua script: remove the lease (and any ticket) and ``PUBLISH`` on the
-  host's channel when someone waits. Waiters listen on that channel and also re-check
-  every ``lease_ttl / 4`` seconds, so a lost message delays a waiter, never hangs it.
+* Release is one Lua script: remove the lease (and any ticket), then ``PUBLISH`` the
+  ticket(s) the free capacity now admits, each on its owner's own channel, so exactly the
+  waiter(s) next in line retry. Waiters also re-check every ``lease_ttl / 4`` seconds, so
+  a lost message delays a waiter, never hangs it.
 * One background task per :class:`RedisLimits` renews all live leases every
   ``lease_ttl / 3`` seconds in one script call. A worker that dies (even by SIGKILL)
   stops renewing, and its slots free themselves within ``lease_ttl``.
@@ -94,7 +95,10 @@ class _RedisUnreachable(SharedLimitsUnavailable):
 # -- Lua scripts --------------------------------------------------------------------------
 # Every script reads the clock from Redis (TIME), in milliseconds, so worker clocks never
 # matter. Scores of the lease and ticket sets are expiry times; scores of the queue are
-# arrival numbers. `keep_until` lets a key expire once its newest member has.
+# arrival numbers. `keep_until` lets a key expire once its newest member has. `notify`
+# tells the owner of each ticket that the free capacity now admits (the tickets at the
+# head of the queue) to retry: it publishes "<ticket> <in use>" on the owner's own channel
+# "<namespace>:wake:<worker id>" (a ticket is "<worker id>:<n>"). Nobody else wakes.
 
 _PRELUDE = f"""
 local function now_ms()
@@ -107,9 +111,17 @@ local function keep_until(key, source)
     redis.call('PEXPIREAT', key, math.floor(tonumber(top[2])) + {_KEY_GRACE_MS})
   end
 end
+local function notify(queue, wake_prefix, in_use, limit)
+  if in_use >= limit then return end
+  local heads = redis.call('ZRANGE', queue, 0, limit - in_use - 1)
+  for i = 1, #heads do
+    local owner = string.match(heads[i], '^(.+):%d+$')
+    if owner then redis.call('PUBLISH', wake_prefix .. owner, heads[i] .. ' ' .. in_use) end
+  end
+end
 """
 
-# KEYS: leases, queue, tickets. ARGV: id, limit, ttl_ms, channel.
+# KEYS: leases, queue, tickets. ARGV: id, limit, ttl_ms, wake_prefix.
 # Returns {granted, in_use, rank, waiting}.
 _ACQUIRE_LUA = (
     _PRELUDE
@@ -142,41 +154,40 @@ if rank < limit - in_use then
 else
   redis.call('ZADD', tickets, now + ttl, id)
 end
-local waiting = redis.call('ZCARD', queue)
-if purged + #stale > 0 and waiting > 0 and in_use < limit then
-  redis.call('PUBLISH', ARGV[4], in_use)
-end
+if purged + #stale > 0 then notify(queue, ARGV[4], in_use, limit) end
 keep_until(leases, leases)
 keep_until(queue, tickets)
 keep_until(tickets, tickets)
-return {granted, in_use, rank, waiting}
+return {granted, in_use, rank, redis.call('ZCARD', queue)}
 """
 )
 
-# KEYS: leases, queue, tickets. ARGV: id, channel. Returns {freed, in_use}.
-_RELEASE_LUA = """
+# KEYS: leases, queue, tickets. ARGV: id, wake_prefix, limit. Returns {freed, in_use}.
+# Removes a lease, or a waiter's ticket (and a lease granted to it at the same instant).
+_RELEASE_LUA = (
+    _PRELUDE
+    + """
 local freed = redis.call('ZREM', KEYS[1], ARGV[1])
 local unqueued = redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
 local in_use = redis.call('ZCARD', KEYS[1])
-if freed + unqueued > 0 and redis.call('ZCARD', KEYS[2]) > 0 then
-  redis.call('PUBLISH', ARGV[2], in_use)
-end
+if freed + unqueued > 0 then notify(KEYS[2], ARGV[2], in_use, tonumber(ARGV[3])) end
 return {freed, in_use}
 """
+)
 
-# KEYS: leases_1, queue_1, leases_2, queue_2, ... ARGV: ttl_ms, then per host: n, channel,
-# n lease ids. Upserts every lease (a lease that had expired and was purged comes back,
-# since its connection is still open). Returns per host: n re-added flags, then in_use.
+# KEYS: leases_1, queue_1, leases_2, queue_2, ... ARGV: ttl_ms, wake_prefix, then per host:
+# n, limit, n lease ids. Upserts every lease (a lease that had expired and was purged comes
+# back, since its connection is still open). Returns per host: n re-added flags, in_use.
 _RENEW_LUA = (
     _PRELUDE
     + """
 local now = now_ms()
-local ttl = tonumber(ARGV[1])
+local ttl, wake_prefix = tonumber(ARGV[1]), ARGV[2]
 local out = {}
-local pos = 2
+local pos = 3
 for k = 1, #KEYS, 2 do
-  local n, channel = tonumber(ARGV[pos]), ARGV[pos + 1]
+  local n, limit = tonumber(ARGV[pos]), tonumber(ARGV[pos + 1])
   pos = pos + 2
   local purged = redis.call('ZREMRANGEBYSCORE', KEYS[k], '-inf', now)
   for i = 1, n do
@@ -185,32 +196,33 @@ for k = 1, #KEYS, 2 do
   end
   local in_use = redis.call('ZCARD', KEYS[k])
   out[#out + 1] = in_use
-  if purged > 0 and redis.call('ZCARD', KEYS[k + 1]) > 0 then
-    redis.call('PUBLISH', channel, in_use)
-  end
+  if purged > 0 then notify(KEYS[k + 1], wake_prefix, in_use, limit) end
   keep_until(KEYS[k], KEYS[k])
 end
 return out
 """
 )
 
-# KEYS: leases_1, queue_1, ... ARGV: per host: n, channel, n lease ids. Returns 1.
-_RELEASE_ALL_LUA = """
-local pos = 1
+# KEYS: leases_1, queue_1, ... ARGV: wake_prefix, then per host: n, limit, n lease ids.
+# Returns 1.
+_RELEASE_ALL_LUA = (
+    _PRELUDE
+    + """
+local wake_prefix = ARGV[1]
+local pos = 2
 for k = 1, #KEYS, 2 do
-  local n, channel = tonumber(ARGV[pos]), ARGV[pos + 1]
+  local n, limit = tonumber(ARGV[pos]), tonumber(ARGV[pos + 1])
   pos = pos + 2
   local freed = 0
   for i = 1, n do
     freed = freed + redis.call('ZREM', KEYS[k], ARGV[pos])
     pos = pos + 1
   end
-  if freed > 0 and redis.call('ZCARD', KEYS[k + 1]) > 0 then
-    redis.call('PUBLISH', channel, redis.call('ZCARD', KEYS[k]))
-  end
+  if freed > 0 then notify(KEYS[k + 1], wake_prefix, redis.call('ZCARD', KEYS[k]), limit) end
 end
 return 1
 """
+)
 
 
 # -- small values -------------------------------------------------------------------------
@@ -218,18 +230,18 @@ return 1
 
 @dataclass(frozen=True, slots=True)
 class _HostKeys:
-    """The Redis keys and channel of one host; ``{host}`` is the Redis Cluster hash tag."""
+    """The Redis keys of one host; ``{host}`` is the Redis Cluster hash tag."""
 
+    host: str
     leases: str
     queue: str
     tickets: str
-    channel: str
 
     @classmethod
     def build(cls, namespace: str, host: str) -> _HostKeys:
         """Name the keys of ``host`` under ``namespace``."""
         prefix = f"{namespace}:{{{host}}}"
-        return cls(f"{prefix}:leases", f"{prefix}:queue", f"{prefix}:tickets", f"{prefix}:wake")
+        return cls(host, f"{prefix}:leases", f"{prefix}:queue", f"{prefix}:tickets")
 
 
 @dataclass(frozen=True, slots=True)
@@ -414,82 +426,70 @@ class RedisLease:
 
 
 class _Waker:
-    """Fans release notices from Redis pub/sub out to the local tasks waiting per channel.
+    """Wakes the local task whose ticket a notice names; one pub/sub channel per worker.
 
-    One subscriber connection serves a whole :class:`RedisLimits`. A host's channel is
-    subscribed while at least one local task waits for that host. Waiters must not rely
-    on a notice arriving (one published before the subscription took effect is lost), so
-    they re-check on a timer as well; the waker only makes them fast.
+    The scripts publish ``"<ticket> <in use>"`` on ``<namespace>:wake:<worker id>`` when a
+    ticket of this worker reaches the head of its host's queue with a slot free, so a
+    notice costs one delivery, to its owner only. The channel is subscribed the first time
+    a task here has to wait and stays subscribed until :meth:`aclose` (redis-py
+    resubscribes after a reconnect). Waiters must not rely on a notice arriving (one
+    published while the subscription was down is lost), so they re-check on a timer too.
     """
 
     def __init__(
         self,
         pubsub: PubSub,
-        on_notice: Callable[[str, object], None],
+        channel: str,
+        on_notice: Callable[[str, int], None],
         confirm_s: float,
     ) -> None:
         self._pubsub = pubsub
-        self._on_notice = on_notice
+        self._channel = channel
+        self._on_notice = on_notice  # (host, in use) from every notice
         self._confirm_s = confirm_s
-        self._waiters: dict[str, set[asyncio.Event]] = {}  # channel -> local waiters
-        self._confirmed: dict[str, asyncio.Event] = {}  # set once Redis confirmed SUBSCRIBE
+        self._waiters: dict[str, tuple[str, asyncio.Event]] = {}  # ticket -> (host, event)
+        self._confirmed = asyncio.Event()  # set once Redis confirmed the SUBSCRIBE
         self._reader: asyncio.Task[None] | None = None
         self._closed = False
 
-    async def watch(self, channel: str) -> asyncio.Event:
-        """Register a waiter on ``channel`` and subscribe; the event is set on each notice."""
+    def register(self, ticket: str, host: str) -> asyncio.Event:
+        """Register a waiting ticket; its event is set when a notice names it."""
         event = asyncio.Event()
-        self._waiters.setdefault(channel, set()).add(event)
-        await self.ensure(channel)
+        self._waiters[ticket] = (host, event)
         return event
 
-    async def ensure(self, channel: str) -> None:
-        """Subscribe to ``channel`` unless Redis already confirmed it.
+    def unregister(self, ticket: str) -> None:
+        """Forget a ticket (granted, timed out or cancelled)."""
+        self._waiters.pop(ticket, None)
 
-        Waits at most ``confirm_s`` for the confirmation; a failure to subscribe is left to
-        the waiter's timer (the next ``ensure`` tries again).
+    def is_listening(self) -> bool:
+        """Whether Redis has confirmed the subscription (and it has not been lost since)."""
+        return self._confirmed.is_set()
+
+    async def ensure(self) -> None:
+        """Subscribe unless Redis already confirmed it; wait at most ``confirm_s`` for that.
+
+        A failure is left to the waiters' timers (the next ``ensure`` tries again).
         """
-        confirmed = self._confirmed.setdefault(channel, asyncio.Event())
-        if confirmed.is_set() or self._closed:
+        if self._confirmed.is_set() or self._closed:
             return
         try:
-            await self._pubsub.subscribe(channel)
+            await self._pubsub.subscribe(self._channel)
         except Exception as exc:  # the waiter's timer covers a failed subscription
-            logger.debug("SUBSCRIBE %s failed: %r", channel, exc)
+            logger.debug("SUBSCRIBE %s failed: %r", self._channel, exc)
             return
-        self._start_reader()
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.create_task(self._read_loop(), name="glasspool-fleet-pubsub")
         try:
             async with asyncio.timeout(self._confirm_s):
-                await confirmed.wait()
+                await self._confirmed.wait()
         except TimeoutError:
             pass
 
-    async def unwatch(self, channel: str, event: asyncio.Event) -> None:
-        """Remove a waiter; unsubscribe from ``channel`` when it was the last one."""
-        events = self._waiters.get(channel)
-        if events is None:
-            return
-        events.discard(event)
-        if events:
-            return
-        del self._waiters[channel]
-        self._confirmed.pop(channel, None)
-        if self._closed:
-            return
-        try:
-            await self._pubsub.unsubscribe(channel)
-        except Exception as exc:  # a stale subscription only costs stray notices
-            logger.debug("UNSUBSCRIBE %s failed: %r", channel, exc)
-
     def wake_all(self) -> None:
-        """Set every waiter's event (used on close and when the subscription is lost)."""
-        for events in self._waiters.values():
-            for event in events:
-                event.set()
-
-    def _start_reader(self) -> None:
-        if self._reader is None or self._reader.done():
-            self._reader = asyncio.create_task(self._read_loop(), name="glasspool-fleet-pubsub")
+        """Set every waiter's event (on close, and when the subscription is lost)."""
+        for _, event in self._waiters.values():
+            event.set()
 
     async def _read_loop(self) -> None:
         """Read notices until closed; reconnect (redis-py resubscribes) after a failure."""
@@ -498,8 +498,7 @@ class _Waker:
                 message = await self._pubsub.get_message(timeout=_READ_S)
             except Exception as exc:  # any failure: note it, back off, read again
                 logger.debug("pub/sub read failed: %r", exc)
-                for confirmed in self._confirmed.values():
-                    confirmed.clear()
+                self._confirmed.clear()
                 self.wake_all()
                 await asyncio.sleep(_RECONNECT_S)  # back-off between reconnect attempts
                 continue
@@ -507,21 +506,17 @@ class _Waker:
                 self._dispatch(message)
 
     def _dispatch(self, message: Mapping[str, Any]) -> None:
-        """Act on one pub/sub message: a notice, or a (un)subscribe confirmation."""
+        """Act on one pub/sub message: a notice, or a subscribe confirmation."""
         kind = _text(message.get("type"))
-        channel = _text(message.get("channel"))
-        if kind == "message":
-            self._on_notice(channel, message.get("data"))
-            for event in self._waiters.get(channel, ()):
-                event.set()
-        elif kind == "subscribe":
-            self._confirmed.setdefault(channel, asyncio.Event()).set()
-        elif kind == "unsubscribe" and channel in self._waiters:
-            # An UNSUBSCRIBE overtook a newer SUBSCRIBE: wake the waiters so that their
-            # next round subscribes again.
-            self._confirmed.setdefault(channel, asyncio.Event()).clear()
-            for event in self._waiters[channel]:
-                event.set()
+        if kind == "subscribe":
+            self._confirmed.set()
+        elif kind == "message":
+            ticket, _, in_use = _text(message.get("data")).partition(" ")
+            waiter = self._waiters.get(ticket)
+            if waiter is not None:
+                waiter[1].set()
+                if in_use.isdigit():
+                    self._on_notice(waiter[0], int(in_use))
 
     async def aclose(self) -> None:
         """Stop the reader and close the subscriber connection. Idempotent."""
@@ -607,8 +602,15 @@ class RedisLimits:
             register(_RENEW_LUA),
             register(_RELEASE_ALL_LUA),
         )
-        self._waker = _Waker(self._redis.pubsub(), self._on_notice, min(self._poll_s, 1.0))
-        self._worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        machine = "_".join(socket.gethostname().split()) or "host"  # no spaces: notices split
+        self._worker_id = f"{machine}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._wake_prefix = f"{namespace}:wake:"
+        self._waker = _Waker(
+            self._redis.pubsub(),
+            self._wake_prefix + self._worker_id,
+            self._on_notice,
+            min(self._poll_s, 1.0),
+        )
         self._ids = itertools.count(1)
         self._init_state()
 
@@ -617,7 +619,6 @@ class RedisLimits:
         self._live: dict[str, dict[str, RedisLease]] = {}  # host -> lease id -> live lease
         self._fleet_seen: dict[str, int] = {}  # host -> in use fleet-wide, as last seen
         self._keys: dict[str, _HostKeys] = {}  # host -> its Redis keys
-        self._channel_hosts: dict[str, str] = {}  # channel -> host
         self._renewal: tuple[frozenset[str], asyncio.Future[None]] | None = None  # in flight
         self._renewer: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
@@ -769,58 +770,60 @@ class RedisLimits:
     async def _wait_for_slot(
         self, key: PoolKey, host: str, limit: int, deadline: float | None
     ) -> RedisLease:
-        """Loop: attempt, then wait for a notice or the poll timer, until granted or late."""
+        """Loop: attempt, then wait for a notice naming the ticket or the poll timer."""
         keys = self._keys_for(host)
-        lease_id = self._new_id()
+        ticket = self._new_id()
         loop = asyncio.get_running_loop()
         started = loop.time()
-        event: asyncio.Event | None = None
+        # Registered before the first attempt: if the channel is already subscribed, no
+        # notice for this ticket can be missed, so a refusal needs no second attempt.
+        event = self._waker.register(ticket, host)
+        listening = self._waker.is_listening()
         try:
             while True:
-                if event is not None:
-                    event.clear()  # before the attempt: a notice during it is kept
-                    await self._waker.ensure(keys.channel)
-                attempt = await self._attempt(keys, lease_id, limit)
+                event.clear()  # before the attempt: a notice during it is kept
+                attempt = await self._attempt(keys, ticket, limit)
                 if attempt.granted:
-                    return self._adopt(key, host, lease_id, registered=True)
+                    return self._adopt(key, host, ticket, registered=True)
                 self._check_open()
                 remaining = math.inf if deadline is None else deadline - loop.time()
                 if remaining <= 0:
                     waited = loop.time() - started
                     raise PoolTimeout(self._timeout_message(key, limit, waited, attempt))
-                if event is None:  # first refusal: listen, then re-check at once
-                    event = await self._waker.watch(keys.channel)
+                if not listening:  # subscribe, then re-check at once
+                    await self._waker.ensure()
+                    listening = True
                     continue
                 await _wait_event(event, min(self._poll_s, remaining))
                 self._check_open()
+                listening = self._waker.is_listening()
         except _RedisUnreachable:
-            self._spawn(self._release_in_redis(keys, lease_id))  # best effort, not awaited
+            self._spawn(self._release_in_redis(keys, ticket, limit))  # best effort
             raise
         except BaseException:
-            await self._abandon(keys, lease_id)
+            await self._abandon(keys, ticket, limit)
             raise
         finally:
-            if event is not None:
-                await self._waker.unwatch(keys.channel, event)
+            self._waker.unregister(ticket)
 
     async def _attempt(self, keys: _HostKeys, lease_id: str, limit: int) -> _Attempt:
         """Run the acquire script once for ``lease_id``'s ticket."""
         reply = await self._run(
             self._scripts.acquire,
             [keys.leases, keys.queue, keys.tickets],
-            [lease_id, limit, self._ttl_ms, keys.channel],
+            [lease_id, limit, self._ttl_ms, self._wake_prefix],
         )
         granted, in_use, rank, waiting = (int(x) for x in reply)
-        self._fleet_seen[self._channel_hosts[keys.channel]] = in_use
+        self._fleet_seen[keys.host] = in_use
         return _Attempt(bool(granted), in_use, rank, waiting)
 
-    async def _abandon(self, keys: _HostKeys, lease_id: str) -> None:
+    async def _abandon(self, keys: _HostKeys, lease_id: str, limit: int) -> None:
         """Remove a waiter's ticket and any slot granted to it in the same instant.
 
         Runs in its own task and is shielded: a waiter cancelled (even twice) still leaves
         nothing behind. If Redis is unreachable the ticket expires within ``lease_ttl``.
         """
-        task = self._spawn(self._release_in_redis(keys, lease_id))
+        task = self._spawn(self._release_in_redis(keys, lease_id, limit))
         await asyncio.shield(task)  # shield: clean-up after an error or cancellation
 
     def _adopt(self, key: PoolKey, host: str, lease_id: str, *, registered: bool) -> RedisLease:
@@ -854,20 +857,21 @@ class RedisLimits:
         renewal = self._renewal
         if renewal is not None and lease.lease_id in renewal[0]:
             await renewal[1]
-        await self._release_in_redis(self._keys_for(lease.host), lease.lease_id)
+        limit = self._limit_for_host(lease.host)
+        await self._release_in_redis(self._keys_for(lease.host), lease.lease_id, limit)
 
-    async def _release_in_redis(self, keys: _HostKeys, lease_id: str) -> None:
+    async def _release_in_redis(self, keys: _HostKeys, lease_id: str, limit: int) -> None:
         """Run the release script; an unreachable Redis is logged, not raised."""
         try:
             reply = await self._run(
                 self._scripts.release,
                 [keys.leases, keys.queue, keys.tickets],
-                [lease_id, keys.channel],
+                [lease_id, self._wake_prefix, limit],
             )
         except SharedLimitsUnavailable as exc:
             logger.debug("lease %s not released in Redis (%s); it expires by itself", lease_id, exc)
             return
-        self._fleet_seen[self._channel_hosts[keys.channel]] = int(reply[1])
+        self._fleet_seen[keys.host] = int(reply[1])
 
     def _start_renewer(self) -> None:
         if self._renewer is None:
@@ -934,13 +938,14 @@ class RedisLimits:
     def _batch_args(
         self, batch: list[tuple[str, list[RedisLease]]], first: list[int]
     ) -> tuple[list[str], list[str | int]]:
-        """KEYS and ARGV for the multi-host scripts: per host n, channel and lease ids."""
+        """KEYS and ARGV for the multi-host scripts: per host n, limit and lease ids."""
         keys: list[str] = []
-        args: list[str | int] = list(first)
+        args: list[str | int] = [*first, self._wake_prefix]
         for host, leases in batch:
             hk = self._keys_for(host)
             keys += [hk.leases, hk.queue]
-            args += [len(leases), hk.channel, *(lease.lease_id for lease in leases)]
+            args += [len(leases), self._limit_for_host(host)]
+            args += [lease.lease_id for lease in leases]
         return keys, args
 
     async def _release_all(self) -> None:
@@ -1006,20 +1011,14 @@ class RedisLimits:
             effect = "acquire() raises SharedLimitsUnavailable until it returns"
         logger.warning("%s; on_unavailable=%r: %s", exc, self._policy, effect)
 
-    def _on_notice(self, channel: str, data: object) -> None:
-        """Cache the in-use count a release notice carries."""
-        host = self._channel_hosts.get(channel)
-        if host is not None:
-            try:
-                self._fleet_seen[host] = int(_text(data))
-            except ValueError:
-                pass
+    def _on_notice(self, host: str, in_use: int) -> None:
+        """Cache the in-use count a notice carries."""
+        self._fleet_seen[host] = in_use
 
     def _keys_for(self, host: str) -> _HostKeys:
         keys = self._keys.get(host)
         if keys is None:
             keys = self._keys[host] = _HostKeys.build(self._namespace, host)
-            self._channel_hosts[keys.channel] = host
         return keys
 
     def _limit_for_host(self, host: str) -> int:
