@@ -440,6 +440,21 @@ def test_get_live_on_a_pipe_prints_plain_lines(
     assert summary_value(out, "status codes:") == "200 x2"
 
 
+def test_get_live_on_a_terminal_draws_the_live_view(
+    server: ThreadedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm")
+    terminal = FakeTTY()
+    monkeypatch.setattr(sys, "stdout", terminal)
+    code = main(["get", "--live", "-n", "3", "-c", "1", server.url("/hello")])
+    out = terminal.getvalue()
+    assert code == 0
+    assert "\x1b[" in out  # cursor movement and colours: the rich live view
+    assert "req/s" in out and "3/3" in out
+    assert "connections: 1 opened, 2 reused" in out
+
+
 def test_get_live_without_rich_names_the_extra(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -492,6 +507,27 @@ async def test_live_view_shows_waiting_requests_while_they_wait() -> None:
     assert row[0].split()[1:7] == ["1", "0", "0", "2", "1", "0"]  # in use 1, waiting 2
     assert "0/3" in text
     assert summary.responses == 3
+
+
+# -- the loopback server ------------------------------------------------------------------
+
+
+async def test_demo_server_rejects_what_it_does_not_serve() -> None:
+    async with DemoServer() as srv, glasspool.Client() as client:
+        answers = {
+            path: await client.get(srv.url(path))
+            for path in ("/nope", "/bytes/x", "/status/99", "/delay/999999")
+        }
+        posted = await client.post(srv.url("/hello"), content=b"")
+    assert {p: r.status for p, r in answers.items()} == {
+        "/nope": 404,
+        "/bytes/x": 400,
+        "/status/99": 400,
+        "/delay/999999": 400,
+    }
+    assert answers["/nope"].text == "no route /nope\n"
+    assert posted.status == 405
+    assert srv.requests == 5
 
 
 # -- summary arithmetic -------------------------------------------------------------------

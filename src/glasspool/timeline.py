@@ -520,7 +520,9 @@ class Timeline:
         title: the page heading.
     """
 
-    def __init__(self, pool: EventSource | None = None, *, title: str = "glasspool timeline"):
+    def __init__(
+        self, pool: EventSource | None = None, *, title: str = "glasspool timeline"
+    ) -> None:
         self.title = title
         self._events: list[PoolEvent] = []
         self._pool: EventSource | None = None
