@@ -137,13 +137,16 @@ class _Builder:
         self.model.bars += 1
 
     def on_queued(self, event: PoolEvent, served: bool) -> None:
+        """A request starts waiting: remember when."""
         self.queues.setdefault(event.key, deque()).append(event.time)
 
     def on_dequeued(self, event: PoolEvent, served: bool) -> None:
+        """A request gave up waiting: forget the oldest wait of its key."""
         self._pop_wait(event.key, True)
         self.model.dequeued += 1
 
     def on_connecting(self, event: PoolEvent, served: bool) -> None:
+        """A new lane; its first request may have waited for the slot."""
         assert event.connection_id is not None
         cid = event.connection_id
         self.connecting[cid] = (event.time, self._pop_wait(event.key, served))
@@ -151,6 +154,7 @@ class _Builder:
         self.open += 1
 
     def on_acquired(self, event: PoolEvent, served: bool) -> None:
+        """A new bar on the connection's lane (after its connect, or a wait for reuse)."""
         lane = self._lane(event)
         if event.reason == "new":
             connect, queued = self.connecting.pop(lane.conn, (event.time, None))
@@ -163,11 +167,13 @@ class _Builder:
         self.active[lane.conn] = bar
 
     def on_released(self, event: PoolEvent, served: bool) -> None:
+        """The connection's current bar ends."""
         bar = None if event.connection_id is None else self.active.pop(event.connection_id, None)
         if bar is not None:
             bar.end, bar.end_reason = event.time, event.reason
 
     def on_closed(self, event: PoolEvent, served: bool) -> None:
+        """The lane ends; a connect that failed or a request still on it ends with it."""
         lane = self._lane(event)
         lane.end, lane.close_reason = event.time, event.reason
         self.open = max(0, self.open - 1)

@@ -57,12 +57,14 @@ class _AioRun:
     keys: dict[str, Any] = field(default_factory=dict)
 
     def name(self, key: Any) -> str:
+        """``A`` / ``B`` for the two servers' aiohttp connection keys."""
         for label, server in (("A", self.a), ("B", self.b)):
             if key.host == server.host and key.port == server.port:
                 return label
         return f"{key.host}:{key.port}"
 
     def snapshot(self, label: str) -> AioSnapshot:
+        """Read the connector's private counters now (every key seen so far)."""
         c = self.connector
         for key in [*c._conns, *c._acquired_per_host]:
             self.keys.setdefault(self.name(key), key)

@@ -53,13 +53,17 @@ class GetOptions:
 class Reporter(Protocol):
     """Where progress and the summary go (plain lines, or the live view)."""
 
-    def started(self, pool: Pool, total: int) -> None: ...
+    def started(self, pool: Pool, total: int) -> None:
+        """The run starts: ``total`` requests on ``pool``."""
 
-    def result(self, result: Result) -> None: ...
+    def result(self, result: Result) -> None:
+        """One request finished (or raised)."""
 
-    async def finished(self, lines: list[str]) -> None: ...
+    async def finished(self, lines: list[str]) -> None:
+        """The run is over (or failed: ``lines`` is empty); show the summary lines."""
 
-    def note(self, line: str) -> None: ...
+    def note(self, line: str) -> None:
+        """Show one more line after the summary."""
 
 
 class PlainReporter:
