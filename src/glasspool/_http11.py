@@ -840,7 +840,7 @@ class HTTP11Connection(asyncio.Protocol):
             buf += memoryview(data)[pos:]
             end = buf.find(b"\r\n\r\n", max(0, old - 3))
             if end < 0:
-                self._check_partial_head(buf)
+                self._check_partial_head(buf, old)
                 return len(data)
             head = bytes(buf[: end + 4])
             buf.clear()
@@ -856,7 +856,12 @@ class HTTP11Connection(asyncio.Protocol):
         self._on_head(head)
         return new_pos
 
-    def _check_partial_head(self, buf: bytearray) -> None:
+    def _check_partial_head(self, buf: bytearray, start: int = 0) -> None:
+        """Check an unfinished head whose bytes from ``start`` on are new.
+
+        Only the new bytes and the line that was open at ``start`` are scanned, so a head
+        trickled in one byte at a time costs time linear in its size, not quadratic.
+        """
         lim = self._limits
         size = self._head_total + len(buf)
         if size > lim.max_header_bytes:
@@ -864,7 +869,12 @@ class HTTP11Connection(asyncio.Protocol):
                 f"response head from {self._origin} is larger than "
                 f"max_header_bytes={lim.max_header_bytes} ({size} bytes and no end yet)"
             )
-        line = len(buf) - buf.rfind(b"\n") - 1
+        line_start = buf.rfind(b"\n", 0, start) + 1  # the line that was open at ``start``
+        while (nl := buf.find(b"\n", line_start)) >= 0:  # lines the new bytes completed
+            if nl - line_start - 1 > lim.max_line_bytes:
+                self._check_line_lengths(bytes(buf[line_start : nl + 1]))
+            line_start = nl + 1
+        line = len(buf) - line_start
         if line > lim.max_line_bytes:
             raise ResponseTooLarge(
                 f"response head line from {self._origin} is longer than "
@@ -872,20 +882,25 @@ class HTTP11Connection(asyncio.Protocol):
             )
         if len(buf) >= 9 and bytes(buf[:9]) not in _VERSIONS:
             raise self._bad_start(bytes(buf))
-        self._check_bytes(buf)
+        self._check_bytes(buf, start)
 
-    def _check_bytes(self, head: bytes | bytearray) -> None:
-        """Reject what llhttp would reject anyway, early and with a clearer message."""
-        if head.count(b"\n") != head.count(b"\r\n"):
+    def _check_bytes(self, head: bytes | bytearray, start: int = 0) -> None:
+        """Reject what llhttp would reject anyway, early and with a clearer message.
+
+        Bytes before ``start`` were checked already; the one just before it is looked at
+        again for a CRLF or a fold that straddles ``start``.
+        """
+        back = max(0, start - 1)
+        if head.count(b"\n", start) != head.count(b"\r\n", back):
             raise ProtocolError(
                 f"bare LF line ending in the response head from {self._origin} "
                 "(RFC 9112 requires CRLF)"
             )
-        if b"\n " in head or b"\n\t" in head:
+        if head.find(b"\n ", back) >= 0 or head.find(b"\n\t", back) >= 0:
             raise ProtocolError(
                 f"obsolete line folding (obs-fold) in a response header from {self._origin}"
             )
-        if b"\0" in head:
+        if head.find(b"\0", start) >= 0:
             raise ProtocolError(f"NUL byte in the response head from {self._origin}")
 
     def _bad_start(self, head: bytes) -> ProtocolError:
