@@ -33,6 +33,7 @@ from ._pool.key import PoolKey, TLSIdentity
 from ._stats import HostStats, PoolStats
 from ._timeouts import Timeout
 from .client import Client
+from .timeline import Timeline
 
 __version__ = "0.1.0"
 
@@ -69,6 +70,7 @@ __all__ = [
     "StreamConsumed",
     "TLSError",
     "TLSIdentity",
+    "Timeline",
     "Timeout",
     "TimeoutError",
     "TooManyRedirects",
