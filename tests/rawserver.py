@@ -75,6 +75,7 @@ class RawServer:
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
+        self._closing = False
 
     def key(self, *, tls: TLSIdentity | None = None) -> PoolKey:
         """A pool key for this server (``https`` when ``tls`` is given)."""
@@ -96,6 +97,7 @@ class RawServer:
         self._server.close()
         for writer in list(self._writers):
             writer.transport.abort()
+        self._closing = True
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -123,6 +125,11 @@ class RawServer:
                 await self._serve_replies(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:
+            if not self._closing:
+                raise
+            # Stopped by __aexit__: end normally, or asyncio's StreamReaderProtocol logs
+            # "Exception in callback" for the cancelled handler task.
         except Exception as exc:  # reported when the server exits
             self.errors.append(exc)
         finally:
