@@ -222,9 +222,8 @@ async def _start_tls(
 ) -> None:
     """Run the TLS handshake over an open TCP transport and hand ``conn`` the TLS transport.
 
-    TCP first, then ``start_tls``, rather than ``create_connection(ssl=...)``: on CPython
-    3.11 cancelling the latter before its SSL protocol saw ``connection_made`` leaves the
-    socket open, while ``start_tls`` closes the transport on any failure or cancellation.
+    ``start_tls`` closes the TCP transport on any failure or cancellation; the ``abort()``
+    below covers a failure before it got that far.
     """
     sni = (key.tls and key.tls.server_hostname) or host
     try:
