@@ -267,6 +267,26 @@ async def test_acquire_release_and_snapshot(
     assert "leases=1" in repr(limits)
 
 
+async def test_waiting_reports_the_fleet_queue_seen_by_attempts_and_renewals(
+    make_limits: LimitsFactory, inspect: aioredis.Redis, namespace: str
+) -> None:
+    holder = make_limits(limit_per_host=1, lease_ttl=0.3)  # renews every 0.1 s
+    others = [make_limits(limit_per_host=1) for _ in range(2)]
+    assert holder.waiting(KEY) is None
+    lease = await holder.acquire(KEY, timeout=1)
+    assert holder.waiting(KEY) == 0
+    tasks = [asyncio.create_task(other.acquire(KEY, timeout=10)) for other in others]
+
+    async def holder_sees_two() -> bool:
+        return holder.waiting(KEY) == 2
+
+    await wait_until(holder_sees_two, "a renewal reports both waiters to the holder")
+    await lease.release()
+    for task in tasks:
+        await (await asyncio.wait_for(task, 5)).release()
+    assert await queue_length(inspect, namespace) == 0
+
+
 async def test_keys_carry_an_expiry_and_vanish_when_released(
     make_limits: LimitsFactory, inspect: aioredis.Redis, namespace: str
 ) -> None:

@@ -178,7 +178,8 @@ return {freed, in_use}
 
 # KEYS: leases_1, queue_1, leases_2, queue_2, ... ARGV: ttl_ms, wake_prefix, then per host:
 # n, limit, n lease ids. Upserts every lease (a lease that had expired and was purged comes
-# back, since its connection is still open). Returns per host: n re-added flags, in_use.
+# back, since its connection is still open). Returns per host: n re-added flags, in_use,
+# queue length.
 _RENEW_LUA = (
     _PRELUDE
     + """
@@ -196,6 +197,7 @@ for k = 1, #KEYS, 2 do
   end
   local in_use = redis.call('ZCARD', KEYS[k])
   out[#out + 1] = in_use
+  out[#out + 1] = redis.call('ZCARD', KEYS[k + 1])
   if purged > 0 then notify(KEYS[k + 1], wake_prefix, in_use, limit) end
   keep_until(KEYS[k], KEYS[k])
 end
@@ -618,12 +620,15 @@ class RedisLimits:
         """Set up the mutable bookkeeping (all of it lives on the instance)."""
         self._live: dict[str, dict[str, RedisLease]] = {}  # host -> lease id -> live lease
         self._fleet_seen: dict[str, int] = {}  # host -> in use fleet-wide, as last seen
+        self._fleet_waiting: dict[str, int] = {}  # host -> queued fleet-wide, as last seen
         self._keys: dict[str, _HostKeys] = {}  # host -> its Redis keys
         self._renewal: tuple[frozenset[str], asyncio.Future[None]] | None = None  # in flight
         self._renewer: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()  # releases and abandoned tickets
-        self._acquirers: set[asyncio.Task[Any]] = set()  # tasks inside acquire()
+        self._acquiring = 0  # calls inside acquire(), which aclose() lets finish first
+        self._no_acquirers = asyncio.Event()
+        self._no_acquirers.set()
         self._reached = False  # Redis answered at least once
         self._outage = False  # Redis is currently unreachable (warning already logged)
         self._closed = False
@@ -661,10 +666,19 @@ class RedisLimits:
         """Return (fleet-wide slots in use as last seen, this worker's live leases).
 
         No Redis round trip: the first value is what the last acquire, release, renewal
-        or release notice for the host returned, or ``None`` if none has yet.
+        or wake-up notice for the host reported, or ``None`` if none has yet.
         """
         host = _normalise_host(key.host)
         return self._fleet_seen.get(host), len(self._live.get(host, ()))
+
+    def waiting(self, key: PoolKey) -> int | None:
+        """Return how many requests wait for ``key``'s host fleet-wide, as last seen.
+
+        No Redis round trip: refreshed by this worker's acquire attempts and, for hosts
+        where it holds leases, by every renewal (``lease_ttl / 3``). ``None`` if never
+        seen. A pool can use it to close idle connections that others are waiting for.
+        """
+        return self._fleet_waiting.get(_normalise_host(key.host))
 
     async def acquire(self, key: PoolKey, timeout: float | None) -> RedisLease:
         """Wait, first come first served fleet-wide, for a slot of ``key``'s host.
@@ -696,18 +710,18 @@ class RedisLimits:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + max(0.0, timeout)
         self._start_renewer()
-        task = asyncio.current_task()
-        assert task is not None  # acquire() always runs inside a task
-        self._acquirers.add(task)
+        self._acquiring += 1
+        self._no_acquirers.clear()
         try:
             return await self._wait_for_slot(key, host, limit, deadline)
-        except _RedisUnreachable as exc:
-            if self._policy == "local" and self._reached:
-                self._note_unreachable(exc)
+        except _RedisUnreachable:
+            if self._policy == "local" and self._reached:  # the outage is logged by _run
                 return self._adopt(key, host, self._new_id(), registered=False)
             raise
         finally:
-            self._acquirers.discard(task)
+            self._acquiring -= 1
+            if not self._acquiring:
+                self._no_acquirers.set()
 
     async def ping(self) -> None:
         """Check that Redis answers; call at start-up to fail fast.
@@ -789,7 +803,7 @@ class RedisLimits:
                 remaining = math.inf if deadline is None else deadline - loop.time()
                 if remaining <= 0:
                     waited = loop.time() - started
-                    raise PoolTimeout(self._timeout_message(key, limit, waited, attempt))
+                    raise PoolTimeout(self._timeout_message(key, host, limit, waited, attempt))
                 if not listening:  # subscribe, then re-check at once
                     await self._waker.ensure()
                     listening = True
@@ -814,7 +828,7 @@ class RedisLimits:
             [lease_id, limit, self._ttl_ms, self._wake_prefix],
         )
         granted, in_use, rank, waiting = (int(x) for x in reply)
-        self._fleet_seen[keys.host] = in_use
+        self._fleet_seen[keys.host], self._fleet_waiting[keys.host] = in_use, waiting
         return _Attempt(bool(granted), in_use, rank, waiting)
 
     async def _abandon(self, keys: _HostKeys, lease_id: str, limit: int) -> None:
@@ -832,9 +846,11 @@ class RedisLimits:
         self._live.setdefault(host, {})[lease_id] = lease
         return lease
 
-    def _timeout_message(self, key: PoolKey, limit: int, waited: float, last: _Attempt) -> str:
+    def _timeout_message(
+        self, key: PoolKey, host: str, limit: int, waited: float, last: _Attempt
+    ) -> str:
         return (
-            f"shared limit {limit} reached for host {key.host!r}: no fleet-wide slot for "
+            f"shared limit {limit} reached for host {host!r}: no fleet-wide slot for "
             f"{key} after {waited:.2f}s ({last.in_use} in use fleet-wide, {last.waiting} "
             f"queued, this request at position {last.rank + 1}; namespace "
             f"{self._namespace!r} on {self._url})"
@@ -919,8 +935,8 @@ class RedisLimits:
         pos = 0
         for host, leases in batch:
             flags, pos = reply[pos : pos + len(leases)], pos + len(leases)
-            self._fleet_seen[host] = reply[pos]
-            pos += 1
+            self._fleet_seen[host], self._fleet_waiting[host] = reply[pos], reply[pos + 1]
+            pos += 2
             lost = sum(1 for lease, f in zip(leases, flags, strict=True) if f and lease.registered)
             for lease in leases:
                 lease.registered = True
@@ -1041,10 +1057,12 @@ class RedisLimits:
         return task
 
     async def _wait_for_acquirers(self) -> None:
-        """Give tasks inside acquire() a bounded time to notice the close and clean up."""
-        others = self._acquirers - {asyncio.current_task()}
-        if others:
-            await asyncio.wait(others, timeout=_CLOSE_WAIT_S)
+        """Give calls inside acquire() a bounded time to notice the close and clean up."""
+        try:
+            async with asyncio.timeout(_CLOSE_WAIT_S):
+                await self._no_acquirers.wait()
+        except TimeoutError:
+            logger.warning("%d acquire() call(s) still running at close", self._acquiring)
 
 
 async def _wait_event(event: asyncio.Event, timeout: float) -> None:
