@@ -287,6 +287,31 @@ async def test_waiting_reports_the_fleet_queue_seen_by_attempts_and_renewals(
     assert await queue_length(inspect, namespace) == 0
 
 
+async def test_a_caller_supplied_client_with_str_replies_works_and_stays_open(
+    redis_server: RedisProcess, namespace: str
+) -> None:
+    client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        limits = RedisLimits(
+            "redis://ignored.invalid", namespace=namespace, limit_per_host=1, client=client
+        )
+        async with limits:
+            held = await limits.acquire(KEY, timeout=1)
+            waiter = asyncio.create_task(limits.acquire(KEY, timeout=5))
+
+            async def enqueued() -> bool:
+                return int(await client.zcard(keys_of(namespace).queue)) == 1
+
+            await wait_until(enqueued, "the waiter's ticket is queued")
+            released_at = time.monotonic()
+            await held.release()
+            await (await asyncio.wait_for(waiter, 5)).release()
+            assert time.monotonic() - released_at < 1.0  # woken by the notice, not the poll
+        assert await client.ping()  # aclose() left the caller's client open
+    finally:
+        await client.aclose()
+
+
 async def test_keys_carry_an_expiry_and_vanish_when_released(
     make_limits: LimitsFactory, inspect: aioredis.Redis, namespace: str
 ) -> None:
