@@ -383,7 +383,7 @@ class Client:
             max_decompressed_size=self.max_decompressed_size,
         )
         response.elapsed = timedelta(seconds=time.perf_counter() - started)
-        if follow and rhead.status in REDIRECT_STATUSES:
+        if follow and response.is_redirect:  # a 3xx without Location is a final response
             await self._drain_redirect(response, lease, conn, t, stream)
         elif not stream:
             response._content = await self._read_body(response, lease, conn, t)
