@@ -109,6 +109,7 @@ class Pool:
         self._active: set[Waiter] = set()
         self._leases: dict[int, Lease] = {}
         self._lease_tasks: set[asyncio.Task[None]] = set()
+        self._connects: set[asyncio.Future[Any]] = set()  # factory calls under way
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._closed = False
@@ -292,7 +293,7 @@ class Pool:
         try:
             if self._shared is not None:
                 self._leases[conn.id] = await self._shared.acquire(waiter.key, timeout)
-            handle = await self._factory(waiter.key, connect_timeout)
+            handle = await self._connect(waiter.key, connect_timeout)
         except BaseException as exc:
             self._active.discard(waiter)
             if not self._closed:
@@ -308,6 +309,28 @@ class Pool:
         conn.handle = handle
         handle.on_lost = lambda: self._on_lost(conn)
         self._state.connected(waiter, self._clock())
+
+    async def _connect(self, key: PoolKey, connect_timeout: float | None) -> Any:
+        """Run the connection factory in a child task, which :meth:`aclose` cancels.
+
+        Cancelling the requesting task cancels the child as well, and waits for it.
+
+        Raises:
+            ClientClosed: the pool was closed during the connect.
+        """
+        task = asyncio.ensure_future(self._factory(key, connect_timeout))
+        self._connects.add(task)
+        try:
+            return await task
+        except asyncio.CancelledError:
+            if task.done() and not task.cancelled() and task.exception() is None:
+                task.result().close()  # it connected just as the request was cancelled
+            me = asyncio.current_task()
+            if self._closed and (me is None or not me.cancelling()):
+                raise ClientClosed(f"the client was closed while connecting to {key}") from None
+            raise
+        finally:
+            self._connects.discard(task)
 
     def release(
         self,
@@ -428,6 +451,8 @@ class Pool:
             actions.extend(self._state.close_in_use(waiter, now))
         self._active.clear()
         self._run(actions)
+        for task in self._connects:
+            task.cancel()  # its requester raises ClientClosed
         for waiter in dropped:
             fut = waiter.payload
             if fut is not None and not fut.done():
