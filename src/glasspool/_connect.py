@@ -359,8 +359,11 @@ def context_for(identity: TLSIdentity) -> ssl.SSLContext:
 
     Returns:
         The caller's own context if it gave one, else a cached context.
+
+    Raises:
+        ValueError: as :func:`make_ssl_context`, e.g. a client certificate with a context.
     """
     if identity.context is not None:
-        return identity.context
+        return make_ssl_context(identity.context, identity.client_cert)
     verify: bool | str = identity.ca_path if identity.ca_path is not None else identity.verify
     return make_ssl_context(verify, identity.client_cert)

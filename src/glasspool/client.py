@@ -14,7 +14,7 @@ from typing import Any, Final
 
 import yarl
 
-from ._connect import make_ssl_context, open_connection, tls_identity
+from ._connect import context_for, open_connection, tls_identity
 from ._decoders import make_decoder
 from ._exceptions import ClientClosed, TooManyRedirects, UnclosedResponseWarning
 from ._exchange import (
@@ -132,10 +132,8 @@ class Client:
             max_header_bytes=_positive("max_header_bytes", max_header_bytes),
             max_headers=_positive("max_headers", max_headers),
         )
-        self._verify = verify
         self._cert = (cert, None) if isinstance(cert, str) else cert
         self._tls = tls_identity(verify, self._cert, None)
-        self._ssl_context: ssl.SSLContext | None = None
         self._happy_eyeballs_delay = happy_eyeballs_delay
 
     # ------------------------------------------------------------- properties
@@ -451,11 +449,11 @@ class Client:
             raise ClientClosed(f"the client was closed while {url} was in flight") from exc
 
     async def _connect(self, key: PoolKey, connect_timeout: float | None) -> HTTP11Connection:
+        # The key's TLS identity, not the client's, sets up the handshake: a connection is
+        # always made the way its key says, so no key can borrow another's verification.
         context = None
         if key.scheme == "https":
-            if self._ssl_context is None:
-                self._ssl_context = make_ssl_context(self._verify, self._cert)
-            context = self._ssl_context
+            context = context_for(key.tls if key.tls is not None else self._tls)
         return await open_connection(
             key,
             ssl_context=context,
