@@ -365,7 +365,8 @@ class Client:
                 rhead = await conn.receive_head(method=request.method, read_timeout=t.read)
             except BaseException as exc:
                 self._pool.release(lease, reason="error", close_reason=close_reason_for(exc))
-                if attempt == 0 and retry_ok and is_stale_failure(exc, lease, conn):
+                closed = self._pool.closed  # aclose() broke it: not a stale connection
+                if attempt == 0 and retry_ok and not closed and is_stale_failure(exc, lease, conn):
                     continue
                 self._raise_closed(exc, request)
                 raise
