@@ -239,10 +239,14 @@ def test_module_doctests_pass() -> None:
     assert result.failed == 0
 
 
-def test_password_is_redacted_in_the_url() -> None:
-    limits = RedisLimits("redis://user:s3cret@127.0.0.1:1/0", limit_per_host=1)
-    assert limits.url == "redis://user:***@127.0.0.1:1/0"
-    assert "s3cret" not in repr(limits)
+async def test_the_password_never_appears_in_urls_reprs_or_errors() -> None:
+    url = f"redis://user:s3cret@127.0.0.1:{free_port()}/0"
+    async with RedisLimits(url, limit_per_host=1) as limits:
+        assert limits.url == url.replace("s3cret", "***")
+        assert "s3cret" not in repr(limits)
+        with pytest.raises(SharedLimitsUnavailable) as caught:
+            await limits.acquire(KEY, timeout=1)
+        assert "s3cret" not in str(caught.value) and limits.url in str(caught.value)
 
 
 # -- basics -------------------------------------------------------------------------------

@@ -921,9 +921,11 @@ class RedisLimits:
         self._renewal = (frozenset(lease.lease_id for _, ls in batch for lease in ls), done)
         try:
             reply = await self._run(self._scripts.renew, keys, args)
-        except _RedisUnreachable as exc:
-            self._note_unreachable(exc)
-            return False
+        except _RedisUnreachable:
+            return False  # logged once per outage by _run; retried soon
+        except SharedLimitsUnavailable as exc:  # Redis refused: retrying soon won't help
+            logger.warning("renewing %d lease(s) failed: %s", len(self._renewal[0]), exc)
+            return True
         finally:
             self._renewal = None
             done.set_result(None)
