@@ -340,6 +340,9 @@ class HTTP11Connection(asyncio.Protocol):
         "_parser",
         "_parser_done",
         "_phase",
+        "_read_deadline",
+        "_read_timer",
+        "_read_what",
         "_reading_paused",
         "_reason",
         "_received",
@@ -376,6 +379,9 @@ class HTTP11Connection(asyncio.Protocol):
         self._head_buf = bytearray()
         self._chunks: collections.deque[bytes] = collections.deque()
         self._waiter: asyncio.Future[None] | None = None
+        self._read_deadline: float | None = None  # of the wait in progress, if it has one
+        self._read_timer: asyncio.TimerHandle | None = None  # fires at or before it
+        self._read_what = ("", 0.0)  # what the wait is for, and its timeout (the message)
         self._drain_waiter: asyncio.Future[None] | None = None
         self._error: BaseException | None = None
         self._lost_exc: BaseException | None = None
@@ -444,6 +450,7 @@ class HTTP11Connection(asyncio.Protocol):
                 f"connection to {self._origin} was closed locally while a response was due"
             )
         self._wake()
+        self._cancel_read_timer()
         if self._transport is not None:
             self._transport.abort()
 
@@ -589,6 +596,7 @@ class HTTP11Connection(asyncio.Protocol):
         if self._error is None:
             self._error = self._loss_error(exc)
         self._wake()
+        self._cancel_read_timer()
         drain = self._drain_waiter
         if drain is not None and not drain.done():
             drain.set_exception(self._write_failure(exc))
@@ -752,27 +760,55 @@ class HTTP11Connection(asyncio.Protocol):
     # --------------------------------------------------------------- waiting
 
     async def _wait_readable(self, timeout: float | None, what: str) -> None:
+        """Park until ``data_received``/``connection_lost`` wakes us, or ``timeout`` passes.
+
+        The read timer is lazy: one ``TimerHandle`` per connection, armed only when none
+        is pending at or before this wait's deadline. A timer left over from an earlier
+        wait fires early, finds the deadline of the current wait (if any) still ahead
+        and re-arms itself there, so a read costs a clock read, not a timer, while the
+        same timeout is used again and again.
+        """
         fut = self._loop.create_future()
         self._waiter = fut
-        handle = None
         if timeout is not None:
-            handle = self._loop.call_later(timeout, self._on_read_timeout, fut, timeout, what)
+            deadline = self._loop.time() + timeout
+            self._read_deadline = deadline
+            self._read_what = (what, timeout)
+            timer = self._read_timer
+            if timer is None or timer.when() > deadline:
+                if timer is not None:
+                    timer.cancel()
+                self._read_timer = self._loop.call_at(deadline, self._on_read_timer)
         try:
             await fut
         finally:
             self._waiter = None
-            if handle is not None:
-                handle.cancel()
+            self._read_deadline = None
 
-    def _on_read_timeout(self, fut: asyncio.Future[None], timeout: float, what: str) -> None:
-        if not fut.done():
-            self._broken = True
-            fut.set_exception(
-                ReadTimeout(
-                    f"timed out waiting for {what}: no data from {self._origin} for "
-                    f"{timeout}s (read timeout)"
-                )
+    def _on_read_timer(self) -> None:
+        """The read timer fired: fail the wait in progress if its deadline has passed."""
+        self._read_timer = None
+        deadline = self._read_deadline
+        fut = self._waiter
+        if deadline is None or fut is None or fut.done():
+            return  # no timed wait in progress; the next one arms a new timer
+        if self._loop.time() < deadline:
+            self._read_timer = self._loop.call_at(deadline, self._on_read_timer)
+            return
+        what, timeout = self._read_what
+        self._broken = True
+        fut.set_exception(
+            ReadTimeout(
+                f"timed out waiting for {what}: no data from {self._origin} for "
+                f"{timeout}s (read timeout)"
             )
+        )
+
+    def _cancel_read_timer(self) -> None:
+        timer = self._read_timer
+        if timer is not None:
+            self._read_timer = None
+            timer.cancel()
 
     def _wake(self) -> None:
         waiter = self._waiter
