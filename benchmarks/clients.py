@@ -542,6 +542,13 @@ def _percentile(ordered: list[float], fraction: float) -> float:
     return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
 
 
+def _cpu_s() -> float:
+    """CPU seconds (user + system) this process has used: unlike wall time, not inflated
+    when other processes compete for the CPU."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _peak_rss_kib() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # KiB on Linux
 
@@ -551,9 +558,9 @@ async def _run_load(spec: WorkSpec) -> dict[str, Any]:
     async with AsyncExitStack() as stack:
         runner = await open_runner(stack, spec.client, spec.limit, spec.limit_per_host)
         await _drive(runner, spec, spec.warmup, spec.max_seconds)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), _cpu_s()
         tally = await _drive(runner, spec, spec.requests, spec.max_seconds)
-        elapsed = time.perf_counter() - start
+        elapsed, cpu = time.perf_counter() - start, _cpu_s() - cpu_start
         opened = runner.opened()
     ordered = sorted(tally.latencies)
     if not ordered:
@@ -565,6 +572,7 @@ async def _run_load(spec: WorkSpec) -> dict[str, Any]:
         "p50_ms": _percentile(ordered, 0.50) * 1000,
         "p99_ms": _percentile(ordered, 0.99) * 1000,
         "max_ms": ordered[-1] * 1000,
+        "cpu_us_per_request": cpu / len(ordered) * 1e6,
         "client_opened": opened,
         "peak_rss_kib": _peak_rss_kib(),
     }

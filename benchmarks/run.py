@@ -13,6 +13,8 @@ How things are counted:
 - *conns opened* is the growth of nginx's ``stub_status`` ``accepts`` counter over the run
   (minus the reading itself), the same for every client, warm-up included; glasspool's own
   ``pool.stats()`` count is kept in the JSON as ``client_opened``.
+- *CPU us/req* is the worker's user + system CPU time over the measured phase divided by
+  the requests: the figure least disturbed by other work on the machine.
 - *peak RSS* is the worker process's ``ru_maxrss`` (interpreter and imports included).
 - *memory* is RSS after N connections are open and idle (tasks done, ``gc.collect()``)
   minus RSS before, divided by the sockets the process then holds.
@@ -352,7 +354,8 @@ def run_all(opts: Options, server: NginxServer, where: Placement) -> list[dict[s
 # ---------------------------------------------------------------------------- summary
 
 _MEDIAN_FIELDS = (
-    "value", "req_per_s", "mib_per_s", "p50_ms", "p99_ms", "max_ms", "peak_rss_kib",
+    "value", "req_per_s", "mib_per_s", "p50_ms", "p99_ms", "max_ms", "cpu_us_per_request",
+    "peak_rss_kib",
     "server_opened", "client_opened", "kib_per_conn", "open_sockets", "server_idle",
     "rss_before_kib", "rss_after_kib", "open_s",
 )  # fmt: skip
@@ -425,14 +428,16 @@ def _runs(row: dict[str, Any]) -> str:
 def _load_table(scenario: Scenario, rows: dict[str, Any]) -> str:
     mib = scenario.unit == "MiB/s"
     headers = ["client", "req/s", *(["MiB/s"] if mib else []), "vs glasspool", "p50 ms",
-               "p99 ms", "max ms", "max/p99", "peak RSS MiB", "conns opened", "runs"]  # fmt: skip
+               "p99 ms", "max ms", "max/p99", "CPU us/req", "peak RSS MiB", "conns opened",
+               "runs"]  # fmt: skip
     lines = []
     for client, row in rows.items():
         spread = row["max_ms"] / row["p99_ms"] if row.get("p99_ms") else None
         lines.append([
             client, _num(row["req_per_s"], 0), *([_num(row["mib_per_s"])] if mib else []),
             _ratio(row), _num(row["p50_ms"], 2), _num(row["p99_ms"], 2),
-            _num(row["max_ms"], 1), _num(spread, 1), _mib(row.get("peak_rss_kib")),
+            _num(row["max_ms"], 1), _num(spread, 1), _num(row.get("cpu_us_per_request"), 0),
+            _mib(row.get("peak_rss_kib")),
             _num(row.get("server_opened"), 0), _runs(row),
         ])  # fmt: skip
     return _table(headers, lines)
