@@ -7,7 +7,8 @@ import enum
 import ssl
 import time
 import warnings
-from collections.abc import AsyncIterable, Mapping
+import weakref
+from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
 from datetime import timedelta
 from types import TracebackType
 from typing import Any, Final
@@ -111,7 +112,7 @@ class Client:
         self._site = call_site()
         self._closed = False
         self._pool = Pool(
-            self._connect,
+            _weak_factory(self),
             limit=limit,
             limit_per_host=limit_per_host,
             host_limits=host_limits,
@@ -528,6 +529,26 @@ class StreamContext:
     ) -> None:
         if self._response is not None:
             await self._response.aclose()
+
+
+def _weak_factory(client: Client) -> Callable[[PoolKey, float | None], Awaitable[Any]]:
+    """The pool's connection factory, holding ``client`` weakly.
+
+    Open connections are reachable from the event loop, and through them the pool. A
+    strong reference from the pool back to the client would keep a forgotten client and
+    its sockets alive until the loop closes, when closing them can only fail ("Event
+    loop is closed"). Held weakly, the client is collected while the loop runs, and its
+    ``__del__`` warns and closes them.
+    """
+    ref = weakref.WeakMethod(client._connect)
+
+    async def connect(key: PoolKey, connect_timeout: float | None) -> Any:
+        method = ref()
+        if method is None:
+            raise ClientClosed(f"the client was garbage-collected; cannot connect to {key}")
+        return await method(key, connect_timeout)
+
+    return connect
 
 
 def _content_coding(response: Response) -> str | None:
