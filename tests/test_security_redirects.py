@@ -164,6 +164,24 @@ async def test_credentials_are_dropped_on_an_origin_change_and_stay_dropped(
         at_rest(client)
 
 
+@pytest.mark.parametrize("form", ["scheme-relative", "absolute, other host case"])
+async def test_a_scheme_relative_or_absolute_location_to_another_host_drops_credentials(
+    form: str,
+) -> None:
+    async with Site() as home, Client() as client:
+        port = home.server.port
+        location = (
+            f"//localhost:{port}/away"
+            if form == "scheme-relative"
+            else (f"http://LOCALHOST:{port}/away")
+        )
+        home.routes["/a"] = redirect(302, location)
+        assert (await client.get(home.url("/a"), headers=CREDENTIALS)).status == 200
+        (away,) = home.seen("/away")
+        assert credentials(home.seen("/a")[0]) != [] and credentials(away) == []
+        assert header_values(away, b"host") == [f"localhost:{port}".encode()]
+
+
 async def test_credentials_from_the_client_defaults_are_dropped_too() -> None:
     defaults = [("Authorization", "Bearer client"), ("Cookie", "session=1")]
     async with Site() as home, Site() as other, Client(headers=defaults) as client:
