@@ -379,6 +379,9 @@ class Pool:
                 conn = action.conn
                 if conn.handle is not None:
                     conn.handle.close()
+                    # state.py's expiry heap deletes lazily and may hold this record until
+                    # its expiry time: let the connection object (and its buffers) go now
+                    conn.handle = None
                 self._drop_lease(conn)
             else:
                 fut = action.waiter.payload
