@@ -12,11 +12,15 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import httptools
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from glasspool._connect import open_connection
 from glasspool._exceptions import ReadTimeout
-from glasspool._http11 import HTTP11Connection
+from glasspool._http11 import HTTP11Connection, _keepalive_timeout
+from glasspool._pool.key import PoolKey
 from tests.rawserver import RawServer, read_request
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -127,3 +131,116 @@ async def test_closing_the_connection_cancels_its_read_timer() -> None:
         assert timer is not None and not timer.cancelled()
         conn.close()
         assert timer.cancelled()
+
+
+# -- fields taken from the whole head, not from a callback per field --------------------------
+
+
+class CallbackFields:
+    """The oracle: reason and fields as llhttp's callbacks report them (the former code)."""
+
+    def __init__(self) -> None:
+        self.reason = b""
+        self.headers: list[tuple[str, str]] = []
+        self.special: list[tuple[str, bytes]] = []
+
+    def on_status(self, status: bytes) -> None:
+        self.reason += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        value = value.rstrip(b" \t")
+        self.headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        if name.lower() in (b"content-length", b"transfer-encoding", b"connection", b"keep-alive"):
+            self.special.append((name.lower().decode(), value))
+
+
+def special_state(special: list[tuple[str, bytes]]) -> tuple[object, ...]:
+    """What the framing code derives from the special fields (the former on_header rules)."""
+    cl, te, te_count, close, keep, hint = None, None, 0, False, False, None
+    for name, value in special:
+        if name == "content-length" and value.isdigit():
+            cl = int(value)
+        elif name == "transfer-encoding":
+            te, te_count = value, te_count + 1
+        elif name == "connection":
+            tokens = {t.strip().lower() for t in value.split(b",")}
+            close, keep = close or b"close" in tokens, keep or b"keep-alive" in tokens
+        elif name == "keep-alive":
+            hint = _keepalive_timeout(value)
+    return cl, te, te_count, close, keep, hint
+
+
+def bare_connection() -> HTTP11Connection:
+    """A connection object that is never connected (only its parsing helpers are used)."""
+
+    async def make() -> HTTP11Connection:
+        return HTTP11Connection(PoolKey("http", "127.0.0.1", 80))
+
+    return asyncio.run(make())
+
+
+def fields_of(conn: HTTP11Connection, head: bytes) -> tuple[object, ...]:
+    conn._reset_head_state()
+    conn._read_fields(head)
+    special = (conn._cl, conn._te, conn._te_count, conn._conn_close, conn._conn_keep_alive)
+    return conn._reason, conn._headers, (*special, conn._ka_timeout)
+
+
+def callback_fields(head: bytes) -> tuple[object, ...] | None:
+    """The oracle's view of ``head``, or None when llhttp refuses it."""
+    oracle = CallbackFields()
+    try:
+        httptools.HttpResponseParser(oracle).feed_data(head)
+    except httptools.HttpParserError:
+        return None
+    return oracle.reason, oracle.headers, special_state(oracle.special)
+
+
+TRICKY_HEADS = [
+    b"HTTP/1.1 200 OK\r\nA: b\r\n\r\n",
+    b"HTTP/1.1 200\r\nServer:nginx\r\n\r\n",
+    b"HTTP/1.1 200 \r\nX-Empty:\r\nX-Blank: \t \r\n\r\n",
+    b"HTTP/1.1 404  Not  Found \r\nX: \t a : b \t\r\nX: c\r\n\r\n",
+    b"HTTP/1.0 200 OK\r\nCONNECTION: Keep-Alive\r\nKeep-Alive: timeout=5, max=9\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 0012\r\nconnection: x, close\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nX-Latin: caf\xe9 \xff\r\n\r\n",
+]
+
+
+@pytest.mark.parametrize("head", TRICKY_HEADS)
+def test_fields_match_what_llhttp_reports(head: bytes) -> None:
+    expected = callback_fields(head)
+    assert expected is not None, "llhttp refused a head this test expects it to accept"
+    assert fields_of(bare_connection(), head) == expected
+
+
+NAMES = st.one_of(
+    st.sampled_from(
+        ["Content-Length", "transfer-encoding", "Connection", "KEEP-ALIVE", "Server", "X-A"]
+    ),
+    st.text("!#$%&'*+-.^_`|~09AZaz :\t(\x80", min_size=0, max_size=12),
+)
+VALUES = st.one_of(
+    st.sampled_from(["12", "0", "chunked", "close", "keep-alive", "timeout=3", "a, close"]),
+    st.text(" \t,;=:09AZaz\x7f\x80\xa0\xe9\xff\r", max_size=16),
+)
+OWS = st.text(" \t", max_size=3)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    reason=st.text(" \tOKaz\x80\xe9", max_size=8),
+    fields=st.lists(st.tuples(NAMES, OWS, VALUES, OWS), max_size=8),
+)
+def test_fields_match_llhttp_for_any_head_it_accepts(
+    reason: str, fields: list[tuple[str, str, str, str]]
+) -> None:
+    lines = "".join(f"{name}:{pre}{value}{post}\r\n" for name, pre, value, post in fields)
+    head = f"HTTP/1.1 200 {reason}\r\n{lines}\r\n".encode("latin-1")
+    assume(b"\n " not in head and b"\n\t" not in head)  # obs-fold: refused before llhttp
+    expected = callback_fields(head)
+    assume(expected is not None)
+    assert fields_of(CONN, head) == expected
+
+
+CONN = bare_connection()

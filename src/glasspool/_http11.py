@@ -618,18 +618,8 @@ class HTTP11Connection(asyncio.Protocol):
 
     # ---------------------------------------------------------- httptools callbacks
 
-    def on_status(self, status: bytes) -> None:
-        """llhttp: (part of) the reason phrase."""
-        self._reason += status
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        """llhttp: one header field (trailer fields arrive in the body phase; dropped)."""
-        if self._phase == _BODY:
-            return
-        value = value.rstrip(b" \t")
-        if len(name) in _SPECIAL_LENGTHS:
-            self._special_header(name.lower(), value)
-        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+    # No on_status/on_header: llhttp validates the head, and _read_fields takes the reason
+    # and fields from it in one pass afterwards (trailer fields are dropped unread).
 
     def on_body(self, body: bytes) -> None:
         """llhttp: payload bytes, queued as the object llhttp made."""
@@ -978,7 +968,25 @@ class HTTP11Connection(asyncio.Protocol):
         if status < 200:
             self._parser = None  # a fresh parser for the next head (HTTP/1.0 1xx "closes")
             return
+        self._read_fields(head)
         self._final_head(status, version)
+
+    def _read_fields(self, head: bytes) -> None:
+        """Take the reason phrase and the fields of a final head that llhttp accepted.
+
+        One decode and one split per head instead of a callback per field. llhttp has
+        checked every line: a field is ``name ":" OWS value OWS`` and a name holds no
+        colon, so splitting at the first colon and stripping SP/HTAB yields exactly the
+        name and value llhttp would report (``tests/test_hot_path.py`` checks this).
+        """
+        self._reason = head[13 : head.find(b"\r\n")]  # after "HTTP/1.x NNN "; may be empty
+        headers = self._headers
+        for line in head.decode("latin-1").split("\r\n")[1:-2]:
+            name, _, value = line.partition(":")
+            value = value.strip(" \t")
+            if len(name) in _SPECIAL_LENGTHS:
+                self._special_header(name.lower(), value.encode("latin-1"))
+            headers.append((name, value))
 
     def _check_line_lengths(self, head: bytes) -> None:
         cap = self._limits.max_line_bytes
@@ -1015,21 +1023,21 @@ class HTTP11Connection(asyncio.Protocol):
         self._ka_timeout: float | None = None
         self._parser_done = False
 
-    def _special_header(self, name: bytes, value: bytes) -> None:
-        if name == b"content-length":
+    def _special_header(self, name: str, value: bytes) -> None:
+        if name == "content-length":
             if value.isdigit():  # llhttp rejects anything else, and repeats
                 self._cl = int(value)
-        elif name == b"transfer-encoding":
+        elif name == "transfer-encoding":
             self._te_count += 1
             self._te = value
-        elif name == b"connection":
+        elif name == "connection":
             for token in value.split(b","):
                 token = token.strip().lower()
                 if token == b"close":
                     self._conn_close = True
                 elif token == b"keep-alive":
                     self._conn_keep_alive = True
-        elif name == b"keep-alive":
+        elif name == "keep-alive":
             self._ka_timeout = _keepalive_timeout(value)
 
     def _final_head(self, status: int, version: str) -> None:
