@@ -15,11 +15,11 @@ Caps:
 - ``max_size``: total decoded bytes; more raises :class:`ResponseTooLarge` naming the cap.
 - ``max_ratio``: once the output passes ``min_ratio_bytes``, output / compressed input
   above ``max_ratio`` raises :class:`ResponseTooLarge` naming the ratio.
-- At most ``MAX_CODINGS`` (5) codings in one header; more raises :class:`ProtocolError`
+- At most ``MAX_CODINGS`` (5) codings in one header; more raises :class:`ResponseTooLarge`
   naming the count (a framing problem of the response, not a size one).
 - gzip members: at most ``MAX_EMPTY_MEMBERS`` (16) members that decode to nothing, and at
   most ``MAX_MEMBERS_PER_CALL`` (1024) members started within one ``decode()`` call; more
-  raises :class:`ProtocolError`. Without these, a body of 20-byte empty members costs a
+  raises :class:`ResponseTooLarge`. Without these, a body of 20-byte empty members costs a
   decompressor set-up per 20 bytes while producing no output the ratio guard could see.
 
 ``identity`` (or no header) returns the bytes unchanged and is not capped here. Bad data, a
@@ -126,7 +126,7 @@ def _parse(value: str | None) -> list[str]:
         return []
     codings = [c for c in (p.strip().lower() for p in value.split(",")) if c and c != "identity"]
     if len(codings) > MAX_CODINGS:
-        raise ProtocolError(
+        raise ResponseTooLarge(
             f"Content-Encoding {value[:100]!r} lists {len(codings)} codings; "
             f"at most {MAX_CODINGS} are decoded"
         )
@@ -289,12 +289,12 @@ class _Members:
         if not self._output:
             self._empty += 1
             if self._empty > MAX_EMPTY_MEMBERS:
-                raise ProtocolError(
+                raise ResponseTooLarge(
                     f"{self._kind} body has more than {MAX_EMPTY_MEMBERS} empty members"
                 )
         self._started += 1
         if self._started > MAX_MEMBERS_PER_CALL:
-            raise ProtocolError(
+            raise ResponseTooLarge(
                 f"{self._kind} body starts more than {MAX_MEMBERS_PER_CALL} members in one chunk"
             )
         self._output = 0
