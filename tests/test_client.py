@@ -317,3 +317,23 @@ def test_bad_client_configuration_names_values() -> None:
         Client(limit=-1)
     with pytest.raises(ValueError, match="max_redirects"):
         Client(max_redirects=-1)
+
+
+async def test_line_and_chunk_extension_caps_are_client_options() -> None:
+    from tests.rawserver import RawServer
+
+    long_line = b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * 300 + b"\r\nContent-Length: 0\r\n\r\n"
+    chunk_ext = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"2;" + b"e" * 100 + b"\r\nok\r\n0\r\n\r\n"
+    )
+    async with RawServer(replies=[long_line, chunk_ext]) as srv:
+        url = f"http://127.0.0.1:{srv.port}/"
+        async with Client(max_line_bytes=200, max_chunk_ext_bytes=50) as client:
+            with pytest.raises(glasspool.ResponseTooLarge, match="200"):
+                await client.get(url)
+            with pytest.raises(glasspool.ResponseTooLarge, match="50"):
+                await client.get(url)
+            at_rest(client)
+    with pytest.raises(ValueError, match="max_line_bytes"):
+        Client(max_line_bytes=0)

@@ -78,6 +78,8 @@ class Client:
         headers: sent with every request (after the defaults, which they override).
         base_url: joined with relative request URLs.
         max_header_bytes, max_headers: caps on a response head (``ResponseTooLarge``).
+        max_line_bytes: cap on one status or header line of a response.
+        max_chunk_ext_bytes: cap on one chunk-extension of a chunked response body.
         max_decompressed_size: cap on a decoded body in bytes; ``None`` = none (the
             expansion-ratio guard is always on).
         shared_limits: fleet-wide per-host limits, e.g. :class:`glasspool.RedisLimits`.
@@ -105,6 +107,8 @@ class Client:
         base_url: str | yarl.URL | None = None,
         max_header_bytes: int = 65536,
         max_headers: int = 100,
+        max_line_bytes: int = 8192,
+        max_chunk_ext_bytes: int = 4096,
         max_decompressed_size: int | None = None,
         shared_limits: SharedLimits | None = None,
         happy_eyeballs_delay: float | None = 0.25,
@@ -132,6 +136,8 @@ class Client:
         self._limits = ParserLimits(
             max_header_bytes=_positive("max_header_bytes", max_header_bytes),
             max_headers=_positive("max_headers", max_headers),
+            max_line_bytes=_positive("max_line_bytes", max_line_bytes),
+            max_chunk_ext_bytes=_positive("max_chunk_ext_bytes", max_chunk_ext_bytes),
         )
         self._cert = (cert, None) if isinstance(cert, str) else cert
         self._tls = tls_identity(verify, self._cert, None)
