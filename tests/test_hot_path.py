@@ -17,9 +17,11 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+import glasspool
 from glasspool._connect import open_connection
-from glasspool._exceptions import ReadTimeout
+from glasspool._exceptions import InvalidRequest, ReadTimeout
 from glasspool._http11 import HTTP11Connection, _keepalive_timeout
+from glasspool._models import Headers, build_request_head, parse_url
 from glasspool._pool.key import PoolKey
 from tests.rawserver import RawServer, read_request
 
@@ -244,3 +246,94 @@ def test_fields_match_llhttp_for_any_head_it_accepts(
 
 
 CONN = bare_connection()
+
+
+# -- the validated header block cached on a Headers ------------------------------------------
+
+URL = parse_url("http://h:8080/p?q=1")
+
+
+def head_of(headers: Headers, method: str = "POST", body_length: int | None = 3) -> bytes:
+    return build_request_head(method, URL, headers, body_length=body_length, chunked=False)
+
+
+def fresh(headers: Headers) -> Headers:
+    """An equal Headers that has never been serialised (no cached block)."""
+    return Headers(headers.items())
+
+
+MUTATIONS: list[tuple[str, Callable[[Headers], object]]] = [
+    ("setitem", lambda h: h.__setitem__("X-A", "changed")),
+    ("setitem new", lambda h: h.__setitem__("X-New", "v")),
+    ("add", lambda h: h.add("X-A", "second")),
+    ("setdefault", lambda h: h.setdefault("X-Other", "v")),
+    ("delitem", lambda h: h.__delitem__("X-A")),
+    ("discard", lambda h: h.discard("Accept")),
+    ("update", lambda h: h.update({"Accept": "text/html", "X-B": "b"})),
+]
+
+
+@pytest.mark.parametrize(("what", "mutate"), MUTATIONS, ids=[m[0] for m in MUTATIONS])
+def test_a_mutated_headers_is_serialised_again(
+    what: str, mutate: Callable[[Headers], object]
+) -> None:
+    headers = Headers([("Accept", "*/*"), ("X-A", "1")])
+    before = head_of(headers)
+    assert head_of(headers) is not before and head_of(headers) == before  # from the cache
+    mutate(headers)
+    after = head_of(headers)
+    assert after == head_of(fresh(headers)), what
+    assert after != before, what
+
+
+BAD_MUTATIONS: list[tuple[str, Callable[[Headers], object], str]] = [
+    ("CRLF value", lambda h: h.__setitem__("X-A", "v\r\nInjected: 1"), "forbidden character"),
+    ("bad name", lambda h: h.add("Bad Name", "v"), "not an RFC 9110 token"),
+    ("second host", lambda h: h.update([("Host", "a"), ("host", "b")]), "more than once"),
+    ("length mismatch", lambda h: h.__setitem__("Content-Length", "9"), "says 9 bytes"),
+    ("TE with length", lambda h: h.add("Transfer-Encoding", "chunked"), "Transfer-Encoding"),
+]
+
+
+@pytest.mark.parametrize(
+    ("what", "mutate", "message"), BAD_MUTATIONS, ids=[m[0] for m in BAD_MUTATIONS]
+)
+def test_a_mutation_that_breaks_the_rules_is_refused(
+    what: str, mutate: Callable[[Headers], object], message: str
+) -> None:
+    headers = Headers([("Accept", "*/*"), ("X-A", "1")])
+    head_of(headers)  # validated and cached
+    mutate(headers)
+    with pytest.raises(InvalidRequest, match=message):
+        head_of(headers)
+    with pytest.raises(InvalidRequest, match=message):
+        head_of(headers)  # a failed validation is never cached
+
+
+def test_the_cached_block_still_gets_a_per_request_host_and_framing() -> None:
+    headers = Headers([("Accept", "*/*")])
+    post = head_of(headers, "POST", 3)
+    get = build_request_head(
+        "GET", parse_url("http://other/x"), headers, body_length=None, chunked=False
+    )
+    assert (
+        post == b"POST /p?q=1 HTTP/1.1\r\nHost: h:8080\r\nAccept: */*\r\nContent-Length: 3\r\n\r\n"
+    )
+    assert get == b"GET /x HTTP/1.1\r\nHost: other\r\nAccept: */*\r\n\r\n"
+    with pytest.raises(InvalidRequest, match="method"):
+        build_request_head("G T", URL, headers, body_length=None, chunked=False)
+
+
+async def test_client_headers_changed_between_requests_are_sent_and_checked() -> None:
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+    async with RawServer(replies=[ok, ok]) as srv, glasspool.Client() as client:
+        url = f"http://127.0.0.1:{srv.port}/"
+        await client.get(url)
+        client.headers["X-Token"] = "two"
+        await client.get(url)
+        client.headers["X-Token"] = "three\r\nInjected: 1"
+        with pytest.raises(InvalidRequest, match="X-Token"):
+            await client.get(url)
+    assert b"X-Token" not in srv.requests[0]
+    assert b"\r\nX-Token: two\r\n" in srv.requests[1]
+    assert len(srv.requests) == 2, "the refused request reached the server"

@@ -171,11 +171,12 @@ class Headers:
         TypeError: a name or value is not a ``str``; the error names the header.
     """
 
-    __slots__ = ("_index_md", "_pairs")
+    __slots__ = ("_block", "_index_md", "_pairs")
 
     def __init__(self, headers: HeaderTypes | None = None) -> None:
         self._pairs: list[tuple[str, str]] | None = _collect_pairs(headers)
         self._index_md: CIMultiDict[str] | None = None
+        self._block: _Block | None = None  # validated wire form; every mutation drops it
 
     @classmethod
     def _from_raw(cls, pairs: list[tuple[str, str]]) -> Headers:
@@ -183,6 +184,7 @@ class Headers:
         self = cls.__new__(cls)
         self._pairs = pairs
         self._index_md = None
+        self._block = None
         return self
 
     def _index(self) -> CIMultiDict[str]:
@@ -191,8 +193,10 @@ class Headers:
         return self._index_md
 
     def _mutable(self) -> CIMultiDict[str]:
+        """The index, about to be changed: every mutation comes through here."""
         index = self._index()
         self._pairs = None  # the index is now the only truth
+        self._block = None  # so the next request head validates and encodes them again
         return index
 
     def _iter_pairs(self) -> Iterable[tuple[str, str]]:
@@ -742,7 +746,40 @@ def build_request_head(
         )
     target = url.raw_path_qs or "/"
     _check_method_and_target(method, url, target)
+    block = headers._block
+    if block is None:
+        block = headers._block = _header_block(headers)
     parts = [method, " ", target, " HTTP/1.1\r\n"]
+    if not block.given.has_host:
+        port = url.explicit_port
+        suffix = "" if port is None or port == _DEFAULT_PORTS[url.scheme] else f":{port}"
+        parts += ("Host: ", _host_for(url), suffix, "\r\n")
+    framing = _framing_lines(method, body_length, chunked, block.given)
+    # Only the fields can hold non-ASCII text: the method is a token, and the target, host
+    # and framing lines were checked to be ASCII.
+    return b"".join(("".join(parts).encode("ascii"), block.data, framing.encode("ascii"), b"\r\n"))
+
+
+@dataclass(frozen=True, slots=True)
+class _Block:
+    """The validated, encoded field lines of a :class:`Headers`, cached on it.
+
+    Attributes:
+        given: the framing fields (Host, Content-Length, Transfer-Encoding) it holds.
+        data: every ``name: value CRLF`` line, encoded as :func:`build_request_head` says.
+    """
+
+    given: _Framing
+    data: bytes
+
+
+def _header_block(headers: Headers) -> _Block:
+    """Validate and encode the field lines of ``headers`` (see :func:`build_request_head`).
+
+    Raises:
+        InvalidRequest: a bad name or value, or a repeated framing field.
+    """
+    parts: list[str] = []
     names: list[str] = []
     values: list[str] = []
     given = _Framing()
@@ -756,12 +793,7 @@ def build_request_head(
         parts += (name, ": ", value, "\r\n")
     _check_names(names)
     _check_values(names, values)
-    if not given.has_host:
-        port = url.explicit_port
-        suffix = "" if port is None or port == _DEFAULT_PORTS[url.scheme] else f":{port}"
-        parts[4:4] = ("Host: ", _host_for(url), suffix, "\r\n")
-    parts += (_framing_lines(method, body_length, chunked, given), "\r\n")
-    return _encode_head(parts, names, values)
+    return _Block(given, _encode_head(parts, names, values))
 
 
 # --------------------------------------------------------------------------- bodies
