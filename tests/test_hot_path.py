@@ -337,3 +337,62 @@ async def test_client_headers_changed_between_requests_are_sent_and_checked() ->
     assert b"X-Token" not in srv.requests[0]
     assert b"\r\nX-Token: two\r\n" in srv.requests[1]
     assert len(srv.requests) == 2, "the refused request reached the server"
+
+
+# -- parsed URLs remembered per client ---------------------------------------------------------
+
+
+def test_a_repeated_url_string_is_parsed_once_and_gives_the_same_key() -> None:
+    client = glasspool.Client()
+    first = client._target("http://Example.org:8080/a?b=1", None)
+    again = client._target("http://Example.org:8080/a?b=1", None)
+    assert again[0] is first[0] and again[1] is first[1]
+    assert str(first[1]) == "http://example.org:8080"
+    other = client._target("http://example.org:8081/a?b=1", None)
+    assert other[1] != first[1]
+    client._pool._close_now()
+
+
+def test_a_url_is_resolved_again_when_base_url_changes() -> None:
+    client = glasspool.Client(base_url="http://a.example/api")
+    url, key = client._target("/users", None)
+    assert str(url) == "http://a.example/api/users" and key.host == "a.example"
+    client.base_url = parse_url("https://b.example/v2")
+    url, key = client._target("/users", None)
+    assert str(url) == "https://b.example/v2/users" and key.host == "b.example"
+    assert key.port == 443
+    client._pool._close_now()
+
+
+@pytest.mark.parametrize(
+    "bad", ["http://h/a b", "ftp://h/x", "http:///x", "http://h:0/", "http://h/\r\nX: y"]
+)
+def test_an_invalid_url_is_refused_every_time_and_never_remembered(bad: str) -> None:
+    client = glasspool.Client()
+    for _ in range(2):
+        with pytest.raises(glasspool.InvalidURL):
+            client._target(bad, None)
+    assert bad not in client._urls
+    client._pool._close_now()
+
+
+def test_params_and_url_objects_bypass_the_cache() -> None:
+    client = glasspool.Client()
+    url, _ = client._target("http://h/x", {"q": "1"})
+    assert str(url) == "http://h/x?q=1"
+    plain, _ = client._target("http://h/x", None)
+    assert str(plain) == "http://h/x"
+    client._target(parse_url("http://h/y"), None)
+    assert list(client._urls) == ["http://h/x"]
+    client._pool._close_now()
+
+
+def test_the_url_cache_is_bounded() -> None:
+    from glasspool.client import URL_CACHE_SIZE
+
+    client = glasspool.Client()
+    for i in range(URL_CACHE_SIZE * 2 + 5):
+        url, _ = client._target(f"http://h/{i}", None)
+        assert str(url) == f"http://h/{i}"
+        assert len(client._urls) <= URL_CACHE_SIZE
+    client._pool._close_now()

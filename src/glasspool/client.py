@@ -27,9 +27,11 @@ from ._exchange import (
 )
 from ._http11 import HTTP11Connection, ParserLimits
 from ._models import (
+    Headers,
     HeaderTypes,
     ParamTypes,
     Request,
+    RequestBody,
     Response,
     build_request_head,
     default_headers,
@@ -38,7 +40,7 @@ from ._models import (
     pool_key_for,
 )
 from ._pool.asyncio import Pool, SharedLimits
-from ._pool.key import PoolKey
+from ._pool.key import PoolKey, TLSIdentity
 from ._redirects import REDIRECT_STATUSES, redirect_request
 from ._timeouts import Timeout, TimeoutTypes
 
@@ -46,6 +48,7 @@ __all__ = ["Client", "StreamContext"]
 
 IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 REDIRECT_DRAIN_BYTES: Final = 64 * 1024
+URL_CACHE_SIZE: Final = 256  # parsed request URLs kept per client (see Client._target)
 DEFAULT_TIMEOUT: Final = Timeout()
 
 
@@ -142,6 +145,8 @@ class Client:
         self._cert = (cert, None) if isinstance(cert, str) else cert
         self._tls = tls_identity(verify, self._cert, None)
         self._happy_eyeballs_delay = happy_eyeballs_delay
+        # URL string -> (base_url, TLS identity, parsed URL, pool key) they gave; see _target
+        self._urls: dict[str, tuple[yarl.URL | None, TLSIdentity, yarl.URL, PoolKey]] = {}
 
     # ------------------------------------------------------------- properties
 
@@ -276,14 +281,14 @@ class Client:
             raise ClientClosed(f"the client is closed; cannot send {method} {url}")
         t = self.timeout if isinstance(timeout, _Unset) else Timeout.coerce(timeout)
         follow = self.follow_redirects if isinstance(follow_redirects, _Unset) else follow_redirects
-        request = self._build_request(method, url, params, headers, content, json, data)
+        request, key = self._build_request(method, url, params, headers, content, json, data)
         if t.total is None:
-            return await self._send_following(request, t, None, follow, stream)
+            return await self._send_following(request, key, t, None, follow, stream)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + t.total
         try:
             async with asyncio.timeout_at(deadline) as scope:
-                return await self._send_following(request, t, deadline, follow, stream)
+                return await self._send_following(request, key, t, deadline, follow, stream)
         except TimeoutError as exc:
             if scope.expired():
                 raise total_timeout(request.url, t.total) from exc
@@ -298,29 +303,66 @@ class Client:
         content: Content,
         json: Any,
         data: Mapping[str, Any] | None,
-    ) -> Request:
-        full = parse_url(url, base_url=self.base_url, params=params)
-        body, body_headers = encode_body(content, json, data)
+    ) -> tuple[Request, PoolKey]:
+        full, key = self._target(url, params)
+        body: RequestBody = None
+        body_headers: Headers | None = None
+        if content is not None or json is not None or data is not None:
+            body, body_headers = encode_body(content, json, data)
         merged = self._headers
         if headers is not None or body_headers:
             merged = self._headers.copy()
             if headers is not None:
                 merged.update(headers)
-            for name, value in body_headers.items():
+            for name, value in body_headers.items() if body_headers else ():
                 merged.setdefault(name, value)
         if isinstance(body, bytes) or body is None:
-            return Request(method, full, merged, content=body)
-        return Request(method, full, merged, stream=body)
+            return Request(method, full, merged, content=body), key
+        return Request(method, full, merged, stream=body), key
+
+    def _target(self, url: str | yarl.URL, params: ParamTypes | None) -> tuple[yarl.URL, PoolKey]:
+        """The validated URL of a request and its pool key.
+
+        A URL given as a string without ``params`` is remembered (up to ``URL_CACHE_SIZE``
+        strings per client, then the cache starts over): parsing and validation depend only
+        on the string, ``base_url`` and the TLS identity, all three part of the cache check,
+        and a string that fails validation is never stored.
+
+        Raises:
+            InvalidURL: see :func:`parse_url`.
+        """
+        if params is not None or type(url) is not str:
+            full = parse_url(url, base_url=self.base_url, params=params)
+            return full, pool_key_for(full, self._tls)
+        hit = self._urls.get(url)
+        if hit is not None and hit[0] is self.base_url and hit[1] is self._tls:
+            return hit[2], hit[3]
+        full = parse_url(url, base_url=self.base_url)
+        key = pool_key_for(full, self._tls)
+        if len(self._urls) >= URL_CACHE_SIZE:
+            self._urls.clear()
+        self._urls[url] = (self.base_url, self._tls, full, key)
+        return full, key
 
     async def _send_following(
-        self, request: Request, t: Timeout, deadline: float | None, follow: bool, stream: bool
+        self,
+        request: Request,
+        key: PoolKey,
+        t: Timeout,
+        deadline: float | None,
+        follow: bool,
+        stream: bool,
     ) -> Response:
         history: list[Response] = []
         stripped = False
         while True:
-            response = await self._send_single(request, t, deadline, stream, follow)
-            location = response.headers.get("location") if follow else None
-            if location is None or response.status not in REDIRECT_STATUSES:
+            response = await self._send_single(request, key, t, deadline, stream, follow)
+            # The status first: most responses are no redirect, and need no header index.
+            if not follow or response.status not in REDIRECT_STATUSES:
+                location = None
+            else:
+                location = response.headers.get("location")
+            if location is None:
                 response.history = history
                 return response
             history.append(response)
@@ -346,9 +388,16 @@ class Client:
                 plan.headers,
                 content=request.content if plan.keep_body else None,
             )
+            key = pool_key_for(plan.url, self._tls)
 
     async def _send_single(
-        self, request: Request, t: Timeout, deadline: float | None, stream: bool, follow: bool
+        self,
+        request: Request,
+        key: PoolKey,
+        t: Timeout,
+        deadline: float | None,
+        stream: bool,
+        follow: bool,
     ) -> Response:
         body: bytes | AsyncIterable[bytes] | None = request.content
         if request.stream is not None:
@@ -361,7 +410,6 @@ class Client:
             body_length=None if body is None or chunked else len(request.content or b""),
             chunked=chunked,
         )
-        key = pool_key_for(request.url, self._tls)
         retry_ok = request.method in IDEMPOTENT_METHODS and request.body_replayable
         for attempt in (0, 1):
             lease = await self._pool.acquire(key, timeout=t.pool, connect_timeout=t.connect)
