@@ -890,10 +890,15 @@ async def test_clients_sharing_a_limit_stay_within_it_and_reuse_skips_redis(
         assert fault_server.peak_connections == 2, "the shared limit 2 was exceeded"
         host = only_host(a)
         assert (host.shared_limit, host.leases) == (2, host.idle + host.in_use)
+        # Requests that waited on the fleet may have been served by a connection of their
+        # own key released meanwhile (their fleet request withdrawn), so count from here.
+        assert shared[0].acquires >= host.opened
+        before, opened = shared[0].acquires, only_host(a).opened
         for _ in range(3):
             assert (await a.get(fault_server.url("/"))).status == 200
-        assert only_host(a).reused >= 2
-        assert shared[0].acquires == only_host(a).opened, "one acquire per new connection only"
+        new = only_host(a).opened - opened
+        assert new < 3  # keep-alive reuse happened
+        assert shared[0].acquires - before == new, "a reused connection never touches Redis"
 
 
 def only_host(client: glasspool.Client) -> glasspool.HostStats:

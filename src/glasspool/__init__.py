@@ -27,6 +27,7 @@ from ._exceptions import (
     WriteError,
     WriteTimeout,
 )
+from ._fleet import RedisLimits, SharedLimitsUnavailable
 from ._models import Headers, Request, Response, ResponseNotRead, StreamConsumed
 from ._pool.asyncio import Pool
 from ._pool.key import PoolKey, TLSIdentity
@@ -62,11 +63,13 @@ __all__ = [
     "ProtocolError",
     "ReadError",
     "ReadTimeout",
+    "RedisLimits",
     "Request",
     "Response",
     "ResponseNotRead",
     "ResponseTooLarge",
     "ServerDisconnected",
+    "SharedLimitsUnavailable",
     "StreamConsumed",
     "TLSError",
     "TLSIdentity",

@@ -307,3 +307,69 @@ async def test_stats_hosts_accepts_key_string_and_host_name() -> None:
     with pytest.raises(KeyError):
         hosts["b.test"]
     await pool.aclose()
+
+
+class FakeFleet:
+    """A SharedLimits with one slot per host, held in this process (no Redis)."""
+
+    def __init__(self) -> None:
+        self.held: Counter[PoolKey] = Counter()
+        self.freed: dict[PoolKey, asyncio.Event] = {}
+        self.withdrawn = 0
+
+    def limit_for(self, key: PoolKey) -> int | None:
+        return 1
+
+    def snapshot(self, key: PoolKey) -> tuple[int | None, int]:
+        return self.held[key], self.held[key]
+
+    async def acquire(self, key: PoolKey, timeout: float | None) -> FakeLease:
+        try:
+            while self.held[key] >= 1:
+                event = self.freed.setdefault(key, asyncio.Event())
+                await event.wait()
+        except asyncio.CancelledError:
+            self.withdrawn += 1
+            raise
+        self.held[key] += 1
+        return FakeLease(self, key)
+
+    async def aclose(self) -> None:
+        pass
+
+
+class FakeLease:
+    def __init__(self, fleet: FakeFleet, key: PoolKey) -> None:
+        self.fleet, self.key = fleet, key
+
+    async def release(self) -> None:
+        self.fleet.held[self.key] -= 1
+        self.fleet.freed.pop(self.key, asyncio.Event()).set()
+
+
+async def test_request_waiting_on_fleet_takes_a_released_connection_of_its_key() -> None:
+    fleet = FakeFleet()
+    events: list[PoolEvent] = []
+    pool = Pool(Factory(), limit=10, limit_per_host=5, shared_limits=fleet)
+    pool.add_listener(events.append)
+    first = await pool.acquire(A)
+    second = asyncio.create_task(pool.acquire(A))
+    for _ in range(100):
+        if pool._fleet_waiting:
+            break
+        await asyncio.sleep(0)
+    assert ("queued", "shared_limit") in [(e.kind, e.reason) for e in events]
+    pool.release(first)  # clean: handed to the request waiting on the fleet
+    lease = await asyncio.wait_for(second, 5)
+    assert lease.reused and lease.conn is first.conn
+    assert fleet.withdrawn == 1 and fleet.held[A] == 1  # no second fleet slot was taken
+    pool.release(lease)
+    stats = pool.stats()
+    assert (stats.open, stats.idle, stats.hosts[A].leases) == (1, 1, 1)
+    assert [e.reason for e in events if e.kind == "closed"] == ["cancelled"]  # the reserved slot
+    await pool.aclose()
+    for _ in range(100):  # the lease goes back in a task the close started
+        if not fleet.held[A]:
+            break
+        await asyncio.sleep(0)
+    assert fleet.held[A] == 0

@@ -110,6 +110,8 @@ class Pool:
         self._leases: dict[int, Lease] = {}
         self._lease_tasks: set[asyncio.Task[None]] = set()
         self._connects: set[asyncio.Future[Any]] = set()  # factory calls under way
+        # requests holding a reserved slot while they wait for a fleet-wide lease
+        self._fleet_waiting: dict[PoolKey, dict[Waiter, asyncio.Future[None]]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._closed = False
@@ -238,6 +240,9 @@ class Pool:
                 raise ClientClosed(f"the client was closed while {key} waited")
         if waiter.state is WaiterState.CONNECTING:
             self._active.add(waiter)
+            if timeout is not None and self._shared is not None:
+                # the fleet wait gets what is left of the pool timeout
+                timeout = max(0.0, timeout - (self._clock() - waiter.enqueued_at))
             await self._open(waiter, timeout, connect_timeout)
         else:
             self._active.add(waiter)
@@ -292,7 +297,10 @@ class Pool:
         assert conn is not None
         try:
             if self._shared is not None:
-                self._leases[conn.id] = await self._shared.acquire(waiter.key, timeout)
+                lease = await self._fleet_lease(waiter, timeout)
+                if lease is None:
+                    return  # served by an idle connection of its key meanwhile
+                self._leases[conn.id] = lease
             handle = await self._connect(waiter.key, connect_timeout)
         except BaseException as exc:
             self._active.discard(waiter)
@@ -309,6 +317,56 @@ class Pool:
         conn.handle = handle
         handle.on_lost = lambda: self._on_lost(conn)
         self._state.connected(waiter, self._clock())
+
+    async def _fleet_lease(self, waiter: Waiter, timeout: float | None) -> Lease | None:
+        """Take a fleet-wide slot for a new connection, unless an idle one turns up first.
+
+        While the fleet is full, a connection of the same key released here is handed to
+        this waiter instead (see :meth:`release`), and the fleet request is withdrawn.
+
+        Returns:
+            The lease, or ``None`` when the waiter was served by an idle connection.
+        """
+        assert self._shared is not None
+        key = waiter.key
+        limit = self._shared.limit_for(key)
+        fleet, _ = self._shared.snapshot(key)
+        if limit is not None and fleet is not None and fleet >= limit:
+            self._emit_shared_queued(key)
+        task = asyncio.ensure_future(self._shared.acquire(key, timeout))
+        adopted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._fleet_waiting.setdefault(key, {})[waiter] = adopted
+        try:
+            await asyncio.wait((task, adopted), return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            await _withdraw(task)
+            raise
+        finally:
+            waiting = self._fleet_waiting.get(key)
+            if waiting is not None:
+                waiting.pop(waiter, None)
+                if not waiting:
+                    del self._fleet_waiting[key]
+        if adopted.done():
+            await _withdraw(task)
+            return None
+        return task.result()
+
+    def _emit_shared_queued(self, key: PoolKey) -> None:
+        if self._state.emit is not None:
+            host = self._state.hosts()[key]
+            event = PoolEvent("queued", key, None, "shared_limit", self._clock(), len(host.waiters))
+            self._state.emit(event)
+
+    def _adopt_for_fleet_waiter(self, conn: Conn) -> None:
+        """Hand an idle connection to the oldest request of its key waiting on the fleet."""
+        waiting = self._fleet_waiting.get(conn.key)
+        if not waiting or conn.state is not ConnState.IDLE:
+            return
+        waiter, adopted = next(iter(waiting.items()))
+        del waiting[waiter]
+        self._run(self._state.adopt_idle(waiter, self._clock()))
+        adopted.set_result(None)
 
     async def _connect(self, key: PoolKey, connect_timeout: float | None) -> Any:
         """Run the connection factory in a child task, which :meth:`aclose` cancels.
@@ -365,7 +423,10 @@ class Pool:
         if actions:
             self._run(actions)
         if conn is not None and conn.state is ConnState.IDLE:
-            self._schedule_expiry(conn)
+            if self._fleet_waiting:
+                self._adopt_for_fleet_waiter(conn)
+            if conn.state is ConnState.IDLE:
+                self._schedule_expiry(conn)
 
     def _on_lost(self, conn: Conn) -> None:
         if conn.state is ConnState.IDLE and not self._closed:
@@ -460,3 +521,13 @@ class Pool:
             fut = waiter.payload
             if fut is not None and not fut.done():
                 fut.set_exception(ClientClosed(f"the client was closed while {waiter.key} waited"))
+
+
+async def _withdraw(task: asyncio.Future[Any]) -> None:
+    """Cancel a fleet acquire and give back a lease it may have obtained meanwhile."""
+    task.cancel()
+    try:
+        lease = await asyncio.shield(task)
+    except BaseException:
+        return
+    await lease.release()

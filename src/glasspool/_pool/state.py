@@ -22,6 +22,8 @@ I5  no waiter waits while capacity for it exists: a key with waiters has no idle
     connection, and a waiter with per-key headroom exists only while open == limit and no
     other key has an idle connection that could be evicted.
 I6  the per-key counters equal a recount, and the totals equal the sum over keys.
+I7  every idle connection with an expiry has its entry in the expiry heap, at or before
+    that expiry (``conn.heap_at``); a connection has at most one live entry.
 
 Theory of operation. A request is a ``Waiter``. ``request()`` serves it at once (an idle
 connection of its key, most recently used first; else a new slot if the limits allow,
@@ -36,7 +38,10 @@ released connection is closed (``evicted``) and the slot goes to it.
 Data structures keep every operation O(1) or O(log n): per-key ordered dicts of idle
 connections and of waiters, one global ordered dict of idle connections (oldest first, for
 eviction), a heap of ready keys ordered by the arrival of their oldest waiter, and a heap
-of idle-connection expiry times. Both heaps use lazy deletion.
+of idle-connection expiry times. Both heaps use lazy deletion. The expiry heap is also
+lazy about updates: a connection released again keeps its earlier entry, which moves to
+the new expiry when it comes up (``expire``/``next_expiry``), so a release costs no push
+and the heap holds about one entry per connection, not one per request.
 """
 
 from __future__ import annotations
@@ -90,6 +95,7 @@ class Conn:
         "expire_reason",
         "expires_at",
         "handle",
+        "heap_at",
         "id",
         "idle_since",
         "key",
@@ -106,6 +112,7 @@ class Conn:
         self.opened_at = 0.0
         self.idle_since = 0.0
         self.expires_at: float | None = None
+        self.heap_at: float | None = None  # time of its live expiry-heap entry, if any
         self.expire_reason = "expired"
         self.requests = 0
         self.close_reason: str | None = None
@@ -417,6 +424,25 @@ class PoolState:
         self._serve_ready(now, actions)
         return actions
 
+    def adopt_idle(self, waiter: Waiter, now: float) -> list[Action]:
+        """Serve a waiter that holds a reserved slot with an idle connection of its key.
+
+        Used while the slot waits on a fleet-wide (shared) limit: a connection of the same
+        key that comes back is better than a new one. The reserved slot is given back
+        (``closed`` ``cancelled``) and the idle connection handed over (``acquired``
+        ``reused``). Nothing happens if the key has no idle connection.
+        """
+        reserved = self._expect(waiter, WaiterState.CONNECTING, "adopt_idle")
+        host = self._hosts[reserved.key]
+        actions: list[Action] = []
+        taken = self._take_idle(host, now, actions)
+        if taken is None:
+            return actions
+        self._hand(waiter, taken, host, now)
+        self._close(reserved, host, "cancelled", now, actions)
+        self._serve_ready(now, actions)
+        return actions
+
     def _expect(self, waiter: Waiter, state: WaiterState, op: str) -> Conn:
         if waiter.state is not state or waiter.conn is None:
             raise PoolMisuse(
@@ -515,9 +541,31 @@ class PoolState:
         conn.idle_since = now
         host.idle[conn.id] = conn
         self._idle[conn.id] = conn
-        if conn.expires_at is not None:
-            heapq.heappush(self._expiry, (conn.expires_at, conn.id, conn))
+        self._push_expiry(conn)
         self._serve_ready(now, actions)  # a global-limit waiter may evict it at once
+
+    def _push_expiry(self, conn: Conn) -> None:
+        """Make sure the expiry heap has an entry for ``conn`` at or before its expiry (I7).
+
+        An entry left from an earlier idle spell that is due sooner is kept: when it comes
+        up, ``expire``/``next_expiry`` move it to the expiry then in force.
+        """
+        when = conn.expires_at
+        if when is not None and (conn.heap_at is None or conn.heap_at > when):
+            conn.heap_at = when
+            heapq.heappush(self._expiry, (when, conn.id, conn))
+
+    def _pop_expiry(self) -> tuple[float, Conn] | None:
+        """Pop the heap's top entry; None if it was superseded (the connection has a newer).
+
+        An entry that is live gives up its place: ``heap_at`` is cleared, and the caller
+        pushes the connection again if it stays idle with a later expiry.
+        """
+        when, _, conn = heapq.heappop(self._expiry)
+        if conn.heap_at != when:
+            return None
+        conn.heap_at = None
+        return when, conn
 
     def _passed_over(self, host: _Host) -> _Host | None:
         """The key of an older waiter held back only by the global limit, if its turn came.
@@ -609,8 +657,12 @@ class PoolState:
         actions: list[Action] = []
         heap = self._expiry
         while heap and heap[0][0] <= now:
-            when, _, conn = heapq.heappop(heap)
-            if conn.state is not ConnState.IDLE or conn.expires_at != when:
+            entry = self._pop_expiry()
+            if entry is None or entry[1].state is not ConnState.IDLE:
+                continue
+            conn = entry[1]
+            if conn.expires_at is None or conn.expires_at > now:  # idle again since: move it
+                self._push_expiry(conn)
                 continue
             host = self._hosts[conn.key]
             del host.idle[conn.id]
@@ -625,9 +677,13 @@ class PoolState:
         heap = self._expiry
         while heap:
             when, _, conn = heap[0]
-            if conn.state is ConnState.IDLE and conn.expires_at == when:
-                return when
-            heapq.heappop(heap)
+            if conn.heap_at == when and conn.state is ConnState.IDLE:
+                if conn.expires_at == when:
+                    return when
+                self._pop_expiry()  # an early entry: move it to the expiry in force
+                self._push_expiry(conn)
+                continue
+            self._pop_expiry()  # superseded, or its connection is no longer idle: dropped
         return None
 
     def close_all(self, now: float) -> tuple[list[Waiter], list[Action]]:
@@ -651,6 +707,8 @@ class PoolState:
                 del self._idle[conn.id]
                 self._close(conn, host, "client_closed", now, actions)
         self._ready.clear()
+        for _, _, conn in self._expiry:
+            conn.heap_at = None  # in-use connections keep no claim on the emptied heap (I7)
         self._expiry.clear()
         return dropped, actions
 
@@ -692,6 +750,7 @@ class PoolState:
             for conn in host.idle.values():
                 assert conn.state is ConnState.IDLE, f"I4: {conn!r} in idle of {key}"
                 assert self._idle.get(conn.id) is conn, f"I4: {conn!r} missing from idle"
+                self._check_expiry_entry(conn)
             for waiter in host.waiters.values():
                 assert waiter.state is WaiterState.QUEUED, f"I4: {waiter!r} queued in {key}"
             if host.waiters:
@@ -709,3 +768,11 @@ class PoolState:
         open_ = tot["connecting"] + tot["in_use"] + tot["idle"]
         assert self.open == open_, f"I6: open {self.open} != recount {open_}"
         assert self.open <= self.limit, f"I1: open {self.open} > limit {self.limit}"
+
+    def _check_expiry_entry(self, conn: Conn) -> None:
+        """Assert I7 for one idle connection."""
+        if conn.expires_at is None:
+            return
+        at = conn.heap_at
+        assert at is not None and at <= conn.expires_at, f"I7: {conn!r} entry at {at}"
+        assert (at, conn.id, conn) in self._expiry, f"I7: {conn!r} entry {at} not in heap"
