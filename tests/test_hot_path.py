@@ -23,6 +23,7 @@ from glasspool._exceptions import InvalidRequest, ReadTimeout
 from glasspool._http11 import HTTP11Connection, _keepalive_timeout
 from glasspool._models import Headers, build_request_head, parse_url
 from glasspool._pool.key import PoolKey
+from glasspool._pool.state import Close, PoolState, Waiter, WaiterState
 from tests.rawserver import RawServer, read_request
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -396,3 +397,74 @@ def test_the_url_cache_is_bounded() -> None:
         assert str(url) == f"http://h/{i}"
         assert len(client._urls) <= URL_CACHE_SIZE
     client._pool._close_now()
+
+
+# -- the idle-expiry heap keeps one entry per connection, not one per request -----------------
+
+
+def state_with_conns(count: int, **kw: Any) -> tuple[PoolState, list[Waiter]]:
+    """A PoolState with ``count`` open connections to one key, all in use at time 0."""
+    pool = PoolState(limit=count, **kw)
+    key = PoolKey("http", "h", 80)
+    waiters = []
+    for _ in range(count):
+        waiter, _ = pool.request(key, 0.0)
+        pool.connected(waiter, 0.0)
+        waiters.append(waiter)
+    return pool, waiters
+
+
+def test_requests_on_reused_connections_do_not_grow_the_expiry_heap() -> None:
+    pool, waiters = state_with_conns(4, keepalive_expiry=15.0)
+    key = waiters[0].key
+    for waiter in waiters:
+        pool.release(waiter, 0.0)
+    now = 0.0
+    for _ in range(5000):
+        now += 0.001
+        waiter, actions = pool.request(key, now)
+        assert waiter.state is WaiterState.ACTIVE and not actions
+        pool.release(waiter, now)
+    assert len(pool._expiry) <= 4, f"{len(pool._expiry)} heap entries for 4 connections"
+    pool._check_invariants()
+
+
+def test_an_early_entry_moves_to_the_expiry_in_force() -> None:
+    pool, (w,) = state_with_conns(1, keepalive_expiry=10.0)
+    pool.release(w, 0.0)  # entry at 10
+    w2, _ = pool.request(w.key, 5.0)
+    pool.release(w2, 5.0)  # expires at 15; the entry at 10 stays
+    assert pool.next_expiry() == 15.0
+    assert pool.expire(14.9) == [] and pool.idle == 1
+    closed = pool.expire(15.0)
+    assert [type(a) for a in closed] == [Close] and pool.idle == 0
+    assert pool.next_expiry() is None and not pool._expiry
+
+
+def test_an_early_entry_that_fires_re_arms_instead_of_closing() -> None:
+    pool, (w,) = state_with_conns(1, keepalive_expiry=10.0)
+    pool.release(w, 0.0)
+    w2, _ = pool.request(w.key, 8.0)
+    pool.release(w2, 8.0)  # expires at 18
+    assert pool.expire(12.0) == [] and pool.idle == 1  # the entry at 10 came up: moved
+    pool._check_invariants()
+    assert pool.next_expiry() == 18.0
+
+
+def test_a_shorter_server_hint_on_reuse_still_expires_on_time() -> None:
+    pool, (w,) = state_with_conns(1, keepalive_expiry=10.0)
+    pool.release(w, 0.0)  # entry at 10
+    w2, _ = pool.request(w.key, 1.0)
+    pool.release(w2, 1.0, keepalive_hint_s=2.0)  # now expires at 3, before the entry
+    assert pool.next_expiry() == 3.0
+    assert len(pool.expire(3.0)) == 1 and pool.idle == 0
+
+
+def test_an_idle_connection_with_no_expiry_any_more_is_never_closed_by_an_old_entry() -> None:
+    pool, (w,) = state_with_conns(1, keepalive_expiry=None)
+    pool.release(w, 0.0, keepalive_hint_s=2.0)  # entry at 2
+    w2, _ = pool.request(w.key, 1.0)
+    pool.release(w2, 1.0)  # no hint this time: no expiry at all
+    assert pool.expire(100.0) == [] and pool.idle == 1
+    assert pool.next_expiry() is None
+    pool._check_invariants()
