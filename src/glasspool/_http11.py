@@ -494,7 +494,8 @@ class HTTP11Connection(asyncio.Protocol):
             else:
                 transport.write(head)
                 await self._send_stream(transport, body, chunked, write_timeout)
-            await self._drain(write_timeout)
+            if self._write_paused or self._lost:  # else _drain() has nothing to wait for
+                await self._drain(write_timeout)
         except (WriteError, WriteTimeout, ServerDisconnected):
             self._broken = True
             if self.response_started:
@@ -548,18 +549,31 @@ class HTTP11Connection(asyncio.Protocol):
             ProtocolError: malformed chunked framing or trailers.
             ResponseTooLarge: a chunk extension or the trailers passed their caps.
         """
-        while True:
-            if self._chunks:
-                return self._pop_chunk()
-            phase = self._phase
-            if phase in (_DONE, _IDLE):
-                self._phase = _IDLE
-                return b""
-            if self._error is not None:
-                raise self._error
-            if phase != _BODY:
-                raise PoolMisuse("receive_body() called before receive_head()")
+        while (chunk := self.receive_body_nowait()) is None:
             await self._wait_readable(read_timeout, "the response body")
+        return chunk
+
+    def receive_body_nowait(self) -> bytes | None:
+        """:meth:`receive_body` without the wait: ``None`` when no body bytes are here yet.
+
+        Not a checkpoint. A caller reading a whole body calls this first and awaits
+        :meth:`receive_body` only on ``None``, so pieces that already arrived (often the
+        whole body, with the head) cost no coroutine.
+
+        Raises:
+            The errors of :meth:`receive_body`, except ``ReadTimeout``.
+        """
+        if self._chunks:
+            return self._pop_chunk()
+        phase = self._phase
+        if phase in (_DONE, _IDLE):
+            self._phase = _IDLE
+            return b""
+        if self._error is not None:
+            raise self._error
+        if phase != _BODY:
+            raise PoolMisuse("receive_body() called before receive_head()")
+        return None
 
     # ------------------------------------------------------------ asyncio.Protocol
 

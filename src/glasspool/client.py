@@ -467,7 +467,12 @@ class Client:
                 if coding is None
                 else make_decoder(coding, max_size=self.max_decompressed_size)
             )
-            while chunk := await conn.receive_body(read_timeout=t.read):
+            while True:
+                chunk = conn.receive_body_nowait()
+                if chunk is None:  # nothing buffered: wait (a checkpoint)
+                    chunk = await conn.receive_body(read_timeout=t.read)
+                if not chunk:
+                    break
                 chunks.append(chunk if decoder is None else decoder.decode(chunk))
             if decoder is not None:
                 chunks.append(decoder.flush())
