@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass
 
@@ -282,6 +283,24 @@ class _ChunkScanner:
 _DEFAULT_LIMITS = ParserLimits()
 
 
+def _close_after_loop(transport: asyncio.Transport) -> None:
+    """Close the socket under ``transport`` although its event loop is already closed.
+
+    That happens when a client is collected at interpreter exit, after ``asyncio.run()``
+    closed the loop: ``abort()`` then raises "Event loop is closed" from ``call_soon`` and
+    leaves the socket to an unclosed-transport warning. For CPython's selector transports
+    (under TLS too) the transport's own last step closes the socket at once; other
+    transports are left to their ``__del__``.
+    """
+    with contextlib.suppress(RuntimeError):  # "Event loop is closed", after marking it
+        transport.abort()
+    inner = getattr(getattr(transport, "_ssl_protocol", None), "_transport", None) or transport
+    last_step = getattr(inner, "_call_connection_lost", None)
+    if last_step is not None and getattr(inner, "_sock", None) is not None:
+        with contextlib.suppress(RuntimeError):  # TLS: handing on the loss needs the loop
+            last_step(None)
+
+
 def _keepalive_timeout(value: bytes) -> float | None:
     """Return the ``timeout=N`` seconds of a Keep-Alive header value, if valid."""
     for part in value.split(b","):
@@ -452,7 +471,10 @@ class HTTP11Connection(asyncio.Protocol):
         self._wake()
         self._cancel_read_timer()
         if self._transport is not None:
-            self._transport.abort()
+            if self._loop.is_closed():
+                _close_after_loop(self._transport)
+            else:
+                self._transport.abort()
 
     async def send_request(
         self,
