@@ -247,6 +247,10 @@ class Soak:
         recorded = next((q for q in reversed(records) if q.request_id == rid), None)
         if len(records) > 1000:  # the server keeps every request (uploads too): trim
             del records[:-200]
+        counts = self.servers[job.server].requests_per_connection
+        if len(counts) > 1000:  # and a count for every connection it ever accepted
+            for old in list(counts)[:-200]:
+                del counts[old]
         expect = f"id={rid}".encode()
         mine = recorded is not None and recorded.target == job.path
         if not (mine and body.rstrip(b".") == expect):
@@ -267,22 +271,35 @@ async def servers(directory: Path) -> AsyncIterator[tuple[list[FaultServer], Pat
         yield found, certs.ca_file
 
 
-async def run_in_slices(runner: Soak, seconds: float, concurrency: int, seed: int) -> None:
-    """Run in slices of at most 10 s, sampling RSS and descriptors between them."""
-    report, done, n = runner.report, 0.0, 0
-    while done < seconds:
-        piece = min(10.0, seconds - done)
-        await runner.run(piece, concurrency, seed + n)
-        report.sample("after_first_slice" if n == 0 else "last_slice")
-        rss = report.rss_kib["after_first_slice" if n == 0 else "last_slice"]
+async def sample_every(report: Report, period: float, started: float) -> None:
+    """Sample RSS, heap and descriptors every ``period`` seconds while the load runs.
+
+    The first sample is kept as ``after_first_slice``, the latest as ``last_slice``.
+    """
+    n = 0
+    while True:
+        await asyncio.sleep(period)  # a sampling clock, not a synchronisation
+        n += 1
+        report.sample("after_first_slice" if n == 1 else "last_slice")
+        rss = report.rss_kib["after_first_slice" if n == 1 else "last_slice"]
         report.rss_kib["max"] = max(report.rss_kib.get("max", 0), rss)
-        done, n = done + piece, n + 1
         print(
-            f"soak: {done:.0f}s {report.requests} requests, rss {rss} KiB, "
-            f"python blocks {sys.getallocatedblocks()}, fds {open_fds()}",
+            f"soak: {time.monotonic() - started:.0f}s {report.requests} requests, "
+            f"rss {rss} KiB, python blocks {sys.getallocatedblocks()}, fds {open_fds()}",
             file=sys.stderr,
             flush=True,
         )
+
+
+async def run_sampled(runner: Soak, seconds: float, concurrency: int, seed: int) -> None:
+    """Run the load for ``seconds`` with a sampler every 10 s (or a third of a short run)."""
+    period = min(10.0, seconds / 3)
+    sampler = asyncio.create_task(sample_every(runner.report, period, time.monotonic()))
+    try:
+        await runner.run(seconds, concurrency, seed)
+    finally:
+        sampler.cancel()
+        await asyncio.gather(sampler, return_exceptions=True)
 
 
 async def soak(seconds: float, concurrency: int, seed: int) -> Report:
@@ -301,7 +318,7 @@ async def soak(seconds: float, concurrency: int, seed: int) -> Report:
             report.sample("start")
             started = time.monotonic()
             async with client:
-                await run_in_slices(Soak(client, found, report), seconds, concurrency, seed)
+                await run_sampled(Soak(client, found, report), seconds, concurrency, seed)
                 report.sample("end")
             report.seconds = round(time.monotonic() - started, 1)
             for server in found:
