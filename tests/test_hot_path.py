@@ -21,7 +21,7 @@ import glasspool
 from glasspool._connect import open_connection
 from glasspool._exceptions import InvalidRequest, ReadTimeout
 from glasspool._http11 import HTTP11Connection, _keepalive_timeout
-from glasspool._models import Headers, build_request_head, parse_url
+from glasspool._models import Headers, build_request_head, parse_url, request_target
 from glasspool._pool.key import PoolKey
 from glasspool._pool.state import Close, PoolState, Waiter, WaiterState
 from tests.rawserver import RawServer, read_request
@@ -348,20 +348,22 @@ def test_a_repeated_url_string_is_parsed_once_and_gives_the_same_key() -> None:
     first = client._target("http://Example.org:8080/a?b=1", None)
     again = client._target("http://Example.org:8080/a?b=1", None)
     assert again[0] is first[0] and again[1] is first[1]
-    assert str(first[1]) == "http://example.org:8080"
+    assert str(first[1].key) == "http://example.org:8080"
+    assert first[1].target == request_target(first[0])
     other = client._target("http://example.org:8081/a?b=1", None)
-    assert other[1] != first[1]
+    assert other[1].key != first[1].key
     client._pool._close_now()
 
 
 def test_a_url_is_resolved_again_when_base_url_changes() -> None:
     client = glasspool.Client(base_url="http://a.example/api")
-    url, key = client._target("/users", None)
-    assert str(url) == "http://a.example/api/users" and key.host == "a.example"
+    url, route = client._target("/users", None)
+    assert str(url) == "http://a.example/api/users" and route.key.host == "a.example"
     client.base_url = parse_url("https://b.example/v2")
-    url, key = client._target("/users", None)
-    assert str(url) == "https://b.example/v2/users" and key.host == "b.example"
-    assert key.port == 443
+    url, route = client._target("/users", None)
+    assert str(url) == "https://b.example/v2/users" and route.key.host == "b.example"
+    assert route.key.port == 443
+    assert route.target is not None and route.target.host_line == b"Host: b.example\r\n"
     client._pool._close_now()
 
 
@@ -468,3 +470,42 @@ def test_an_idle_connection_with_no_expiry_any_more_is_never_closed_by_an_old_en
     assert pool.expire(100.0) == [] and pool.idle == 1
     assert pool.next_expiry() is None
     pool._check_invariants()
+
+
+# -- the checked request target kept with a remembered URL -------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://h/", "http://h:80/a?b=c", "https://h:8443/x/y", "http://[::1]:8080/p", "http://H/%20"],
+)
+@pytest.mark.parametrize("host_header", [None, "override.example"])
+def test_a_kept_target_gives_the_same_head(url: str, host_header: str | None) -> None:
+    parsed = parse_url(url)
+    headers = Headers([("Accept", "*/*")] + ([("Host", host_header)] if host_header else []))
+    kept = request_target(parsed)
+    made = build_request_head("PUT", parsed, headers, body_length=2, chunked=False)
+    again = build_request_head("PUT", parsed, headers, body_length=2, chunked=False, target=kept)
+    assert again == made
+
+
+def test_a_kept_target_does_not_skip_the_method_check() -> None:
+    parsed = parse_url("http://h/")
+    kept = request_target(parsed)
+    for method in ("GET\r\nX: y", "G T", "", "GÉT"):
+        with pytest.raises(InvalidRequest, match="not an RFC 9110 token"):
+            build_request_head(
+                method, parsed, Headers(), body_length=None, chunked=False, target=kept
+            )
+    custom = build_request_head("PURGE", parsed, Headers(), body_length=None, chunked=False)
+    assert custom.startswith(b"PURGE / HTTP/1.1\r\nHost: h\r\n")
+
+
+def test_request_target_refuses_what_build_request_head_refuses() -> None:
+    import yarl
+
+    for bad in (yarl.URL("/relative"), yarl.URL("http://h/a b", encoded=True)):
+        with pytest.raises(InvalidRequest):
+            request_target(bad)
+        with pytest.raises(InvalidRequest):
+            build_request_head("GET", bad, Headers(), body_length=None, chunked=False)

@@ -54,6 +54,7 @@ __all__ = [
     "ParamTypes",
     "Request",
     "RequestBody",
+    "RequestTarget",
     "Response",
     "ResponseNotRead",
     "StreamConsumed",
@@ -62,6 +63,7 @@ __all__ = [
     "encode_body",
     "parse_url",
     "pool_key_for",
+    "request_target",
 ]
 
 
@@ -95,6 +97,10 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 _SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
 _FRAMING_HEADERS = frozenset({"host", "content-length", "transfer-encoding"})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+# RFC 9110 methods: tokens, so a method in here needs no character check.
+_STANDARD_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
+)
 
 
 def _package_version() -> str:
@@ -607,9 +613,12 @@ class _Framing:
             raise InvalidRequest(f"header {name!r} was given more than once; send it once")
 
 
-def _check_method_and_target(method: str, url: yarl.URL, target: str) -> None:
-    if not _is_token(method):
+def _check_method(method: str) -> None:
+    if method not in _STANDARD_METHODS and not _is_token(method):
         raise InvalidRequest(f"method {method!r} is not an RFC 9110 token")
+
+
+def _check_target(url: yarl.URL, target: str) -> None:
     if not url.raw_host or url.scheme not in _DEFAULT_PORTS:
         raise InvalidRequest(f"request URL {str(url)!r} must be absolute http:// or https://")
     host = url.raw_host
@@ -713,6 +722,7 @@ def build_request_head(
     *,
     body_length: int | None,
     chunked: bool,
+    target: RequestTarget | None = None,
 ) -> bytes:
     """Validate a request and write its head (request line and fields) into one buffer.
 
@@ -731,6 +741,8 @@ def build_request_head(
         body_length: the byte count of a ``bytes`` body, or ``None`` when there is none
             or it is streamed.
         chunked: whether the body is streamed with chunked framing.
+        target: ``request_target(url)``, when the caller kept it from an earlier request
+            to the same URL; made (and checked) here when ``None``.
 
     Returns:
         The head, ending with the blank line.
@@ -744,20 +756,51 @@ def build_request_head(
             f"body_length={body_length} is invalid with chunked={chunked}: a bytes body has "
             "a length >= 0 and is never sent chunked"
         )
-    target = url.raw_path_qs or "/"
-    _check_method_and_target(method, url, target)
+    _check_method(method)
+    if target is None:
+        target = request_target(url)
     block = headers._block
     if block is None:
         block = headers._block = _header_block(headers)
-    parts = [method, " ", target, " HTTP/1.1\r\n"]
-    if not block.given.has_host:
-        port = url.explicit_port
-        suffix = "" if port is None or port == _DEFAULT_PORTS[url.scheme] else f":{port}"
-        parts += ("Host: ", _host_for(url), suffix, "\r\n")
     framing = _framing_lines(method, body_length, chunked, block.given)
     # Only the fields can hold non-ASCII text: the method is a token, and the target, host
     # and framing lines were checked to be ASCII.
-    return b"".join(("".join(parts).encode("ascii"), block.data, framing.encode("ascii"), b"\r\n"))
+    host = b"" if block.given.has_host else target.host_line
+    line = method.encode("ascii") + target.line_tail
+    return b"".join((line, host, block.data, framing.encode("ascii"), b"\r\n"))
+
+
+@dataclass(frozen=True, slots=True)
+class RequestTarget:
+    """The part of a request head that depends only on the URL, checked and encoded.
+
+    Made by :func:`request_target`. A client keeps one with each URL it remembers, so
+    :func:`build_request_head` does not check and encode the same URL on every request.
+
+    Attributes:
+        line_tail: ``b" <path?query> HTTP/1.1\\r\\n"``, the request line after the method.
+        host_line: ``b"Host: <host>[:<port>]\\r\\n"`` (port only when not the default).
+    """
+
+    line_tail: bytes
+    host_line: bytes
+
+
+def request_target(url: yarl.URL) -> RequestTarget:
+    """Check the request-target and host of ``url`` and encode them for a request head.
+
+    Raises:
+        InvalidRequest: the URL is not absolute http(s), or its target or host holds a
+            space, a control character or non-ASCII text.
+    """
+    target = url.raw_path_qs or "/"
+    _check_target(url, target)
+    port = url.explicit_port
+    suffix = "" if port is None or port == _DEFAULT_PORTS[url.scheme] else f":{port}"
+    return RequestTarget(
+        f" {target} HTTP/1.1\r\n".encode("ascii"),
+        f"Host: {_host_for(url)}{suffix}\r\n".encode("ascii"),
+    )
 
 
 @dataclass(frozen=True, slots=True)

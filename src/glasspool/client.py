@@ -11,13 +11,13 @@ import weakref
 from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
 from datetime import timedelta
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import yarl
 
 from ._connect import context_for, open_connection, tls_identity
 from ._decoders import make_decoder
-from ._exceptions import ClientClosed, TooManyRedirects, UnclosedResponseWarning
+from ._exceptions import ClientClosed, InvalidRequest, TooManyRedirects, UnclosedResponseWarning
 from ._exchange import (
     ConnectionStream,
     call_site,
@@ -32,12 +32,14 @@ from ._models import (
     ParamTypes,
     Request,
     RequestBody,
+    RequestTarget,
     Response,
     build_request_head,
     default_headers,
     encode_body,
     parse_url,
     pool_key_for,
+    request_target,
 )
 from ._pool.asyncio import Pool, SharedLimits
 from ._pool.key import PoolKey, TLSIdentity
@@ -54,6 +56,13 @@ DEFAULT_TIMEOUT: Final = Timeout()
 
 class _Unset(enum.Enum):
     UNSET = "unset"
+
+
+class _Route(NamedTuple):
+    """Where a request goes: its pool key, and its checked request target when known."""
+
+    key: PoolKey
+    target: RequestTarget | None
 
 
 UNSET: Final = _Unset.UNSET
@@ -145,8 +154,8 @@ class Client:
         self._cert = (cert, None) if isinstance(cert, str) else cert
         self._tls = tls_identity(verify, self._cert, None)
         self._happy_eyeballs_delay = happy_eyeballs_delay
-        # URL string -> (base_url, TLS identity, parsed URL, pool key) they gave; see _target
-        self._urls: dict[str, tuple[yarl.URL | None, TLSIdentity, yarl.URL, PoolKey]] = {}
+        # URL string -> (base_url, TLS identity, parsed URL, route) they gave; see _target
+        self._urls: dict[str, tuple[yarl.URL | None, TLSIdentity, yarl.URL, _Route]] = {}
 
     # ------------------------------------------------------------- properties
 
@@ -281,14 +290,14 @@ class Client:
             raise ClientClosed(f"the client is closed; cannot send {method} {url}")
         t = self.timeout if isinstance(timeout, _Unset) else Timeout.coerce(timeout)
         follow = self.follow_redirects if isinstance(follow_redirects, _Unset) else follow_redirects
-        request, key = self._build_request(method, url, params, headers, content, json, data)
+        request, route = self._build_request(method, url, params, headers, content, json, data)
         if t.total is None:
-            return await self._send_following(request, key, t, None, follow, stream)
+            return await self._send_following(request, route, t, None, follow, stream)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + t.total
         try:
             async with asyncio.timeout_at(deadline) as scope:
-                return await self._send_following(request, key, t, deadline, follow, stream)
+                return await self._send_following(request, route, t, deadline, follow, stream)
         except TimeoutError as exc:
             if scope.expired():
                 raise total_timeout(request.url, t.total) from exc
@@ -303,8 +312,8 @@ class Client:
         content: Content,
         json: Any,
         data: Mapping[str, Any] | None,
-    ) -> tuple[Request, PoolKey]:
-        full, key = self._target(url, params)
+    ) -> tuple[Request, _Route]:
+        full, route = self._target(url, params)
         body: RequestBody = None
         body_headers: Headers | None = None
         if content is not None or json is not None or data is not None:
@@ -317,11 +326,11 @@ class Client:
             for name, value in body_headers.items() if body_headers else ():
                 merged.setdefault(name, value)
         if isinstance(body, bytes) or body is None:
-            return Request(method, full, merged, content=body), key
-        return Request(method, full, merged, stream=body), key
+            return Request(method, full, merged, content=body), route
+        return Request(method, full, merged, stream=body), route
 
-    def _target(self, url: str | yarl.URL, params: ParamTypes | None) -> tuple[yarl.URL, PoolKey]:
-        """The validated URL of a request and its pool key.
+    def _target(self, url: str | yarl.URL, params: ParamTypes | None) -> tuple[yarl.URL, _Route]:
+        """The validated URL of a request and its route (pool key, checked request target).
 
         A URL given as a string without ``params`` is remembered (up to ``URL_CACHE_SIZE``
         strings per client, then the cache starts over): parsing and validation depend only
@@ -333,21 +342,25 @@ class Client:
         """
         if params is not None or type(url) is not str:
             full = parse_url(url, base_url=self.base_url, params=params)
-            return full, pool_key_for(full, self._tls)
+            return full, _Route(pool_key_for(full, self._tls), None)
         hit = self._urls.get(url)
         if hit is not None and hit[0] is self.base_url and hit[1] is self._tls:
             return hit[2], hit[3]
         full = parse_url(url, base_url=self.base_url)
-        key = pool_key_for(full, self._tls)
+        try:
+            target: RequestTarget | None = request_target(full)
+        except InvalidRequest:
+            target = None  # build_request_head raises it, after any earlier error
+        route = _Route(pool_key_for(full, self._tls), target)
         if len(self._urls) >= URL_CACHE_SIZE:
             self._urls.clear()
-        self._urls[url] = (self.base_url, self._tls, full, key)
-        return full, key
+        self._urls[url] = (self.base_url, self._tls, full, route)
+        return full, route
 
     async def _send_following(
         self,
         request: Request,
-        key: PoolKey,
+        route: _Route,
         t: Timeout,
         deadline: float | None,
         follow: bool,
@@ -356,7 +369,7 @@ class Client:
         history: list[Response] = []
         stripped = False
         while True:
-            response = await self._send_single(request, key, t, deadline, stream, follow)
+            response = await self._send_single(request, route, t, deadline, stream, follow)
             # The status first: most responses are no redirect, and need no header index.
             if not follow or response.status not in REDIRECT_STATUSES:
                 location = None
@@ -388,12 +401,12 @@ class Client:
                 plan.headers,
                 content=request.content if plan.keep_body else None,
             )
-            key = pool_key_for(plan.url, self._tls)
+            route = _Route(pool_key_for(plan.url, self._tls), None)
 
     async def _send_single(
         self,
         request: Request,
-        key: PoolKey,
+        route: _Route,
         t: Timeout,
         deadline: float | None,
         stream: bool,
@@ -409,7 +422,9 @@ class Client:
             request.headers,
             body_length=None if body is None or chunked else len(request.content or b""),
             chunked=chunked,
+            target=route.target,
         )
+        key = route.key
         retry_ok = request.method in IDEMPOTENT_METHODS and request.body_replayable
         for attempt in (0, 1):
             lease = await self._pool.acquire(key, timeout=t.pool, connect_timeout=t.connect)
