@@ -17,7 +17,15 @@ from typing import Any, TextIO
 from .. import __version__
 from ._compare import aiohttp_missing, print_comparison, run_aiohttp
 from ._demo import DemoError, run_demo
-from ._get import GetOptions, PlainReporter, Reporter, UsageError, check_urls, run_get
+from ._get import (
+    DEFAULT_NAMESPACE,
+    GetOptions,
+    PlainReporter,
+    Reporter,
+    UsageError,
+    check_urls,
+    run_get,
+)
 from ._text import Printer, wants_color
 
 __all__ = ["build_parser", "main"]
@@ -56,6 +64,12 @@ def _resolve_per_host(args: argparse.Namespace) -> int | None:
     if per_host is not None and per_host > args.limit:
         raise UsageError(f"--limit-per-host {per_host} is greater than --limit {args.limit}")
     return per_host
+
+
+def _namespace(text: str) -> str:
+    if not text or "{" in text or "}" in text:
+        raise argparse.ArgumentTypeError(f"expected a non-empty name without braces, got {text!r}")
+    return text
 
 
 def _seconds(text: str) -> float:
@@ -106,12 +120,31 @@ _GET_OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
         ("--live",),
         {"action": "store_true",
          "help": "live view on a terminal: a row per host (in use, idle, connecting, "
-         "waiting, opened, reused, req/s) and a progress bar with ETA; needs glasspool[cli]"},
+         "waiting, opened, reused, req/s, and fleet with --redis) and a progress bar with "
+         "ETA; needs glasspool[cli]"},
     ),
     (
         ("--timeline",),
         {"type": Path, "metavar": "FILE",
          "help": "write an HTML timeline: a lane per connection, a bar per request"},
+    ),
+    (
+        ("--redis",),
+        {"metavar": "URL",
+         "help": "share per-host limits with other workers through the Redis at URL "
+         "(glasspool.RedisLimits); needs glasspool[redis]"},
+    ),
+    (
+        ("--shared-limit",),
+        {"type": _positive_int, "metavar": "N",
+         "help": "with --redis: connections per host name across every worker (default: "
+         "--limit-per-host)"},
+    ),
+    (
+        ("--namespace",),
+        {"type": _namespace, "metavar": "NS",
+         "help": "with --redis: the Redis key prefix; workers sharing limits use the same "
+         "one (default glasspool)"},
     ),
 )  # fmt: skip
 
@@ -185,9 +218,19 @@ def _cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return 0
 
 
+def _check_fleet_flags(args: argparse.Namespace) -> None:
+    """``--shared-limit`` and ``--namespace`` mean nothing without ``--redis``."""
+    if args.redis is not None:
+        return
+    for flag, value in (("--shared-limit", args.shared_limit), ("--namespace", args.namespace)):
+        if value is not None:
+            raise UsageError(f"{flag} {value} needs --redis URL (shared limits live in Redis)")
+
+
 def _get_options(args: argparse.Namespace) -> GetOptions:
     """The parsed ``get`` arguments as :class:`GetOptions`; raises :class:`UsageError`."""
     check_urls(tuple(args.urls))
+    _check_fleet_flags(args)
     return GetOptions(
         urls=tuple(args.urls),
         repeat=args.repeat,
@@ -198,6 +241,9 @@ def _get_options(args: argparse.Namespace) -> GetOptions:
         output=args.output,
         live=args.live,
         timeline=args.timeline,
+        redis_url=args.redis,
+        shared_limit=args.shared_limit,
+        namespace=args.namespace or DEFAULT_NAMESPACE,
     )
 
 

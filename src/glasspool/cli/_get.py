@@ -13,6 +13,7 @@ from typing import Protocol
 import yarl
 
 from .._exceptions import GlasspoolError
+from .._fleet import RedisLimits, _redact
 from .._models import Response
 from .._pool.asyncio import Pool
 from .._timeouts import Timeout
@@ -21,8 +22,18 @@ from ..timeline import Timeline
 from ._summary import Result, Summary, duration, summarize, summary_lines
 from ._text import Printer
 
-__all__ = ["GetOptions", "PlainReporter", "Reporter", "UsageError", "output_plan", "run_get"]
+__all__ = [
+    "DEFAULT_NAMESPACE",
+    "GetOptions",
+    "PlainReporter",
+    "Reporter",
+    "UsageError",
+    "fleet_limits",
+    "output_plan",
+    "run_get",
+]
 
+DEFAULT_NAMESPACE = "glasspool"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -43,6 +54,9 @@ class GetOptions:
     output: Path | None = None
     live: bool = False
     timeline: Path | None = None
+    redis_url: str | None = None  # shared limits over Redis when given
+    shared_limit: int | None = None  # None: limit_per_host
+    namespace: str = DEFAULT_NAMESPACE
 
     def jobs(self) -> list[tuple[int, str]]:
         """Every request as ``(index, url)``: each URL once per round, ``repeat`` rounds."""
@@ -147,6 +161,12 @@ async def _drain(response: Response, target: Path | None) -> int:
     return nbytes
 
 
+def _public_name(exc: BaseException) -> str:
+    """The name of the nearest public class of ``exc`` (``SharedLimitsUnavailable`` for a
+    private subclass such as ``_RedisUnreachable``)."""
+    return next(c.__name__ for c in type(exc).__mro__ if not c.__name__.startswith("_"))
+
+
 async def _fetch(client: Client, index: int, url: str, target: Path | None) -> Result:
     """GET ``url``, stream its body (to ``target`` if given), time it; never raises."""
     start = time.perf_counter()
@@ -155,13 +175,46 @@ async def _fetch(client: Client, index: int, url: str, target: Path | None) -> R
             nbytes = await _drain(response, target)
     except (GlasspoolError, OSError) as exc:
         took = time.perf_counter() - start
-        return Result(index, url, None, 0, took, type(exc).__name__, str(exc))
+        return Result(index, url, None, 0, took, _public_name(exc), str(exc))
     return Result(index, url, response.status, nbytes, time.perf_counter() - start)
 
 
-def _client(opts: GetOptions) -> Client:
+def fleet_limits(opts: GetOptions) -> RedisLimits | None:
+    """The shared limits ``--redis`` asks for, or ``None`` without ``opts.redis_url``.
+
+    The limit is ``opts.shared_limit``, else ``opts.limit_per_host``. Nothing connects to
+    Redis here; the first new connection does.
+
+    Returns:
+        A new :class:`RedisLimits` (the caller closes it), or ``None``.
+
+    Raises:
+        UsageError: redis-py is missing (names the ``glasspool[redis]`` extra), there is no
+            limit to share, or the URL is not a Redis URL.
+    """
+    if opts.redis_url is None:
+        return None
+    limit = opts.shared_limit or opts.limit_per_host
+    if limit is None:
+        raise UsageError("--redis needs --shared-limit N when --limit-per-host is none")
+    try:
+        return RedisLimits(opts.redis_url, namespace=opts.namespace, limit_per_host=limit)
+    except ImportError:
+        raise UsageError(
+            "--redis needs redis-py, which is not installed: pip install 'glasspool[redis]'"
+        ) from None
+    except ValueError as exc:
+        raise UsageError(f"--redis {_redact(opts.redis_url)}: {exc}") from None
+
+
+def _client(opts: GetOptions, shared: RedisLimits | None) -> Client:
     timeout = Timeout() if opts.timeout is None else Timeout(opts.timeout)
-    return Client(limit=opts.limit, limit_per_host=opts.limit_per_host, timeout=timeout)
+    return Client(
+        limit=opts.limit,
+        limit_per_host=opts.limit_per_host,
+        timeout=timeout,
+        shared_limits=shared,
+    )
 
 
 async def _run_jobs(
@@ -198,12 +251,29 @@ async def run_get(opts: GetOptions, reporter: Reporter) -> Summary:
         The summary.
 
     Raises:
-        UsageError: ``-o`` cannot hold the bodies.
+        UsageError: ``-o`` cannot hold the bodies, or ``--redis`` cannot work (see
+            :func:`fleet_limits`).
         OSError: the timeline file could not be written.
     """
-    targets = output_plan(opts.output, opts.jobs())
+    shared = fleet_limits(opts)  # first: a missing extra must not leave an -o directory
+    try:
+        targets = output_plan(opts.output, opts.jobs())
+        summary, timeline = await _run_client(opts, shared, targets, reporter)
+    finally:
+        if shared is not None:  # the client closed it already unless building it failed
+            await shared.aclose()
+    if timeline is not None and opts.timeline is not None:
+        timeline.write_html(opts.timeline)
+        reporter.note(f"timeline: written to {opts.timeline}")
+    return summary
+
+
+async def _run_client(
+    opts: GetOptions, shared: RedisLimits | None, targets: dict[int, Path], reporter: Reporter
+) -> tuple[Summary, Timeline | None]:
+    """Open the client, run the jobs, report the summary, close the client."""
     start = time.perf_counter()
-    async with _client(opts) as client:
+    async with _client(opts, shared) as client:
         timeline = Timeline(client.pool, title="glasspool get") if opts.timeline else None
         reporter.started(client.pool, len(opts.jobs()))
         try:
@@ -213,7 +283,4 @@ async def run_get(opts: GetOptions, reporter: Reporter) -> Summary:
             raise
         summary = summarize(results, client.pool.stats(), time.perf_counter() - start)
         await reporter.finished(summary_lines(summary))
-    if timeline is not None and opts.timeline is not None:
-        timeline.write_html(opts.timeline)
-        reporter.note(f"timeline: written to {opts.timeline}")
-    return summary
+    return summary, timeline

@@ -1,5 +1,8 @@
 """The ``glasspool get --live`` view: a rich table per host and a progress bar with an ETA.
 
+With shared limits (``--redis``) the table has a ``fleet`` column: fleet-wide slots in use
+over the shared limit, and this worker's leases.
+
 Needs ``rich`` (the ``glasspool[cli]`` extra). Refreshed by an asyncio task ten times a
 second (never from another thread, so ``stats()`` is read on the event loop).
 """
@@ -29,11 +32,12 @@ from rich.table import Table
 from .._events import PoolEvent
 from .._pool.asyncio import Pool
 from .._pool.key import PoolKey
-from ._summary import Result
+from ._summary import Result, fleet_cell
 
-__all__ = ["HOST_COLUMNS", "LiveReporter"]
+__all__ = ["FLEET_COLUMN", "HOST_COLUMNS", "LiveReporter"]
 
 HOST_COLUMNS: Final = ("host", "in use", "idle", "connecting", "waiting", "opened", "reused")
+FLEET_COLUMN: Final = "fleet"  # last, only with shared limits: "2/3 (1 mine)"
 REFRESH_S: Final = 0.1
 
 
@@ -96,12 +100,17 @@ class LiveReporter:
             self.progress.advance(self._task)
 
     def render(self) -> Group:
-        """The table (one row per host) above the progress bar."""
+        """The table (one row per host) above the progress bar.
+
+        With shared limits on (a host has a ``shared_limit``), a last column ``fleet``
+        shows the fleet-wide slots in use / the shared limit, and this worker's leases.
+        """
         stats = self._pool.stats() if self._pool is not None else None
         hosts = stats.hosts if stats is not None else {}
+        fleet = any(h.shared_limit is not None for h in hosts.values())
         table = Table(box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
         table.add_column("host", no_wrap=True, min_width=max([4] + [len(str(k)) for k in hosts]))
-        for name in (*HOST_COLUMNS[1:], "req/s"):
+        for name in (*HOST_COLUMNS[1:], "req/s", *([FLEET_COLUMN] if fleet else [])):
             table.add_column(name, justify="right", no_wrap=True)
         elapsed = max(time.perf_counter() - self._start, 1e-9)
         if stats is not None:
@@ -109,7 +118,8 @@ class LiveReporter:
             for key, h in stats.hosts.items():
                 cells = (h.in_use, h.idle, h.connecting, h.waiting, h.opened, h.reused)
                 rate = f"{self._done[key] / elapsed:.1f}"
-                table.add_row(str(key), *(str(c) for c in cells), rate)
+                extra = [fleet_cell(h)] if fleet else []
+                table.add_row(str(key), *(str(c) for c in cells), rate, *extra)
         return Group(table, self.progress)
 
     async def finished(self, lines: list[str]) -> None:

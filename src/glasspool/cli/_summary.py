@@ -7,9 +7,18 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .._stats import PoolStats
+from .._stats import HostStats, PoolStats
 
-__all__ = ["Result", "Summary", "duration", "percentile", "summarize", "summary_lines"]
+__all__ = [
+    "Fleet",
+    "Result",
+    "Summary",
+    "duration",
+    "fleet_cell",
+    "percentile",
+    "summarize",
+    "summary_lines",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +45,35 @@ class Result:
 
 
 @dataclass(frozen=True, slots=True)
+class Fleet:
+    """One pool key's shared-limit figures (``glasspool get --redis``).
+
+    Attributes:
+        key: ``str()`` of the pool key.
+        shared_limit: the fleet-wide limit for its host.
+        in_use: fleet-wide slots in use as this worker last saw them (``None``: never seen).
+        leases: the slots this worker holds for the key.
+    """
+
+    key: str
+    shared_limit: int
+    in_use: int | None
+    leases: int
+
+
+def fleet_cell(host: HostStats) -> str:
+    """A host's fleet figures for the live view, ``"2/3 (1 mine)"``, or ``""`` without them.
+
+    The first two numbers are the fleet-wide slots in use (``?`` if not seen yet) and the
+    shared limit; the last is this worker's leases.
+    """
+    if host.shared_limit is None:
+        return ""
+    seen = "?" if host.fleet_in_use is None else str(host.fleet_in_use)
+    return f"{seen}/{host.shared_limit} ({host.leases} mine)"
+
+
+@dataclass(frozen=True, slots=True)
 class Summary:
     """Totals over every result plus the pool's counters."""
 
@@ -48,6 +86,7 @@ class Summary:
     reused: int
     nbytes: int
     errors: dict[str, tuple[int, str]] = field(default_factory=dict)  # class -> count, example
+    fleet: tuple[Fleet, ...] = ()  # keys with shared limits, in stats() order
 
     @property
     def failed(self) -> int:
@@ -94,6 +133,11 @@ def summarize(results: Sequence[Result], stats: PoolStats, elapsed_s: float) -> 
         reused=sum(h.reused for h in stats.hosts.values()),
         nbytes=sum(r.nbytes for r in results),
         errors=errors,
+        fleet=tuple(
+            Fleet(str(key), h.shared_limit, h.fleet_in_use, h.leases)
+            for key, h in stats.hosts.items()
+            if h.shared_limit is not None
+        ),
     )
 
 
@@ -123,6 +167,10 @@ def summary_lines(s: Summary) -> list[str]:
         f"connections: {s.opened} opened, {s.reused} reused",
         f"bytes: {s.nbytes} body bytes received",
     ]
+    for f in s.fleet:
+        seen = "?" if f.in_use is None else str(f.in_use)
+        held = "1 lease" if f.leases == 1 else f"{f.leases} leases"
+        lines.append(f"fleet: {f.key} {seen}/{f.shared_limit} in use fleet-wide, {held} held here")
     if not s.errors:
         lines.append("errors: none")
     for name, (count, example) in sorted(s.errors.items()):
