@@ -509,3 +509,16 @@ def test_request_target_refuses_what_build_request_head_refuses() -> None:
             request_target(bad)
         with pytest.raises(InvalidRequest):
             build_request_head("GET", bad, Headers(), body_length=None, chunked=False)
+
+
+async def test_elapsed_is_measured_and_made_a_timedelta_when_read() -> None:
+    import datetime
+
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    async with RawServer(replies=[ok]) as srv, glasspool.Client() as client:
+        response = await client.get(f"http://127.0.0.1:{srv.port}/")
+    assert isinstance(response.elapsed, datetime.timedelta)
+    assert datetime.timedelta(0) < response.elapsed < datetime.timedelta(seconds=30)
+    assert response.elapsed is response.elapsed
+    response.elapsed = datetime.timedelta(milliseconds=5)
+    assert response.elapsed == datetime.timedelta(milliseconds=5)

@@ -1054,7 +1054,7 @@ class Response:
         self.request = request
         self.url = _response_url(url, request)
         self.history: list[Response] = []
-        self.elapsed = datetime.timedelta(0)
+        self._elapsed: datetime.timedelta | float = 0.0  # seconds until first read
         self._headers = Headers(headers) if headers is not None else None
         self._raw_headers = raw_headers if raw_headers is not None else []
         self._stream = stream
@@ -1068,6 +1068,18 @@ class Response:
         self._text: str | None = None
 
     # ----------------------------------------------------------------- metadata
+
+    @property
+    def elapsed(self) -> datetime.timedelta:
+        """How long the request took (see the class docstring); made on first read."""
+        value = self._elapsed
+        if isinstance(value, float):
+            value = self._elapsed = datetime.timedelta(seconds=value)
+        return value
+
+    @elapsed.setter
+    def elapsed(self, value: datetime.timedelta) -> None:
+        self._elapsed = value
 
     @property
     def headers(self) -> Headers:

@@ -9,7 +9,6 @@ import time
 import warnings
 import weakref
 from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
-from datetime import timedelta
 from types import TracebackType
 from typing import Any, Final, NamedTuple
 
@@ -451,7 +450,7 @@ class Client:
             stream=None if not stream else self._stream_for(lease, conn, t, deadline, request),
             max_decompressed_size=self.max_decompressed_size,
         )
-        response.elapsed = timedelta(seconds=time.perf_counter() - started)
+        response._elapsed = time.perf_counter() - started  # seconds: a timedelta when read
         if follow and response.is_redirect:  # a 3xx without Location is a final response
             await self._drain_redirect(response, lease, conn, t, stream)
         elif not stream:
