@@ -522,3 +522,17 @@ async def test_elapsed_is_measured_and_made_a_timedelta_when_read() -> None:
     assert response.elapsed is response.elapsed
     response.elapsed = datetime.timedelta(milliseconds=5)
     assert response.elapsed == datetime.timedelta(milliseconds=5)
+
+
+async def test_an_idle_connection_keeps_no_fields_of_its_last_response() -> None:
+    async with scripted() as (script, conn):
+        script.replies.put_nowait(b"HTTP/1.1 200 OK\r\nX-Big: " + b"x" * 500 + b"\r\n" + OK[17:])
+        await conn.send_request(REQUEST, None, chunked=False, write_timeout=5)
+        head = await conn.receive_head(method="GET", read_timeout=5)
+        assert head.headers[0] == ("X-Big", "x" * 500)
+        assert await conn.receive_body(read_timeout=5) == b"ok"
+        assert conn._head is head  # still there until the end is handed out
+        assert await conn.receive_body(read_timeout=5) == b""
+        assert conn._head is None and conn._headers == []
+        assert head.headers[0] == ("X-Big", "x" * 500)  # the caller's copy is untouched
+        assert conn.is_reusable()

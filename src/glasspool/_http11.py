@@ -590,6 +590,7 @@ class HTTP11Connection(asyncio.Protocol):
         phase = self._phase
         if phase in (_DONE, _IDLE):
             self._phase = _IDLE
+            self._drop_fields()
             return b""
         if self._error is not None:
             raise self._error
@@ -1058,6 +1059,11 @@ class HTTP11Connection(asyncio.Protocol):
         self._conn_close = self._conn_keep_alive = False
         self._ka_timeout: float | None = None
         self._parser_done = False
+
+    def _drop_fields(self) -> None:
+        """The exchange is over: an idle connection keeps no fields of its last response."""
+        self._head = None
+        self._headers = []
 
     def _special_header(self, name: str, value: bytes) -> None:
         if name == "content-length":
