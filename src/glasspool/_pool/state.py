@@ -369,7 +369,8 @@ class PoolState:
         waiter.conn = conn
         waiter.state = WaiterState.ACTIVE
         waiter.reused = True
-        self._event("acquired", host, conn, "reused", now)
+        if self.emit is not None:  # (a call saved per request when nobody listens)
+            self._event("acquired", host, conn, "reused", now)
 
     def _give_slot(self, waiter: Waiter, host: _Host, now: float) -> None:
         """Reserve a new connection slot for ``waiter``; the caller opens it."""
@@ -484,9 +485,11 @@ class PoolState:
         conn = self._expect(waiter, WaiterState.ACTIVE, "release")
         waiter.state = WaiterState.DONE
         host = self._hosts[conn.key]
-        self._event("released", host, conn, reason, now)
+        if self.emit is not None:
+            self._event("released", host, conn, reason, now)
         actions: list[Action] = []
-        if close_reason is None:
+        limited = self.max_requests is not None or self.max_lifetime is not None
+        if close_reason is None and limited:
             close_reason = self._reuse_verdict(conn, now)
         if close_reason is not None:
             self._close(conn, host, close_reason, now, actions)
@@ -542,7 +545,8 @@ class PoolState:
         host.idle[conn.id] = conn
         self._idle[conn.id] = conn
         self._push_expiry(conn)
-        self._serve_ready(now, actions)  # a global-limit waiter may evict it at once
+        if self.waiting:
+            self._serve_ready(now, actions)  # a global-limit waiter may evict it at once
 
     def _push_expiry(self, conn: Conn) -> None:
         """Make sure the expiry heap has an entry for ``conn`` at or before its expiry (I7).
