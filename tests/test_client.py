@@ -337,3 +337,11 @@ async def test_line_and_chunk_extension_caps_are_client_options() -> None:
             at_rest(client)
     with pytest.raises(ValueError, match="max_line_bytes"):
         Client(max_line_bytes=0)
+
+
+def test_default_per_host_limit_follows_a_small_global_limit() -> None:
+    assert Client(limit=1).pool.stats().limit_per_host == 1
+    assert Client(limit=50).pool.stats().limit_per_host == 10
+    assert Client(limit=3, limit_per_host=None).pool.stats().limit_per_host is None
+    with pytest.raises(ValueError, match="limit_per_host=4 is greater than limit=3"):
+        Client(limit=3, limit_per_host=4)

@@ -51,6 +51,7 @@ IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"
 REDIRECT_DRAIN_BYTES: Final = 64 * 1024
 URL_CACHE_SIZE: Final = 256  # parsed request URLs kept per client (see Client._target)
 DEFAULT_TIMEOUT: Final = Timeout()
+DEFAULT_LIMIT_PER_HOST: Final = 10
 
 
 class _Unset(enum.Enum):
@@ -75,7 +76,8 @@ class Client:
 
     Args:
         limit: the most connections open at once (connecting + in use + idle).
-        limit_per_host: the same per pool key; ``None`` = only ``limit`` applies.
+        limit_per_host: the same per pool key; ``None`` = only ``limit`` applies. Left
+            out, it is 10, or ``limit`` if that is smaller.
         host_limits: per-host-name overrides of ``limit_per_host``.
         timeout: a :class:`Timeout`, or a number of seconds for every phase.
         keepalive_expiry: seconds an idle connection is kept before it is closed.
@@ -104,7 +106,7 @@ class Client:
         self,
         *,
         limit: int = 100,
-        limit_per_host: int | None = 10,
+        limit_per_host: int | _Unset | None = UNSET,
         host_limits: Mapping[str, int] | None = None,
         timeout: TimeoutTypes = DEFAULT_TIMEOUT,
         keepalive_expiry: float | None = 15.0,
@@ -129,7 +131,7 @@ class Client:
         self._pool = Pool(
             _weak_factory(self),
             limit=limit,
-            limit_per_host=limit_per_host,
+            limit_per_host=_default_per_host(limit, limit_per_host),
             host_limits=host_limits,
             keepalive_expiry=keepalive_expiry,
             max_lifetime=max_lifetime,
@@ -637,6 +639,15 @@ def _content_coding(response: Response) -> str | None:
 
 def _reuse(conn: Any) -> str | None:
     return None if conn.is_reusable() else "not_reusable"
+
+
+def _default_per_host(limit: int, limit_per_host: int | _Unset | None) -> int | None:
+    """``limit_per_host`` as given, or the default: 10, or ``limit`` if that is smaller."""
+    if not isinstance(limit_per_host, _Unset):
+        return limit_per_host
+    if isinstance(limit, int) and not isinstance(limit, bool) and limit >= 1:
+        return min(DEFAULT_LIMIT_PER_HOST, limit)
+    return DEFAULT_LIMIT_PER_HOST  # the pool reports the bad limit by name
 
 
 def _positive(name: str, value: int) -> int:
