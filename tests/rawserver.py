@@ -68,6 +68,7 @@ class RawServer:
         self.requests: list[bytes] = []
         self.received: list[bytearray] = []
         self.connections = 0
+        self.accepted = asyncio.Event()  # set at the first accepted connection
         self.errors: list[BaseException] = []
         self._handler = handler
         self._replies = [r if isinstance(r, Reply) else Reply(r) for r in replies or ()]
@@ -114,6 +115,7 @@ class RawServer:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        self.accepted.set()
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)

@@ -141,8 +141,7 @@ async def test_cancelling_a_connect_leaves_nothing_open(tls_certs: TLSCerts) -> 
                 key, ssl_context=make_ssl_context(str(tls_certs.ca_file)), connect_timeout=5
             )
         )
-        while srv.connections == 0:  # bounded by the connect itself
-            await asyncio.sleep(0.001)
+        await asyncio.wait_for(srv.accepted.wait(), 5)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
