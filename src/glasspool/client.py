@@ -66,6 +66,8 @@ class _Route(NamedTuple):
 
 
 UNSET: Final = _Unset.UNSET
+# Client._request's arguments after (method, url) when a shortcut is called with none.
+_NO_ARGUMENTS: Final = (None, None, None, None, None, UNSET, UNSET, False)
 Content = str | bytes | bytearray | memoryview | AsyncIterable[bytes] | None
 
 
@@ -246,31 +248,45 @@ class Client:
 
     async def get(self, url: str | yarl.URL, **kwargs: Any) -> Response:
         """``request("GET", url, ...)``."""
-        return await self.request("GET", url, **kwargs)
+        if kwargs:
+            return await self.request("GET", url, **kwargs)
+        return await self._request("GET", url, *_NO_ARGUMENTS)  # one coroutine less
 
     async def head(self, url: str | yarl.URL, **kwargs: Any) -> Response:
         """``request("HEAD", url, ...)``."""
-        return await self.request("HEAD", url, **kwargs)
+        if kwargs:
+            return await self.request("HEAD", url, **kwargs)
+        return await self._request("HEAD", url, *_NO_ARGUMENTS)  # one coroutine less
 
     async def options(self, url: str | yarl.URL, **kwargs: Any) -> Response:
         """``request("OPTIONS", url, ...)``."""
-        return await self.request("OPTIONS", url, **kwargs)
+        if kwargs:
+            return await self.request("OPTIONS", url, **kwargs)
+        return await self._request("OPTIONS", url, *_NO_ARGUMENTS)  # one coroutine less
 
     async def post(self, url: str | yarl.URL, **kwargs: Any) -> Response:
         """``request("POST", url, ...)``."""
-        return await self.request("POST", url, **kwargs)
+        if kwargs:
+            return await self.request("POST", url, **kwargs)
+        return await self._request("POST", url, *_NO_ARGUMENTS)  # one coroutine less
 
     async def put(self, url: str | yarl.URL, **kwargs: Any) -> Response:
         """``request("PUT", url, ...)``."""
-        return await self.request("PUT", url, **kwargs)
+        if kwargs:
+            return await self.request("PUT", url, **kwargs)
+        return await self._request("PUT", url, *_NO_ARGUMENTS)  # one coroutine less
 
     async def patch(self, url: str | yarl.URL, **kwargs: Any) -> Response:
         """``request("PATCH", url, ...)``."""
-        return await self.request("PATCH", url, **kwargs)
+        if kwargs:
+            return await self.request("PATCH", url, **kwargs)
+        return await self._request("PATCH", url, *_NO_ARGUMENTS)  # one coroutine less
 
     async def delete(self, url: str | yarl.URL, **kwargs: Any) -> Response:
         """``request("DELETE", url, ...)``."""
-        return await self.request("DELETE", url, **kwargs)
+        if kwargs:
+            return await self.request("DELETE", url, **kwargs)
+        return await self._request("DELETE", url, *_NO_ARGUMENTS)  # one coroutine less
 
     # ------------------------------------------------------------ internals
 
@@ -475,7 +491,7 @@ class Client:
 
     async def _read_body(self, response: Response, lease: Any, conn: Any, t: Timeout) -> bytes:
         """Read and decode a whole body, then give the connection back (``eof``)."""
-        coding = _content_coding(response)
+        coding = response._content_coding()
         chunks: list[bytes] = []
         try:  # make_decoder raises for a bad Content-Encoding: the lease must go back too
             decoder = (
@@ -624,17 +640,6 @@ def _weak_factory(client: Client) -> Callable[[PoolKey, float | None], Awaitable
         return await method(key, connect_timeout)
 
     return connect
-
-
-def _content_coding(response: Response) -> str | None:
-    """The Content-Encoding to undo (every header line joined), or ``None`` for identity."""
-    codings = [
-        value.strip()
-        for name, value in response._raw_headers
-        if len(name) == 16 and name.lower() == "content-encoding" and value.strip()
-    ]
-    coding = ", ".join(codings)
-    return None if not coding or coding.lower() == "identity" else coding
 
 
 def _reuse(conn: Any) -> str | None:
