@@ -66,8 +66,6 @@ class _Route(NamedTuple):
 
 
 UNSET: Final = _Unset.UNSET
-# Client._request's arguments after (method, url) when a shortcut is called with none.
-_NO_ARGUMENTS: Final = (None, None, None, None, None, UNSET, UNSET, False)
 Content = str | bytes | bytearray | memoryview | AsyncIterable[bytes] | None
 
 
@@ -248,45 +246,31 @@ class Client:
 
     async def get(self, url: str | yarl.URL, **kwargs: Any) -> Response:
         """``request("GET", url, ...)``."""
-        if kwargs:
-            return await self.request("GET", url, **kwargs)
-        return await self._request("GET", url, *_NO_ARGUMENTS)  # one coroutine less
+        return await self.request("GET", url, **kwargs)
 
     async def head(self, url: str | yarl.URL, **kwargs: Any) -> Response:
         """``request("HEAD", url, ...)``."""
-        if kwargs:
-            return await self.request("HEAD", url, **kwargs)
-        return await self._request("HEAD", url, *_NO_ARGUMENTS)  # one coroutine less
+        return await self.request("HEAD", url, **kwargs)
 
     async def options(self, url: str | yarl.URL, **kwargs: Any) -> Response:
         """``request("OPTIONS", url, ...)``."""
-        if kwargs:
-            return await self.request("OPTIONS", url, **kwargs)
-        return await self._request("OPTIONS", url, *_NO_ARGUMENTS)  # one coroutine less
+        return await self.request("OPTIONS", url, **kwargs)
 
     async def post(self, url: str | yarl.URL, **kwargs: Any) -> Response:
         """``request("POST", url, ...)``."""
-        if kwargs:
-            return await self.request("POST", url, **kwargs)
-        return await self._request("POST", url, *_NO_ARGUMENTS)  # one coroutine less
+        return await self.request("POST", url, **kwargs)
 
     async def put(self, url: str | yarl.URL, **kwargs: Any) -> Response:
         """``request("PUT", url, ...)``."""
-        if kwargs:
-            return await self.request("PUT", url, **kwargs)
-        return await self._request("PUT", url, *_NO_ARGUMENTS)  # one coroutine less
+        return await self.request("PUT", url, **kwargs)
 
     async def patch(self, url: str | yarl.URL, **kwargs: Any) -> Response:
         """``request("PATCH", url, ...)``."""
-        if kwargs:
-            return await self.request("PATCH", url, **kwargs)
-        return await self._request("PATCH", url, *_NO_ARGUMENTS)  # one coroutine less
+        return await self.request("PATCH", url, **kwargs)
 
     async def delete(self, url: str | yarl.URL, **kwargs: Any) -> Response:
         """``request("DELETE", url, ...)``."""
-        if kwargs:
-            return await self.request("DELETE", url, **kwargs)
-        return await self._request("DELETE", url, *_NO_ARGUMENTS)  # one coroutine less
+        return await self.request("DELETE", url, **kwargs)
 
     # ------------------------------------------------------------ internals
 
