@@ -214,7 +214,8 @@ class Headers:
         """Every value of ``lower_name`` (already lowercase), without building the index."""
         if self._index_md is not None:
             return self._index_md.getall(lower_name, [])
-        return [v for n, v in self._pairs or () if n.lower() == lower_name]
+        size = len(lower_name)  # a length check first: most names are not lowered at all
+        return [v for n, v in self._pairs or () if len(n) == size and n.lower() == lower_name]
 
     def __getitem__(self, name: str) -> str:
         return self._index()[name]
@@ -1091,7 +1092,8 @@ class Response:
     def _header_values(self, lower_name: str) -> list[str]:
         if self._headers is not None:
             return self._headers._scan(lower_name)
-        return [v for n, v in self._raw_headers if n.lower() == lower_name]
+        size = len(lower_name)  # a length check first: most names are not lowered at all
+        return [v for n, v in self._raw_headers if len(n) == size and n.lower() == lower_name]
 
     @property
     def reason_phrase(self) -> str:
