@@ -30,6 +30,8 @@ class HostStats:
         shared_limit: the fleet-wide limit for this host when shared limits are on.
         fleet_in_use: fleet-wide slots in use as last seen by this worker, or ``None``.
         leases: fleet slots this worker holds for this key.
+        fleet_waiting: requests of this worker waiting for a fleet-wide slot; each holds a
+            reserved local slot, so it is also counted in ``connecting``.
     """
 
     limit: int | None
@@ -45,6 +47,7 @@ class HostStats:
     shared_limit: int | None = None
     fleet_in_use: int | None = None
     leases: int = 0
+    fleet_waiting: int = 0
 
     @property
     def open(self) -> int:

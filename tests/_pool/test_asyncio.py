@@ -359,6 +359,8 @@ async def test_request_waiting_on_fleet_takes_a_released_connection_of_its_key()
             break
         await asyncio.sleep(0)
     assert ("queued", "shared_limit") in [(e.kind, e.reason) for e in events]
+    waiting = pool.stats().hosts[A]
+    assert (waiting.fleet_waiting, waiting.connecting, waiting.in_use) == (1, 1, 1)
     pool.release(first)  # clean: handed to the request waiting on the fleet
     lease = await asyncio.wait_for(second, 5)
     assert lease.reused and lease.conn is first.conn

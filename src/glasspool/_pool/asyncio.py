@@ -176,6 +176,7 @@ class Pool:
                 shared_limit=shared_limit,
                 fleet_in_use=fleet,
                 leases=leases,
+                fleet_waiting=len(self._fleet_waiting.get(key, ())),
             )
         return PoolStats(
             limit=st.limit,
