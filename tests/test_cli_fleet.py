@@ -257,7 +257,7 @@ def test_get_shares_the_limit_and_prints_the_fleet_line(
     code, out, err = run_cli(
         capsys, "get", *argv, "--timeout", "5", "-c", "4", "-n", "6", server.url("/hello")
     )
-    assert code == 0, err
+    assert code == 0, out + err
     assert "\x1b" not in out
     assert summary_value(out, "status codes:") == "200 x6"
     assert summary_value(out, "connections:") == "1 opened, 5 reused"  # not 4: the fleet

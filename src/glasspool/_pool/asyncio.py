@@ -340,7 +340,7 @@ class Pool:
         try:
             await asyncio.wait((task, adopted), return_when=asyncio.FIRST_COMPLETED)
         except BaseException:
-            await _withdraw(task)
+            self._withdraw(task)
             raise
         finally:
             waiting = self._fleet_waiting.get(key)
@@ -349,9 +349,25 @@ class Pool:
                 if not waiting:
                     del self._fleet_waiting[key]
         if adopted.done():
-            await _withdraw(task)
+            self._withdraw(task)
             return None
         return task.result()
+
+    def _withdraw(self, task: asyncio.Future[Lease]) -> None:
+        """Cancel a fleet request without waiting for it; a lease it got anyway goes back.
+
+        Not awaited: withdrawing takes a Redis round trip, and the request it belonged to
+        has what it needs already (or is being cancelled).
+        """
+        task.cancel()
+        task.add_done_callback(self._give_back_granted)
+
+    def _give_back_granted(self, task: asyncio.Future[Lease]) -> None:
+        if task.cancelled() or task.exception() is not None:
+            return
+        release = asyncio.ensure_future(task.result().release())
+        self._lease_tasks.add(release)
+        release.add_done_callback(self._lease_released)
 
     def _emit_shared_queued(self, key: PoolKey) -> None:
         if self._state.emit is not None:
@@ -522,13 +538,3 @@ class Pool:
             fut = waiter.payload
             if fut is not None and not fut.done():
                 fut.set_exception(ClientClosed(f"the client was closed while {waiter.key} waited"))
-
-
-async def _withdraw(task: asyncio.Future[Any]) -> None:
-    """Cancel a fleet acquire and give back a lease it may have obtained meanwhile."""
-    task.cancel()
-    try:
-        lease = await asyncio.shield(task)
-    except BaseException:
-        return
-    await lease.release()
