@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -20,7 +21,7 @@ from hypothesis import strategies as st
 import glasspool
 from glasspool._connect import open_connection
 from glasspool._exceptions import InvalidRequest, ReadTimeout
-from glasspool._http11 import HTTP11Connection, _keepalive_timeout
+from glasspool._http11 import HTTP11Connection, ReceiveBuffer, _keepalive_timeout
 from glasspool._models import Headers, build_request_head, parse_url, request_target
 from glasspool._pool.key import PoolKey
 from glasspool._pool.state import Close, PoolState, Waiter, WaiterState
@@ -536,3 +537,114 @@ async def test_an_idle_connection_keeps_no_fields_of_its_last_response() -> None
         assert conn._head is None and conn._headers == []
         assert head.headers[0] == ("X-Big", "x" * 500)  # the caller's copy is untouched
         assert conn.is_reusable()
+
+
+# -- one read buffer shared by the connections of a client -------------------------------------
+
+
+class NullTransport(asyncio.Transport):
+    """Swallows writes; the test delivers the response bytes itself."""
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return False
+
+    def abort(self) -> None:
+        pass
+
+
+RESPONSES = [
+    b"HTTP/1.1 200 OK\r\nServer: t\r\nContent-Length: 40\r\n\r\n" + bytes(range(40)),
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A:  b  \r\n\r\n"
+    b"5;ext=1\r\nhello\r\n1A\r\n" + b"z" * 26 + b"\r\n0\r\nTrailer: x\r\n\r\n",
+    b"HTTP/1.1 204 No Content\r\nX-Empty:\r\n\r\n",
+    b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 3\r\n\r\nabc",
+]
+
+
+async def exchange_by_reads(
+    conns: list[HTTP11Connection], reads: list[tuple[int, bytes]], shared: ReceiveBuffer
+) -> list[tuple[object, bytes]]:
+    """Deliver ``reads`` (connection index, bytes) through the shared buffer, scribbling
+    over it after each one; return each connection's head and body."""
+    for conn in conns:
+        await conn.send_request(REQUEST, None, chunked=False, write_timeout=5)
+    for index, piece in reads:
+        view = conns[index].get_buffer(-1)
+        assert view.obj is shared.data  # every connection reads into the one buffer
+        view[: len(piece)] = piece
+        conns[index].buffer_updated(len(piece))
+        scribble = b"\r\n\r\n0\r\n\n\xff" * len(shared.data)  # ends of heads, lines, chunks
+        shared.data[:] = scribble[: len(shared.data)]  # as the next read would, and more
+    results: list[tuple[object, bytes]] = []
+    for conn in conns:
+        head = await conn.receive_head(method="GET", read_timeout=1)
+        body = b""
+        while chunk := await conn.receive_body(read_timeout=1):
+            body += chunk
+        results.append(((head.status, head.reason, head.headers), body))
+        assert conn.is_reusable()
+    return results
+
+
+async def whole(response: bytes) -> tuple[object, bytes]:
+    """The head and body of ``response`` fed in one piece through data_received."""
+    conn = HTTP11Connection(PoolKey("http", "h", 80))
+    conn.connection_made(NullTransport())
+    await conn.send_request(REQUEST, None, chunked=False, write_timeout=5)
+    conn.data_received(response)
+    head = await conn.receive_head(method="GET", read_timeout=1)
+    body = b""
+    while chunk := await conn.receive_body(read_timeout=1):
+        body += chunk
+    return (head.status, head.reason, head.headers), body
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_interleaved_reads_through_a_shared_buffer_give_exact_heads_and_bodies(
+    data: st.DataObject,
+) -> None:
+    pending = []
+    for index, response in enumerate(RESPONSES):
+        cuts = sorted(data.draw(st.sets(st.integers(1, len(response) - 1), max_size=6)))
+        bounds = [0, *cuts, len(response)]
+        pending.append([(index, response[a:b]) for a, b in itertools.pairwise(bounds)])
+    reads = []
+    while any(pending):  # a random interleaving that keeps each connection's order
+        choice = data.draw(st.sampled_from([i for i, left in enumerate(pending) if left]))
+        reads.append(pending[choice].pop(0))
+
+    async def run() -> tuple[list[tuple[object, bytes]], list[tuple[object, bytes]]]:
+        shared = ReceiveBuffer(256)
+        conns = []
+        for _ in RESPONSES:
+            conn = HTTP11Connection(PoolKey("http", "h", 80), recv_buffer=shared)
+            conn.connection_made(NullTransport())
+            conns.append(conn)
+        got = await exchange_by_reads(conns, reads, shared)
+        return got, [await whole(r) for r in RESPONSES]
+
+    got, expected = asyncio.run(run())
+    assert got == expected
+    assert got[0][1] == bytes(range(40)) and got[1][1] == b"hello" + b"z" * 26
+
+
+async def test_a_client_reads_every_connection_into_one_buffer() -> None:
+    async def handler(reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        while await read_request(reader) is not None:
+            w.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for i in range(50):  # many small writes: many reads, interleaved across sockets
+                w.write(b"%x\r\n%s\r\n" % (len(str(i)), str(i).encode()))
+                await w.drain()
+            w.write(b"0\r\n\r\n")
+
+    expected = "".join(str(i) for i in range(50)).encode()
+    async with RawServer(handler) as srv, glasspool.Client() as client:
+        url = f"http://127.0.0.1:{srv.port}/"
+        bodies = await asyncio.gather(*(client.get(url) for _ in range(8)))
+        assert [r.content for r in bodies] == [expected] * 8
+        assert client._recv_buffer is not None
+        assert srv.connections == 8

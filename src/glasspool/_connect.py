@@ -23,7 +23,7 @@ import ssl
 from collections.abc import Sequence
 
 from ._exceptions import ConnectError, ConnectTimeout, TLSError
-from ._http11 import HTTP11Connection, ParserLimits
+from ._http11 import HTTP11Connection, ParserLimits, ReceiveBuffer
 from ._pool.key import PoolKey, TLSIdentity
 
 __all__ = ["context_for", "make_ssl_context", "open_connection", "tls_identity"]
@@ -41,6 +41,7 @@ async def open_connection(
     connect_timeout: float | None,
     happy_eyeballs_delay: float | None = 0.25,
     limits: ParserLimits = _DEFAULT_LIMITS,
+    recv_buffer: ReceiveBuffer | None = None,
 ) -> HTTP11Connection:
     """Open a TCP (and, with ``ssl_context``, TLS) connection for ``key``.
 
@@ -55,6 +56,8 @@ async def open_connection(
         happy_eyeballs_delay: seconds before racing the next address; None tries the
             addresses one after another.
         limits: header and chunk caps for every response on the connection.
+        recv_buffer: the read buffer the connections of one client share (same event
+            loop); None gives the connection a small one of its own.
 
     Returns:
         A connected :class:`HTTP11Connection` with ``TCP_NODELAY`` set.
@@ -66,7 +69,7 @@ async def open_connection(
     """
     loop = asyncio.get_running_loop()
     host = key.host[1:-1] if key.host.startswith("[") else key.host
-    conn = HTTP11Connection(key, limits=limits)
+    conn = HTTP11Connection(key, limits=limits, recv_buffer=recv_buffer)
     try:
         async with asyncio.timeout(connect_timeout):
             sock = await _connect_socket(loop, host, key.port, happy_eyeballs_delay)

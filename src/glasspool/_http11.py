@@ -3,8 +3,9 @@
 Theory of operation
 -------------------
 ``HTTP11Connection`` owns one transport and runs one request/response exchange at a time
-(we never pipeline). Bytes from the peer arrive in :meth:`HTTP11Connection.data_received`
-and pass through three stages, chosen by ``_phase``:
+(we never pipeline). Bytes from the peer are read into a buffer the connections of a client
+share (:class:`ReceiveBuffer`, via ``get_buffer``/``buffer_updated``) and pass through
+three stages, chosen by ``_phase``:
 
 1. **Head** (``_HEAD``). Bytes are collected until ``CRLF CRLF``, with caps checked while
    collecting (total head bytes, the current line). The complete head is pre-scanned (status
@@ -24,7 +25,7 @@ checks added here cover what it accepts: HTTP/0.9 and HTTP/2.0 status lines, sta
 outside 100..599, control characters in the reason phrase, Transfer-Encoding other than one
 ``chunked``, Transfer-Encoding in HTTP/1.0, and every size cap.
 
-Waiting is future-based: a reader parks on ``_waiter`` and ``data_received`` /
+Waiting is future-based: a reader parks on ``_waiter`` and ``buffer_updated`` /
 ``connection_lost`` wake it. Errors found while parsing are stored in ``_error`` and raised
 to the reader after it has drained any body bytes that arrived before the error.
 """
@@ -52,12 +53,24 @@ from ._exceptions import (
 )
 from ._pool.key import PoolKey
 
-__all__ = ["HIGH_WATER", "LOW_WATER", "HTTP11Connection", "ParserLimits", "ResponseHead"]
+__all__ = [
+    "HIGH_WATER",
+    "LOW_WATER",
+    "RECV_BUFFER_SIZE",
+    "HTTP11Connection",
+    "ParserLimits",
+    "ReceiveBuffer",
+    "ResponseHead",
+]
 
 HIGH_WATER = 256 * 1024
 """Pause reading when more unread body bytes than this are buffered."""
 LOW_WATER = 64 * 1024
 """Resume reading once the buffered body bytes fall below this."""
+
+RECV_BUFFER_SIZE = 256 * 1024
+"""Bytes read from the socket at most per read (as asyncio's own reads)."""
+_OWN_BUFFER_SIZE = 16 * 1024  # the buffer of a connection given no shared one
 
 _JOIN_BELOW = 16 * 1024  # receive_body joins queued chunks smaller than this ...
 _JOIN_MAX = 64 * 1024  # ... up to this many bytes, to save awaits on tiny chunks
@@ -162,12 +175,13 @@ class _ChunkScanner:
         self.stopped_at = 0  # after an error: where the offending step began in ``data``
         self._step_start = 0
 
-    def scan(self, data: bytes, pos: int) -> int:
-        """Scan ``data[pos:]`` for the end of the chunked body.
+    def scan(self, data: bytes | bytearray, pos: int, n: int) -> int:
+        """Scan ``data[pos:n]`` for the end of the chunked body.
 
         Args:
-            data: bytes just received.
+            data: bytes just received (only ``data[:n]`` is valid).
             pos: where the body's bytes start in ``data``.
+            n: where the received bytes end.
 
         Returns:
             The offset just past the last byte of the body, or -1 if the body continues.
@@ -177,13 +191,12 @@ class _ChunkScanner:
             ResponseTooLarge: a chunk extension or the trailer section passed its cap.
         """
         try:
-            return self._scan(data, pos)
+            return self._scan(data, pos, n)
         except (ProtocolError, ResponseTooLarge):
             self.stopped_at = self._step_start
             raise
 
-    def _scan(self, data: bytes, pos: int) -> int:
-        n = len(data)
+    def _scan(self, data: bytes | bytearray, pos: int, n: int) -> int:
         while pos < n:
             self._step_start = pos
             state = self._state
@@ -196,7 +209,8 @@ class _ChunkScanner:
             elif state == self._DATA_CRLF:
                 if data[pos] != b"\r\n"[2 - self._remaining]:
                     raise ProtocolError(
-                        f"chunk data not followed by CRLF: got {data[pos : pos + 8]!r}"
+                        "chunk data not followed by CRLF: got "
+                        f"{bytes(data[pos : min(n, pos + 8)])!r}"
                     )
                 pos += 1
                 self._remaining -= 1
@@ -210,11 +224,11 @@ class _ChunkScanner:
                     return pos
         return -1
 
-    def _size_line(self, data: bytes, pos: int, n: int) -> int:
-        nl = data.find(b"\n", pos)
+    def _size_line(self, data: bytes | bytearray, pos: int, n: int) -> int:
+        nl = data.find(b"\n", pos, n)
         line = self._line
         if nl < 0:
-            line += memoryview(data)[pos:]
+            line += memoryview(data)[pos:n]
             cap = self._limits.max_chunk_ext_bytes + _MAX_SIZE_DIGITS
             if len(line) > cap:
                 raise ResponseTooLarge(
@@ -227,7 +241,7 @@ class _ChunkScanner:
             text = bytes(line)
             line.clear()
         else:
-            text = data[pos:nl]
+            text = bytes(data[pos:nl])
         size = self._parse_size(text)
         if size:
             self._state, self._remaining = self._DATA, size
@@ -250,9 +264,9 @@ class _ChunkScanner:
             raise ProtocolError(f"chunk size {size[:40]!r} does not fit in 64 bits")
         return int(size, 16)
 
-    def _trailer_line(self, data: bytes, pos: int, n: int) -> int:
+    def _trailer_line(self, data: bytes | bytearray, pos: int, n: int) -> int:
         lim = self._limits
-        nl = data.find(b"\n", pos)
+        nl = data.find(b"\n", pos, n)
         stop = n if nl < 0 else nl
         self._line_len += stop - pos
         self._total += stop - pos + (nl >= 0)
@@ -281,6 +295,27 @@ class _ChunkScanner:
 
 
 _DEFAULT_LIMITS = ParserLimits()
+
+
+class ReceiveBuffer:
+    """A read buffer that the connections of one client share (one event loop).
+
+    asyncio reads into it (``HTTP11Connection.get_buffer``) and at once hands the bytes
+    to that connection (``buffer_updated``), before any other read, so one buffer
+    serves them all. Reading into it, rather than letting asyncio allocate a fresh
+    256 KiB bytes object per read and shrink it, keeps large allocations (and the page
+    faults and mmap/munmap calls glibc makes for them) off the receive path.
+
+    Attributes:
+        data: the bytes; only the first ``nbytes`` of a read are valid.
+        view: a memoryview of ``data`` (what the transport reads into).
+    """
+
+    __slots__ = ("data", "view")
+
+    def __init__(self, size: int = RECV_BUFFER_SIZE) -> None:
+        self.data = bytearray(size)
+        self.view = memoryview(self.data)
 
 
 def _close_after_loop(transport: asyncio.Transport) -> None:
@@ -314,7 +349,7 @@ def _keepalive_timeout(value: bytes) -> float | None:
     return None
 
 
-class HTTP11Connection(asyncio.Protocol):
+class HTTP11Connection(asyncio.BufferedProtocol):
     """One HTTP/1.1 connection: send a request, then receive its head and body.
 
     Satisfies the pool's ``PoolConnection`` protocol. One exchange at a time: call
@@ -365,6 +400,7 @@ class HTTP11Connection(asyncio.Protocol):
         "_reading_paused",
         "_reason",
         "_received",
+        "_recv",
         "_remaining",
         "_scanner",
         "_te",
@@ -378,12 +414,20 @@ class HTTP11Connection(asyncio.Protocol):
         "response_started",
     )
 
-    def __init__(self, key: PoolKey, *, limits: ParserLimits = _DEFAULT_LIMITS) -> None:
+    def __init__(
+        self,
+        key: PoolKey,
+        *,
+        limits: ParserLimits = _DEFAULT_LIMITS,
+        recv_buffer: ReceiveBuffer | None = None,
+    ) -> None:
         """Create an unconnected protocol; ``open_connection`` hands it to the event loop.
 
         Args:
             key: the pool key; its origin is named in error messages.
             limits: header and chunk caps for every response on this connection.
+            recv_buffer: the read buffer shared with the other connections of a client
+                (same event loop); ``None`` gives this connection a small one of its own.
         """
         self.key = key
         self.keepalive_hint_s: float | None = None
@@ -391,6 +435,7 @@ class HTTP11Connection(asyncio.Protocol):
         self.response_started = False
         self._origin = key.origin
         self._limits = limits
+        self._recv = recv_buffer  # made on the first read when None
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
         self._parser: httptools.HttpResponseParser | None = None
@@ -605,19 +650,40 @@ class HTTP11Connection(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
 
+    def get_buffer(self, sizehint: int) -> memoryview:
+        """Where the transport reads to (called by the event loop).
+
+        Possibly shared with other connections: :meth:`buffer_updated` runs right after
+        the read, and whatever outlives it is copied out of the buffer (head bytes and
+        partial lines by us, body bytes by llhttp's ``on_body``).
+        """
+        recv = self._recv
+        if recv is None:
+            recv = self._recv = ReceiveBuffer(_OWN_BUFFER_SIZE)
+        return recv.view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        """``nbytes`` bytes were read into the buffer (called by the event loop)."""
+        assert self._recv is not None
+        self._receive(self._recv.data, nbytes)
+
     def data_received(self, data: bytes) -> None:
-        """Route received bytes by phase (called by the event loop)."""
+        """Route received bytes by phase (the ``asyncio.Protocol`` way in; for tests)."""
+        self._receive(data, len(data))
+
+    def _receive(self, data: bytes | bytearray, n: int) -> None:
+        """Route ``data[:n]`` by phase; nothing of ``data`` is kept once this returns."""
         if self._error is not None:
             return
         try:
-            pos, n = 0, len(data)
+            pos = 0
             while pos < n:
                 phase = self._phase
                 if phase == _BODY:
-                    pos = self._take_body(data, pos)
+                    pos = self._take_body(data, pos, n)
                 elif phase == _HEAD:
                     self.response_started = True
-                    pos = self._take_head(data, pos)
+                    pos = self._take_head(data, pos, n)
                 else:
                     self._unsolicited()
                     break
@@ -895,27 +961,27 @@ class HTTP11Connection(asyncio.Protocol):
 
     # ------------------------------------------------------------------ head
 
-    def _take_head(self, data: bytes, pos: int) -> int:
+    def _take_head(self, data: bytes | bytearray, pos: int, n: int) -> int:
         """Collect head bytes; parse the head once complete. Return where parsing stopped."""
         buf = self._head_buf
         if buf:
             old = len(buf)
-            buf += memoryview(data)[pos:]
+            buf += memoryview(data)[pos:n]
             end = buf.find(b"\r\n\r\n", max(0, old - 3))
             if end < 0:
                 self._check_partial_head(buf, old)
-                return len(data)
+                return n
             head = bytes(buf[: end + 4])
             buf.clear()
             new_pos = pos + end + 4 - old
         else:
-            end = data.find(b"\r\n\r\n", pos)
+            end = data.find(b"\r\n\r\n", pos, n)
             if end < 0:
-                buf += memoryview(data)[pos:]
+                buf += memoryview(data)[pos:n]
                 self._check_partial_head(buf)
-                return len(data)
+                return n
             new_pos = end + 4
-            head = data if pos == 0 and new_pos == len(data) else data[pos:new_pos]
+            head = bytes(data[pos:new_pos])  # a copy: data may be the shared read buffer
         self._on_head(head)
         return new_pos
 
@@ -1148,10 +1214,9 @@ class HTTP11Connection(asyncio.Protocol):
 
     # ------------------------------------------------------------------ body
 
-    def _take_body(self, data: bytes, pos: int) -> int:
-        """Feed the body's share of ``data[pos:]`` to llhttp; return where it ended."""
+    def _take_body(self, data: bytes | bytearray, pos: int, n: int) -> int:
+        """Feed the body's share of ``data[pos:n]`` to llhttp; return where it ended."""
         framing = self._framing
-        n = len(data)
         if framing == _F_LENGTH:
             end = min(n, pos + self._remaining)
             self._remaining -= end - pos
@@ -1160,7 +1225,7 @@ class HTTP11Connection(asyncio.Protocol):
             scanner = self._scanner
             assert scanner is not None
             try:
-                end = scanner.scan(data, pos)
+                end = scanner.scan(data, pos, n)
             except (ProtocolError, ResponseTooLarge):
                 if scanner.stopped_at > pos:  # hand out the body that came before the error
                     self._feed(memoryview(data)[pos : scanner.stopped_at])
@@ -1170,7 +1235,7 @@ class HTTP11Connection(asyncio.Protocol):
                 end = n
         else:
             end, done = n, False
-        self._feed(data if pos == 0 and end == n else memoryview(data)[pos:end])
+        self._feed(memoryview(data)[pos:end])  # llhttp's on_body copies what it hands out
         if self._buffered > HIGH_WATER and not self._reading_paused:
             self._pause_reading()
         if done:

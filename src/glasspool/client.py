@@ -24,7 +24,7 @@ from ._exchange import (
     is_stale_failure,
     total_timeout,
 )
-from ._http11 import HTTP11Connection, ParserLimits
+from ._http11 import HTTP11Connection, ParserLimits, ReceiveBuffer
 from ._models import (
     Headers,
     HeaderTypes,
@@ -155,6 +155,7 @@ class Client:
         self._cert = (cert, None) if isinstance(cert, str) else cert
         self._tls = tls_identity(verify, self._cert, None)
         self._happy_eyeballs_delay = happy_eyeballs_delay
+        self._recv_buffer: ReceiveBuffer | None = None  # shared by all its connections
         # URL string -> (base_url, TLS identity, parsed URL, route) they gave; see _target
         self._urls: dict[str, tuple[yarl.URL | None, TLSIdentity, yarl.URL, _Route]] = {}
 
@@ -531,12 +532,15 @@ class Client:
         context = None
         if key.scheme == "https":
             context = context_for(key.tls if key.tls is not None else self._tls)
+        if self._recv_buffer is None:
+            self._recv_buffer = ReceiveBuffer()
         return await open_connection(
             key,
             ssl_context=context,
             connect_timeout=connect_timeout,
             happy_eyeballs_delay=self._happy_eyeballs_delay,
             limits=self._limits,
+            recv_buffer=self._recv_buffer,
         )
 
     # ------------------------------------------------------------- lifecycle
