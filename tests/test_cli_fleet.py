@@ -10,12 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import io
-import shutil
-import socket
-import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from pathlib import Path
@@ -31,6 +27,7 @@ from glasspool.cli._get import GetOptions, fleet_limits, run_get
 from glasspool.cli._live import FLEET_COLUMN, LiveReporter
 from glasspool.cli._narrate import Narrator
 from glasspool.cli._server import DemoServer
+from tests.redisproc import RedisProcess
 
 T = TypeVar("T")
 HOST = "127.0.0.1"  # every loopback server here listens on it: one fleet budget
@@ -38,60 +35,6 @@ OTHER_WORKER_TTL_MS = 60_000
 
 
 # -- servers ------------------------------------------------------------------------------
-
-
-class RedisProcess:
-    """A private redis-server child on a free loopback port, without persistence."""
-
-    def __init__(self, workdir: Path) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.fail(
-                "redis-server is not on PATH; glasspool get --redis is tested against a real "
-                "one: install the Debian package redis-server (.ci/run does this)"
-            )
-        self.binary = binary
-        self.workdir = workdir
-        with socket.socket() as sock:
-            sock.bind((HOST, 0))
-            self.port = int(sock.getsockname()[1])
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://{HOST}:{self.port}/0"
-
-    def start(self) -> None:
-        """Start the server and wait (at most 10 s) until it answers PING."""
-        args = [self.binary, "--port", str(self.port), "--bind", HOST]
-        args += ["--save", "", "--appendonly", "no", "--dir", str(self.workdir)]
-        with open(self.workdir / "redis.log", "ab") as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 10
-        while not self._answers_ping():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                log_text = (self.workdir / "redis.log").read_text(errors="replace")
-                pytest.fail(f"redis-server on port {self.port} did not start:\n{log_text}")
-            time.sleep(0.02)  # readiness probe of a child process: no event to await
-
-    def _answers_ping(self) -> bool:
-        try:
-            with socket.create_connection((HOST, self.port), timeout=0.5) as sock:
-                sock.sendall(b"PING\r\n")
-                return sock.recv(16).startswith(b"+PONG")
-        except OSError:
-            return False
-
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL after 5 s; wait for the exit."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
 
 
 @pytest.fixture(scope="module")
