@@ -345,3 +345,25 @@ def test_default_per_host_limit_follows_a_small_global_limit() -> None:
     assert Client(limit=3, limit_per_host=None).pool.stats().limit_per_host is None
     with pytest.raises(ValueError, match="limit_per_host=4 is greater than limit=3"):
         Client(limit=3, limit_per_host=4)
+
+
+# -- whole bodies read by get(): one piece, straight into its buffer -----------------------------
+
+
+@pytest.mark.parametrize("path", ["/64k", "/1m", "/big"])
+@pytest.mark.parametrize("which", ["default", "tls"])
+async def test_get_returns_large_bodies_exactly_and_reuses_the_connection(
+    nginx: NginxServer, tls_certs: TLSCerts, path: str, which: str
+) -> None:
+    # /big (20 MiB) is read in several sink segments; /1m in one; TLS reads go through
+    # asyncio's SSL protocol into the same buffers.
+    events: list[PoolEvent] = []
+    async with Client(verify=str(tls_certs.ca_file)) as client:
+        client.pool.add_listener(events.append)
+        for _ in range(2):
+            r = await client.get(nginx.url(path, which))
+            assert type(r.content) is bytes
+            assert r.content == nginx.content(path)
+        assert reasons(events, "released") == ["eof", "eof"]
+        assert reasons(events, "acquired") == ["new", "reused"]
+        assert client.pool.stats().idle == 1

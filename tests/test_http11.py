@@ -22,7 +22,15 @@ from glasspool._exceptions import (
     WriteError,
     WriteTimeout,
 )
-from glasspool._http11 import HIGH_WATER, HTTP11Connection, ParserLimits, ResponseHead
+from glasspool._http11 import (
+    HIGH_WATER,
+    SINK_SEGMENT,
+    HTTP11Connection,
+    ParserLimits,
+    ReceiveBuffer,
+    ResponseHead,
+)
+from glasspool._pool.key import PoolKey
 from tests.rawserver import Handler, RawServer, Reply, read_request
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
@@ -657,3 +665,200 @@ async def test_slow_consumer_keeps_buffered_body_under_the_high_water_mark() -> 
         assert paused > 0, "the high-water mark was never reached"
         assert peak <= HIGH_WATER + READ_MAX
         assert conn.is_reusable() and not conn.reading_paused
+
+
+# -- receive_all: a Content-Length body read straight into its own buffer ----------------------
+
+
+def pattern(size: int, start: int = 0) -> bytes:
+    """``size`` bytes counting up mod 251, so a misplaced or lost piece changes the body."""
+    block = bytes(i % 251 for i in range(251))
+    reps = (start % 251 + size) // 251 + 1
+    return (block * reps)[start % 251 : start % 251 + size]
+
+
+def gated(head: bytes, pieces: Sequence[bytes], gates: Sequence[asyncio.Event]) -> Handler:
+    """Send ``head`` + ``pieces[0]``, then each next piece once its gate is set."""
+
+    async def handler(reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        w.write(head + pieces[0])
+        await w.drain()
+        for piece, gate in zip(pieces[1:], gates, strict=True):
+            await gate.wait()
+            w.write(piece)
+            await w.drain()
+        await reader.read()
+
+    return handler
+
+
+async def test_receive_all_reads_the_rest_into_one_buffer_of_exactly_the_bytes_due() -> None:
+    body = pattern(3 * SINK_SEGMENT + 12345)  # several segments, the last one short
+    gate = asyncio.Event()
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body)
+    shared = ReceiveBuffer()
+    async with RawServer(gated(head, [body[:100_000], body[100_000:]], [gate])) as srv:
+        conn = await open_connection(
+            srv.key(), ssl_context=None, connect_timeout=5, recv_buffer=shared
+        )
+        try:
+            await conn.send_request(request(), None, chunked=False, write_timeout=5)
+            await conn.receive_head(method="GET", read_timeout=5)
+            queued = conn.buffered_body_bytes  # what came with the head, read as usual
+            task = asyncio.create_task(conn.receive_all(read_timeout=5))
+            await asyncio.sleep(0)  # one loop turn: the reader opens its buffer and parks
+            # The transport now reads into the body's own buffer, never past its end.
+            assert len(conn.get_buffer(-1)) == min(SINK_SEGMENT, len(body) - queued)
+            assert conn.buffered_body_bytes == 0  # what was queued moved there too
+            gate.set()
+            got = await task
+            assert type(got) is bytes and len(got) == len(body)
+            assert got == body
+            assert conn.is_reusable()
+            assert conn.get_buffer(-1) is shared.view  # the next head: the shared buffer
+        finally:
+            conn.close()
+
+
+async def test_receive_all_close_mid_body_is_incomplete_body_with_counts() -> None:
+    body = pattern(50_000)
+    reply = b"HTTP/1.1 200 OK\r\nContent-Length: 200000\r\n\r\n" + body
+    async with RawServer(closing_after(reply)) as srv, connected(srv) as conn:
+        await conn.send_request(request(), None, chunked=False, write_timeout=5)
+        await conn.receive_head(method="GET", read_timeout=5)
+        with pytest.raises(IncompleteBody, match="after 50000 of 200000 body bytes") as info:
+            await conn.receive_all(read_timeout=5)
+        assert (info.value.expected, info.value.received) == (200_000, 50_000)
+        assert not conn.is_reusable()
+
+
+async def test_receive_all_reset_mid_body_is_read_error() -> None:
+    reply = b"HTTP/1.1 200 OK\r\nContent-Length: 200000\r\n\r\n" + pattern(30_000)
+    async with RawServer(closing_after(reply, reset=True)) as srv, connected(srv) as conn:
+        await conn.send_request(request(), None, chunked=False, write_timeout=5)
+        await conn.receive_head(method="GET", read_timeout=5)
+        with pytest.raises(ReadError, match="failed after 30000 bytes") as info:
+            await conn.receive_all(read_timeout=5)
+        assert isinstance(info.value.__cause__, ConnectionResetError)
+
+
+async def test_receive_all_read_timeout_when_the_body_stalls() -> None:
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n"
+    never = asyncio.Event()
+    handler = gated(head, [pattern(20_000), b"x"], [never])
+    async with RawServer(handler) as srv, connected(srv) as conn:
+        await conn.send_request(request(), None, chunked=False, write_timeout=5)
+        await conn.receive_head(method="GET", read_timeout=5)
+        with pytest.raises(ReadTimeout, match=r"response body: no data from .* for 0\.05s"):
+            await conn.receive_all(read_timeout=0.05)
+        assert not conn.is_reusable()
+
+
+async def test_receive_all_read_timeout_bounds_each_read_not_the_whole_body() -> None:
+    # Time is what is under test: 6 pieces 0.15 s apart take longer than the 0.5 s read
+    # timeout in all, but no single wait does, so the body must arrive whole.
+    body = pattern(6 * 20_000)
+    pieces = [body[i : i + 20_000] for i in range(0, len(body), 20_000)]
+
+    async def trickle(reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body))
+        for piece in pieces:
+            w.write(piece)
+            await w.drain()
+            await asyncio.sleep(0.15)
+        await reader.read()
+
+    async with RawServer(trickle) as srv, connected(srv) as conn:
+        await conn.send_request(request(), None, chunked=False, write_timeout=5)
+        await conn.receive_head(method="GET", read_timeout=5)
+        started = asyncio.get_running_loop().time()
+        assert await conn.receive_all(read_timeout=0.5) == body
+        assert asyncio.get_running_loop().time() - started > 0.5
+
+
+async def test_receive_all_local_close_while_waiting_raises_read_error() -> None:
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n"
+    handler = gated(head, [pattern(10_000), b"x"], [asyncio.Event()])
+    async with RawServer(handler) as srv, connected(srv) as conn:
+        await conn.send_request(request(), None, chunked=False, write_timeout=5)
+        await conn.receive_head(method="GET", read_timeout=5)
+        task = asyncio.create_task(conn.receive_all(read_timeout=5))
+        await asyncio.sleep(0)  # one loop turn: the reader parks
+        conn.close()
+        with pytest.raises(ReadError, match="closed locally"):
+            await task
+        assert conn.is_closed() and not conn.is_reusable()
+
+
+async def test_receive_all_after_reading_was_paused_resumes_it() -> None:
+    block = pattern(1 << 20)
+
+    async def big(reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (8 * len(block)))
+        for _ in range(8):
+            w.write(block)
+            await w.drain()
+        await reader.read()
+
+    async with RawServer(big) as srv, connected(srv) as conn:
+        await conn.send_request(request(), None, chunked=False, write_timeout=5)
+        await conn.receive_head(method="GET", read_timeout=5)
+        first = await conn.receive_body(read_timeout=5)
+        for _ in range(10_000):  # the loop reads on while we do not: until it pauses
+            if conn.reading_paused:
+                break
+            await asyncio.sleep(0)
+        assert conn.reading_paused, "the high-water mark was never reached"
+        rest = await conn.receive_all(read_timeout=5)
+        assert first + rest == block * 8
+        assert conn.is_reusable() and not conn.reading_paused
+
+
+async def test_receive_all_of_chunked_and_small_bodies_joins_the_pieces() -> None:
+    reply = CHUNKED + b"4\r\nabcd\r\n3\r\nefg\r\n0\r\n\r\n"
+    async with RawServer(replies=[reply, OK]) as srv, connected(srv) as conn:
+        for expected in (b"abcdefg", b"hello"):
+            await conn.send_request(request(), None, chunked=False, write_timeout=5)
+            await conn.receive_head(method="GET", read_timeout=5)
+            assert await conn.receive_all(read_timeout=5) == expected
+            assert conn.is_reusable()
+
+
+class _Transport(asyncio.Transport):
+    """Just enough transport for a protocol fed by hand through ``data_received``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written: list[bytes] = []
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written.append(bytes(data))
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+async def test_receive_all_with_bytes_given_to_data_received() -> None:
+    # Transports that are not buffered call data_received; a body arriving that way
+    # while the reader's buffer is open is copied into it, across segment boundaries.
+    conn = HTTP11Connection(PoolKey("http", "example.test", 80))
+    conn.connection_made(_Transport())
+    body = pattern(SINK_SEGMENT + 70_000)
+    await conn.send_request(request(), None, chunked=False, write_timeout=5)
+    conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body[:9])
+    await conn.receive_head(method="GET", read_timeout=5)
+    task = asyncio.create_task(conn.receive_all(read_timeout=5))
+    await asyncio.sleep(0)  # one loop turn: the reader opens its buffer and parks
+    for start in range(9, len(body), 300_001):
+        conn.data_received(body[start : start + 300_001])
+    assert await task == body
+    assert conn.is_reusable()

@@ -14,9 +14,19 @@ three stages, chosen by ``_phase``:
    their bytes count against ``max_header_bytes`` together with the final head.
 2. **Body** (``_BODY``). We know where the body ends before llhttp does: a countdown for
    Content-Length, :class:`_ChunkScanner` for chunked framing (which also caps chunk
-   extensions and trailers before llhttp would buffer them). llhttp is fed exactly the body
-   bytes, validates the framing and hands the payload to ``on_body``; the bytes objects it
-   creates are queued as they are, never copied again unless many small ones are joined.
+   extensions and trailers before llhttp would buffer them). A Content-Length body has no
+   framing to validate, so llhttp never sees it: its bytes are sliced out of the read
+   buffer and queued, and a fresh parser reads the next head. A chunked body is fed to
+   llhttp, which validates the framing and hands the payload to ``on_body``. Queued pieces
+   are never copied again unless many small ones are joined.
+
+   A caller that wants the whole body (:meth:`HTTP11Connection.receive_all`) and whose
+   Content-Length body is still arriving gets a *sink*: the rest of the body is read by
+   the transport straight into a preallocated ``bytearray`` (``get_buffer`` hands out the
+   sink instead of the shared buffer, never more than the bytes still due), in segments of
+   at most ``SINK_SEGMENT`` bytes, and the reader wakes once, when the body is complete.
+   Every body byte is then copied once after the kernel's copy (into the final ``bytes``)
+   instead of two or three times, and a read never reaches past the body's end.
 3. **After the end** (``_DONE``/``_IDLE``). Any further byte is unsolicited: the connection is
    marked not reusable and the bytes are dropped, never fed to a parser.
 
@@ -57,6 +67,7 @@ __all__ = [
     "HIGH_WATER",
     "LOW_WATER",
     "RECV_BUFFER_SIZE",
+    "SINK_SEGMENT",
     "HTTP11Connection",
     "ParserLimits",
     "ReceiveBuffer",
@@ -71,6 +82,14 @@ LOW_WATER = 64 * 1024
 RECV_BUFFER_SIZE = 256 * 1024
 """Bytes read from the socket at most per read (as asyncio's own reads)."""
 _OWN_BUFFER_SIZE = 16 * 1024  # the buffer of a connection given no shared one
+
+SINK_SEGMENT = 1024 * 1024
+"""The largest buffer :meth:`HTTP11Connection.receive_all` allocates ahead of the bytes.
+
+A declared Content-Length is the peer's claim, not bytes received: a larger body is read
+into further segments as it arrives, so a lying header costs at most this much memory.
+"""
+_SINK_MIN = 8 * 1024  # receive_all reads a smaller rest of a body the ordinary way
 
 _JOIN_BELOW = 16 * 1024  # receive_body joins queued chunks smaller than this ...
 _JOIN_MAX = 64 * 1024  # ... up to this many bytes, to save awaits on tiny chunks
@@ -296,6 +315,33 @@ class _ChunkScanner:
 
 _DEFAULT_LIMITS = ParserLimits()
 
+_PRIME_BYTES = 4 * 1024 * 1024
+_allocator_primed = False
+
+
+def _prime_allocator() -> None:
+    """Allocate and free one 1 MiB block, once per process, so the C heap stops churning.
+
+    glibc's ``malloc`` serves blocks below its *mmap threshold* (128 KiB at start) from
+    the heap, and returns the top of the heap to the kernel whenever more than its *trim
+    threshold* (also 128 KiB) is free there. A client receiving many bodies of tens of
+    KiB allocates and frees such blocks all the time, so the heap shrinks and grows back
+    over and over: a ``brk`` call, then a page fault and a zeroed page for every 4 KiB
+    touched again (strace: one ``brk`` per three or four 64 KiB responses; 30-40% more CPU
+    per response in ``benchmarks/run.py``'s body64k). glibc raises both thresholds by
+    itself the first time a block bigger than the mmap threshold is freed (its documented
+    *dynamic mmap threshold*: the mmap threshold becomes that block's size, the trim
+    threshold twice that), which any process that once frees a large buffer gets anyway;
+    this does that once, on purpose, when a client makes its read buffer. It changes
+    nothing where the thresholds were set explicitly (``MALLOC_MMAP_THRESHOLD_`` and
+    friends turn the dynamic adjustment off) and is a harmless alloc/free elsewhere.
+    """
+    global _allocator_primed
+    if not _allocator_primed:
+        _allocator_primed = True
+        block = bytes(_PRIME_BYTES)  # calloc: mapped zero pages, none of them touched
+        del block
+
 
 class ReceiveBuffer:
     """A read buffer that the connections of one client share (one event loop).
@@ -314,6 +360,7 @@ class ReceiveBuffer:
     __slots__ = ("data", "view")
 
     def __init__(self, size: int = RECV_BUFFER_SIZE) -> None:
+        _prime_allocator()
         self.data = bytearray(size)
         self.view = memoryview(self.data)
 
@@ -403,6 +450,10 @@ class HTTP11Connection(asyncio.BufferedProtocol):
         "_recv",
         "_remaining",
         "_scanner",
+        "_sink",
+        "_sink_parts",
+        "_sink_pos",
+        "_sink_view",
         "_te",
         "_te_count",
         "_transport",
@@ -454,6 +505,10 @@ class HTTP11Connection(asyncio.BufferedProtocol):
         self._lost = self._lost_notified = self._closed = False
         self._extra = self._broken = False
         self._keep_alive = True
+        self._sink: bytearray | None = None  # the segment receive_all reads into
+        self._sink_view: memoryview | None = None
+        self._sink_pos = 0  # bytes of the segment filled
+        self._sink_parts: list[bytes | bytearray] = []  # body pieces before the segment
         self._reset_response(is_head=False)
         self._reset_head_state()
 
@@ -468,7 +523,11 @@ class HTTP11Connection(asyncio.BufferedProtocol):
 
     @property
     def buffered_body_bytes(self) -> int:
-        """Body bytes received but not yet returned by :meth:`receive_body`."""
+        """Body bytes received but not yet returned by :meth:`receive_body`.
+
+        Bytes already read into :meth:`receive_all`'s buffer are not counted: they are
+        not subject to flow control (that buffer never grows past the declared length).
+        """
         return self._buffered
 
     @property
@@ -643,6 +702,103 @@ class HTTP11Connection(asyncio.BufferedProtocol):
             raise PoolMisuse("receive_body() called before receive_head()")
         return None
 
+    async def receive_all(self, *, read_timeout: float | None) -> bytes:
+        """Return the rest of the body in one piece (``b""`` if there is none).
+
+        The same as calling :meth:`receive_body` until it returns ``b""`` and joining the
+        pieces, but a Content-Length body still arriving is read straight into one
+        buffer and the caller wakes once, when it is complete. ``read_timeout`` still
+        bounds the wait for each read, not the whole body.
+
+        Raises:
+            The errors of :meth:`receive_body`. Body bytes received before an error are
+            discarded with it.
+        """
+        done = self.receive_all_nowait()
+        if done is not None:
+            return done
+        if (
+            self._framing == _F_LENGTH
+            and self._phase == _BODY
+            and self._remaining >= _SINK_MIN
+            and self._error is None
+        ):
+            self._start_sink()
+            while self._sink is not None:
+                if self._error is not None:
+                    raise self._error
+                await self._wait_readable(read_timeout, "the response body")
+            body = b"".join(self._sink_parts)
+            self._sink_parts = []
+            self.receive_all_nowait()  # returns b"" (nothing is queued): ends the exchange
+            return body
+        chunks: list[bytes] = []
+        while chunk := await self.receive_body(read_timeout=read_timeout):
+            chunks.append(chunk)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def receive_all_nowait(self) -> bytes | None:
+        """:meth:`receive_all` without the wait: ``None`` unless the whole body is here.
+
+        Not a checkpoint; a caller awaits :meth:`receive_all` only on ``None``.
+
+        Raises:
+            The errors of :meth:`receive_body`, except ``ReadTimeout``.
+        """
+        phase = self._phase
+        if phase in (_DONE, _IDLE):
+            chunks = self._chunks
+            if not chunks:
+                body = b""
+            elif len(chunks) == 1:
+                body = chunks.popleft()
+            else:
+                body = b"".join(chunks)
+                chunks.clear()
+            self._buffered = 0
+            self._phase = _IDLE
+            self._drop_fields()
+            return body
+        if phase != _BODY:
+            raise PoolMisuse("receive_all() called before receive_head()")
+        return None
+
+    def _start_sink(self) -> None:
+        """Move the queued body into the sink's parts and open its first segment."""
+        self._sink_parts = list(self._chunks)
+        self._chunks.clear()
+        self._buffered = 0
+        self._new_segment()
+        if self._reading_paused:
+            self._reading_paused = False
+            if self._transport is not None and not self._lost:
+                self._transport.resume_reading()
+
+    def _new_segment(self) -> None:
+        segment = bytearray(min(self._remaining, SINK_SEGMENT))
+        self._sink = segment
+        self._sink_view = memoryview(segment)
+        self._sink_pos = 0
+
+    def _sink_filled(self, nbytes: int) -> None:
+        """``nbytes`` more body bytes are in the sink's segment."""
+        self._sink_pos += nbytes
+        self._remaining -= nbytes
+        self._received += nbytes
+        segment = self._sink
+        assert segment is not None
+        if self._sink_pos == len(segment):
+            self._sink_parts.append(segment)
+            if self._remaining:
+                self._new_segment()
+            else:
+                self._sink = self._sink_view = None
+                self._end_message()
+                self._wake()
+                return
+        if self._read_deadline is not None:  # progress: the read timeout starts again
+            self._read_deadline = self._loop.time() + self._read_what[1]
+
     # ------------------------------------------------------------ asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -654,9 +810,14 @@ class HTTP11Connection(asyncio.BufferedProtocol):
         """Where the transport reads to (called by the event loop).
 
         Possibly shared with other connections: :meth:`buffer_updated` runs right after
-        the read, and whatever outlives it is copied out of the buffer (head bytes and
-        partial lines by us, body bytes by llhttp's ``on_body``).
+        the read, and whatever outlives it is copied out of the buffer (head bytes,
+        partial lines and Content-Length body pieces by us, chunked body bytes by llhttp's
+        ``on_body``). While :meth:`receive_all` has a sink open, the rest of its segment
+        is returned instead, so the body lands where it will stay.
         """
+        view = self._sink_view
+        if view is not None:
+            return view[self._sink_pos :]
         recv = self._recv
         if recv is None:
             recv = self._recv = ReceiveBuffer(_OWN_BUFFER_SIZE)
@@ -664,6 +825,9 @@ class HTTP11Connection(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         """``nbytes`` bytes were read into the buffer (called by the event loop)."""
+        if self._sink_view is not None:  # get_buffer handed out the sink, just before
+            self._sink_filled(nbytes)
+            return
         assert self._recv is not None
         self._receive(self._recv.data, nbytes)
 
@@ -764,6 +928,9 @@ class HTTP11Connection(asyncio.BufferedProtocol):
         self._received = 0
         self._expected: int | None = None
         self._scanner: _ChunkScanner | None = None
+        self._sink = self._sink_view = None
+        self._sink_pos = 0
+        self._sink_parts = []
         self._head_buf.clear()
 
     def _write_fixed(
@@ -1170,6 +1337,7 @@ class HTTP11Connection(asyncio.BufferedProtocol):
             self._end_message()
         elif framing == _F_LENGTH:
             assert self._cl is not None
+            self._parser = None  # llhttp never sees this body; a fresh one reads the next head
             self._phase = _BODY
             self._remaining = self._expected = self._cl
         else:
@@ -1215,13 +1383,11 @@ class HTTP11Connection(asyncio.BufferedProtocol):
     # ------------------------------------------------------------------ body
 
     def _take_body(self, data: bytes | bytearray, pos: int, n: int) -> int:
-        """Feed the body's share of ``data[pos:n]`` to llhttp; return where it ended."""
+        """Take the body's share of ``data[pos:n]``; return where it ended."""
         framing = self._framing
         if framing == _F_LENGTH:
-            end = min(n, pos + self._remaining)
-            self._remaining -= end - pos
-            done = not self._remaining
-        elif framing == _F_CHUNKED:
+            return self._take_sized(data, pos, n)
+        if framing == _F_CHUNKED:
             scanner = self._scanner
             assert scanner is not None
             try:
@@ -1246,6 +1412,32 @@ class HTTP11Connection(asyncio.BufferedProtocol):
                 )
             self._end_message()
         return end
+
+    def _take_sized(self, data: bytes | bytearray, pos: int, n: int) -> int:
+        """A Content-Length body: queue (a copy of) its share of ``data[pos:n]``."""
+        end = min(n, pos + self._remaining)
+        if self._sink is not None:  # bytes handed to data_received while a sink is open
+            self._sink_write(data, pos, end)
+            return end
+        chunk = bytes(memoryview(data)[pos:end])  # data may be the shared read buffer
+        size = end - pos
+        self._chunks.append(chunk)
+        self._buffered += size
+        self._received += size
+        self._remaining -= size
+        if self._buffered > HIGH_WATER and not self._reading_paused:
+            self._pause_reading()
+        if not self._remaining:
+            self._end_message()
+        return end
+
+    def _sink_write(self, data: bytes | bytearray, pos: int, end: int) -> None:
+        while pos < end and self._sink is not None:
+            start = self._sink_pos
+            take = min(len(self._sink) - start, end - pos)
+            self._sink[start : start + take] = memoryview(data)[pos : pos + take]
+            self._sink_filled(take)
+            pos += take
 
     def _feed(self, data: bytes | memoryview) -> None:
         parser = self._parser

@@ -476,29 +476,35 @@ class Client:
 
     async def _read_body(self, response: Response, lease: Any, conn: Any, t: Timeout) -> bytes:
         """Read and decode a whole body, then give the connection back (``eof``)."""
-        coding = response._content_coding()
-        chunks: list[bytes] = []
         try:  # make_decoder raises for a bad Content-Encoding: the lease must go back too
-            decoder = (
-                None
-                if coding is None
-                else make_decoder(coding, max_size=self.max_decompressed_size)
-            )
-            while True:
-                chunk = conn.receive_body_nowait()
-                if chunk is None:  # nothing buffered: wait (a checkpoint)
-                    chunk = await conn.receive_body(read_timeout=t.read)
-                if not chunk:
-                    break
-                chunks.append(chunk if decoder is None else decoder.decode(chunk))
-            if decoder is not None:
-                chunks.append(decoder.flush())
+            coding = response._content_coding()
+            body: bytes | None
+            if coding is None:  # the body as it comes, in one piece
+                body = conn.receive_all_nowait()
+                if body is None:  # not all here yet: wait (a checkpoint)
+                    body = await conn.receive_all(read_timeout=t.read)
+            else:
+                body = await self._read_decoded(conn, t, coding)
         except BaseException as exc:
             self._pool.release(lease, reason="error", close_reason=close_reason_for(exc))
             self._raise_closed(exc, response.request)
             raise
         self._pool.release(lease, reason="eof", close_reason=_reuse(conn))
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return body
+
+    async def _read_decoded(self, conn: Any, t: Timeout, coding: str) -> bytes:
+        """Decode the body as it arrives, so a decompression cap stops the read early."""
+        decoder = make_decoder(coding, max_size=self.max_decompressed_size)
+        chunks: list[bytes] = []
+        while True:
+            chunk = conn.receive_body_nowait()
+            if chunk is None:  # nothing buffered: wait (a checkpoint)
+                chunk = await conn.receive_body(read_timeout=t.read)
+            if not chunk:
+                break
+            chunks.append(decoder.decode(chunk))
+        chunks.append(decoder.flush())
+        return b"".join(chunks)
 
     async def _drain_redirect(
         self, response: Response, lease: Any, conn: Any, t: Timeout, stream: bool
