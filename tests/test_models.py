@@ -718,6 +718,21 @@ def test_request_is_frozen_with_short_repr() -> None:
         request.method = "POST"  # type: ignore[misc]
 
 
+def test_trusted_request_is_the_same_frozen_request() -> None:
+    url, headers = parse_url("http://h/x"), Headers({"A": "1"})
+    fast = Request._trusted("PUT", url, headers, b"body", None)
+    assert fast == Request("PUT", url, headers, content=b"body")
+    assert (fast.method, fast.url, fast.headers, fast.content, fast.stream) == (
+        "PUT",
+        url,
+        headers,
+        b"body",
+        None,
+    )
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.content = b"other"  # type: ignore[misc]
+
+
 async def test_request_with_stream_is_not_replayable() -> None:
     async def gen() -> AsyncGenerator[bytes, None]:
         yield b"x"

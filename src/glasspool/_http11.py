@@ -109,7 +109,7 @@ _F_CHUNKED = 2
 _F_CLOSE = 3
 
 _VERSIONS = {b"HTTP/1.1 ": "HTTP/1.1", b"HTTP/1.0 ": "HTTP/1.0"}
-_SPECIAL_LENGTHS = frozenset({10, 14, 17})  # connection/keep-alive, content-length, t-e
+_SPECIAL_LENGTHS = frozenset({10, 14, 16, 17})  # connection/keep-alive, c-length, c-encoding, t-e
 _REASON_CTL = bytes(range(0x20)).replace(b"\t", b"") + b"\x7f"
 _HEX = b"0123456789abcdefABCDEF"
 
@@ -148,12 +148,15 @@ class ResponseHead:
         http_version: ``"HTTP/1.1"`` or ``"HTTP/1.0"``.
         headers: (name, value) pairs in the order and case received, latin-1 decoded,
             trailing whitespace removed from values.
+        has_content_encoding: whether a ``Content-Encoding`` field is among ``headers``
+            (so a reader with none to undo need not look).
     """
 
     status: int
     reason: str
     http_version: str
     headers: list[tuple[str, str]]
+    has_content_encoding: bool = False
 
 
 class _ChunkScanner:
@@ -418,6 +421,7 @@ class HTTP11Connection(asyncio.BufferedProtocol):
         "_chunks",
         "_cl",
         "_closed",
+        "_coded",
         "_conn_close",
         "_conn_keep_alive",
         "_drain_waiter",
@@ -1291,6 +1295,7 @@ class HTTP11Connection(asyncio.BufferedProtocol):
         self._te_count = 0
         self._conn_close = self._conn_keep_alive = False
         self._ka_timeout: float | None = None
+        self._coded = False
         self._parser_done = False
 
     def _drop_fields(self) -> None:
@@ -1314,6 +1319,8 @@ class HTTP11Connection(asyncio.BufferedProtocol):
                     self._conn_keep_alive = True
         elif name == "keep-alive":
             self._ka_timeout = _keepalive_timeout(value)
+        elif name == "content-encoding":
+            self._coded = True
 
     def _final_head(self, status: int, version: str) -> None:
         reason = self._reason
@@ -1328,7 +1335,9 @@ class HTTP11Connection(asyncio.BufferedProtocol):
         if self._ka_timeout is not None:
             self.keepalive_hint_s = self._ka_timeout
         framing = self._choose_framing(status, version)
-        self._head = ResponseHead(status, reason.decode("latin-1"), version, self._headers)
+        self._head = ResponseHead(
+            status, reason.decode("latin-1"), version, self._headers, self._coded
+        )
         self._framing = framing
         drain = self._drain_waiter
         if drain is not None and not drain.done():

@@ -328,8 +328,8 @@ class Client:
             for name, value in body_headers.items() if body_headers else ():
                 merged.setdefault(name, value)
         if isinstance(body, bytes) or body is None:
-            return Request(method, full, merged, content=body), route
-        return Request(method, full, merged, stream=body), route
+            return Request._trusted(method, full, merged, body, None), route
+        return Request._trusted(method, full, merged, None, body), route
 
     def _target(self, url: str | yarl.URL, params: ParamTypes | None) -> tuple[yarl.URL, _Route]:
         """The validated URL of a request and its route (pool key, checked request target).
@@ -457,7 +457,8 @@ class Client:
         if follow and response.is_redirect:  # a 3xx without Location is a final response
             await self._drain_redirect(response, lease, conn, t, stream)
         elif not stream:
-            response._content = await self._read_body(response, lease, conn, t)
+            coded = rhead.has_content_encoding
+            response._content = await self._read_body(response, lease, conn, t, coded)
         return response
 
     def _stream_for(
@@ -474,10 +475,15 @@ class Client:
             site=call_site(),
         )
 
-    async def _read_body(self, response: Response, lease: Any, conn: Any, t: Timeout) -> bytes:
-        """Read and decode a whole body, then give the connection back (``eof``)."""
+    async def _read_body(
+        self, response: Response, lease: Any, conn: Any, t: Timeout, coded: bool
+    ) -> bytes:
+        """Read and decode a whole body, then give the connection back (``eof``).
+
+        ``coded``: whether the head has a Content-Encoding field (else none is looked for).
+        """
         try:  # make_decoder raises for a bad Content-Encoding: the lease must go back too
-            coding = response._content_coding()
+            coding = response._content_coding() if coded else None
             body: bytes | None
             if coding is None:  # the body as it comes, in one piece
                 body = conn.receive_all_nowait()

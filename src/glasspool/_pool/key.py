@@ -9,7 +9,7 @@ reused by a request that asked for verification.
 from __future__ import annotations
 
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = ["PoolKey", "TLSIdentity"]
 
@@ -50,6 +50,15 @@ class PoolKey:
     port: int
     tls: TLSIdentity | None = None
     proxy: str | None = None
+    _hash: int = field(init=False, repr=False, compare=False, default=0)
+
+    def __post_init__(self) -> None:
+        # Keys are looked up in the pool's dicts several times per request: hash once.
+        fields = (self.scheme, self.host, self.port, self.tls, self.proxy)
+        object.__setattr__(self, "_hash", hash(fields))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     @property
     def origin(self) -> str:
