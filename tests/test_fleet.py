@@ -9,6 +9,7 @@ records its peak concurrent connections per host.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import doctest
 import itertools
 import json
@@ -426,6 +427,74 @@ async def test_cancelled_waiter_leaves_no_ticket(
     assert await queue_length(inspect, namespace) == 0
     assert await inspect.zcard(keys_of(namespace).tickets) == 0
     assert await leases_in_redis(inspect, namespace) == 1
+
+
+# redis-py 8.1 was seen to swallow a cancellation that arrives while a command is in flight
+# (the call then returns normally): a cancelled acquire() went on waiting for a slot, and
+# its ticket sat at the head of the fleet's queue. Each test below stands in a command
+# that does exactly that, and checks the cancel still ends the wait, promptly and cleanly.
+
+
+async def test_a_cancel_swallowed_inside_subscribe_still_cancels_the_waiter(
+    make_limits: LimitsFactory, inspect: aioredis.Redis, namespace: str
+) -> None:
+    holder = make_limits(limit_per_host=1)
+    waiter = make_limits(limit_per_host=1)
+    await holder.acquire(KEY, timeout=1)
+    entered = asyncio.Event()
+
+    async def swallowing_subscribe(*channels: str) -> None:
+        entered.set()
+        try:
+            await asyncio.Event().wait()  # a command that does not answer...
+        except asyncio.CancelledError:
+            pass  # ...and returns normally when cancelled
+
+    waiter._waker._pubsub.subscribe = swallowing_subscribe  # type: ignore[method-assign]
+    task = asyncio.create_task(waiter.acquire(KEY, timeout=None))
+    await asyncio.wait_for(entered.wait(), 5)
+    task.cancel()
+    async with asyncio.timeout(5):
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert await queue_length(inspect, namespace) == 0
+    assert await inspect.zcard(keys_of(namespace).tickets) == 0
+    assert await leases_in_redis(inspect, namespace) == 1  # the holder's
+
+
+async def test_a_cancel_swallowed_inside_an_attempt_still_cancels_the_waiter(
+    make_limits: LimitsFactory, inspect: aioredis.Redis, namespace: str
+) -> None:
+    holder = make_limits(limit_per_host=1)
+    waiter = make_limits(limit_per_host=1)
+    lease = await holder.acquire(KEY, timeout=1)
+    real = waiter._scripts.acquire
+    calls = 0
+    entered, answer = asyncio.Event(), asyncio.Event()
+
+    async def swallowing_acquire(**kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 2:  # the re-check after subscribing: the ticket is queued by now
+            entered.set()
+            try:
+                await answer.wait()
+            except asyncio.CancelledError:
+                await answer.wait()  # swallowed: the command still completes
+        return await real(**kwargs)
+
+    waiter._scripts = dataclasses.replace(waiter._scripts, acquire=swallowing_acquire)
+    task = asyncio.create_task(waiter.acquire(KEY, timeout=None))
+    await asyncio.wait_for(entered.wait(), 5)
+    await lease.release()  # the answer will grant the slot: it must be given back
+    task.cancel()
+    answer.set()
+    async with asyncio.timeout(5):
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert await queue_length(inspect, namespace) == 0
+    assert await inspect.zcard(keys_of(namespace).tickets) == 0
+    assert await leases_in_redis(inspect, namespace) == 0
 
 
 async def test_cancellation_racing_a_grant_leaves_no_lease(

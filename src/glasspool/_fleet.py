@@ -33,6 +33,7 @@ Invariants (checked by tests/test_fleet.py against a real redis-server):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import math
@@ -452,6 +453,7 @@ class _Waker:
         self._waiters: dict[str, tuple[str, asyncio.Event]] = {}  # ticket -> (host, event)
         self._confirmed = asyncio.Event()  # set once Redis confirmed the SUBSCRIBE
         self._reader: asyncio.Task[None] | None = None
+        self._subscribing: asyncio.Task[None] | None = None
         self._closed = False
 
     def register(self, ticket: str, host: str) -> asyncio.Event:
@@ -475,18 +477,35 @@ class _Waker:
         """
         if self._confirmed.is_set() or self._closed:
             return
+        subscribing = self._subscribing
+        if subscribing is None or subscribing.done():
+            subscribing = asyncio.create_task(self._subscribe(), name="glasspool-fleet-subscribe")
+            self._subscribing = subscribing
+        # The SUBSCRIBE runs in a task of its own: it serves every waiter of this worker,
+        # and redis-py (8.1) can swallow a cancellation that arrives during the command
+        # (subscribe() then returns normally), which left a cancelled acquire() waiting
+        # on. Shielded, a cancelled waiter stops here and the command finishes cleanly.
         try:
-            await self._pubsub.subscribe(self._channel)
-        except Exception as exc:  # the waiter's timer covers a failed subscription
-            logger.debug("SUBSCRIBE %s failed: %r", self._channel, exc)
-            return
-        if self._reader is None or self._reader.done():
-            self._reader = asyncio.create_task(self._read_loop(), name="glasspool-fleet-pubsub")
+            await asyncio.shield(subscribing)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is None or task.cancelling():
+                raise  # this waiter was cancelled
+            return  # aclose() stopped the subscription; the waiter finds the limiter closed
         try:
             async with asyncio.timeout(self._confirm_s):
                 await self._confirmed.wait()
         except TimeoutError:
             pass
+
+    async def _subscribe(self) -> None:
+        try:
+            await self._pubsub.subscribe(self._channel)
+        except Exception as exc:  # the waiter's timer covers a failed subscription
+            logger.debug("SUBSCRIBE %s failed: %r", self._channel, exc)
+            return
+        if (self._reader is None or self._reader.done()) and not self._closed:
+            self._reader = asyncio.create_task(self._read_loop(), name="glasspool-fleet-pubsub")
 
     def wake_all(self) -> None:
         """Set every waiter's event (on close, and when the subscription is lost)."""
@@ -524,12 +543,13 @@ class _Waker:
         """Stop the reader and close the subscriber connection. Idempotent."""
         self._closed = True
         self.wake_all()
-        if self._reader is not None:
-            self._reader.cancel()
-            try:
-                await self._reader
-            except asyncio.CancelledError:
-                pass
+        for task in (self._subscribing, self._reader):
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
         try:
             await self._pubsub.aclose()  # type: ignore[no-untyped-call]
         except Exception as exc:  # closing must finish even if the socket is broken
@@ -793,10 +813,14 @@ class RedisLimits:
         # notice for this ticket can be missed, so a refusal needs no second attempt.
         event = self._waker.register(ticket, host)
         listening = self._waker.is_listening()
+        in_flight: asyncio.Task[_Attempt] | None = None
         try:
             while True:
                 event.clear()  # before the attempt: a notice during it is kept
-                attempt = await self._attempt(keys, ticket, limit)
+                # Each attempt runs in a task of its own, shielded: a cancellation must not
+                # land inside redis-py, which may swallow it mid-command (see ensure()).
+                in_flight = asyncio.create_task(self._attempt(keys, ticket, limit))
+                attempt = await asyncio.shield(in_flight)
                 if attempt.granted:
                     return self._adopt(key, host, ticket, registered=True)
                 self._check_open()
@@ -815,7 +839,7 @@ class RedisLimits:
             self._spawn(self._release_in_redis(keys, ticket, limit))  # best effort
             raise
         except BaseException:
-            await self._abandon(keys, ticket, limit)
+            await self._abandon(keys, ticket, limit, in_flight)
             raise
         finally:
             self._waker.unregister(ticket)
@@ -831,14 +855,34 @@ class RedisLimits:
         self._fleet_seen[keys.host], self._fleet_waiting[keys.host] = in_use, waiting
         return _Attempt(bool(granted), in_use, rank, waiting)
 
-    async def _abandon(self, keys: _HostKeys, lease_id: str, limit: int) -> None:
+    async def _abandon(
+        self,
+        keys: _HostKeys,
+        lease_id: str,
+        limit: int,
+        in_flight: asyncio.Task[_Attempt] | None,
+    ) -> None:
         """Remove a waiter's ticket and any slot granted to it in the same instant.
 
         Runs in its own task and is shielded: a waiter cancelled (even twice) still leaves
-        nothing behind. If Redis is unreachable the ticket expires within ``lease_ttl``.
+        nothing behind. An attempt still in flight is let finish first, so a slot it
+        grants is released too. If Redis is unreachable the ticket expires within
+        ``lease_ttl``.
         """
-        task = self._spawn(self._release_in_redis(keys, lease_id, limit))
+        task = self._spawn(self._withdraw(keys, lease_id, limit, in_flight))
         await asyncio.shield(task)  # shield: clean-up after an error or cancellation
+
+    async def _withdraw(
+        self,
+        keys: _HostKeys,
+        lease_id: str,
+        limit: int,
+        in_flight: asyncio.Task[_Attempt] | None,
+    ) -> None:
+        if in_flight is not None:
+            with contextlib.suppress(Exception):  # its outcome is undone just below
+                await in_flight
+        await self._release_in_redis(keys, lease_id, limit)
 
     def _adopt(self, key: PoolKey, host: str, lease_id: str, *, registered: bool) -> RedisLease:
         """Record a granted lease so the renewer keeps it alive."""
