@@ -693,8 +693,15 @@ def gated(head: bytes, pieces: Sequence[bytes], gates: Sequence[asyncio.Event]) 
     return handler
 
 
-async def test_receive_all_reads_the_rest_into_one_buffer_of_exactly_the_bytes_due() -> None:
-    body = pattern(3 * SINK_SEGMENT + 12345)  # several segments, the last one short
+@pytest.mark.parametrize(
+    "size",
+    [SINK_SEGMENT - 1000, 3 * SINK_SEGMENT + 12345],
+    ids=["one-buffer", "segments"],  # the whole body in one buffer; or several, the last short
+)
+async def test_receive_all_reads_the_rest_into_one_buffer_of_exactly_the_bytes_due(
+    size: int,
+) -> None:
+    body = pattern(size)
     gate = asyncio.Event()
     head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body)
     shared = ReceiveBuffer()
@@ -847,12 +854,13 @@ class _Transport(asyncio.Transport):
         pass
 
 
-async def test_receive_all_with_bytes_given_to_data_received() -> None:
+@pytest.mark.parametrize("size", [SINK_SEGMENT, SINK_SEGMENT + 70_000])
+async def test_receive_all_with_bytes_given_to_data_received(size: int) -> None:
     # Transports that are not buffered call data_received; a body arriving that way
     # while the reader's buffer is open is copied into it, across segment boundaries.
     conn = HTTP11Connection(PoolKey("http", "example.test", 80))
     conn.connection_made(_Transport())
-    body = pattern(SINK_SEGMENT + 70_000)
+    body = pattern(size)
     await conn.send_request(request(), None, chunked=False, write_timeout=5)
     conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body[:9])
     await conn.receive_head(method="GET", read_timeout=5)

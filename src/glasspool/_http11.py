@@ -45,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import io
 from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass
 
@@ -455,10 +456,10 @@ class HTTP11Connection(asyncio.BufferedProtocol):
         "_recv",
         "_remaining",
         "_scanner",
-        "_sink",
         "_sink_parts",
         "_sink_pos",
         "_sink_view",
+        "_sink_whole",
         "_te",
         "_te_count",
         "_transport",
@@ -510,10 +511,10 @@ class HTTP11Connection(asyncio.BufferedProtocol):
         self._lost = self._lost_notified = self._closed = False
         self._extra = self._broken = False
         self._keep_alive = True
-        self._sink: bytearray | None = None  # the segment receive_all reads into
-        self._sink_view: memoryview | None = None
-        self._sink_pos = 0  # bytes of the segment filled
-        self._sink_parts: list[bytes | bytearray] = []  # body pieces before the segment
+        self._sink_view: memoryview | None = None  # what receive_all's reads fill
+        self._sink_pos = 0  # bytes of it filled
+        self._sink_parts: list[bytes | memoryview] = []  # body pieces before it
+        self._sink_whole: io.BytesIO | None = None  # holds it when it is the whole body
         self._reset_response(is_head=False)
         self._reset_head_state()
 
@@ -729,11 +730,14 @@ class HTTP11Connection(asyncio.BufferedProtocol):
             and self._error is None
         ):
             self._start_sink()
-            while self._sink is not None:
+            while self._sink_view is not None:
                 if self._error is not None:
                     raise self._error
                 await self._wait_readable(read_timeout, "the response body")
-            body = b"".join(self._sink_parts)
+            whole, self._sink_whole = self._sink_whole, None
+            # getvalue() here, not when the last read came in: the transport's slice of
+            # the buffer is gone now, so the buffer is unexported and is not copied.
+            body = whole.getvalue() if whole is not None else b"".join(self._sink_parts)
             self._sink_parts = []
             self.receive_all_nowait()  # returns b"" (nothing is queued): ends the exchange
             return body
@@ -769,20 +773,32 @@ class HTTP11Connection(asyncio.BufferedProtocol):
         return None
 
     def _start_sink(self) -> None:
-        """Move the queued body into the sink's parts and open its first segment."""
-        self._sink_parts = list(self._chunks)
+        """Open the sink: the queued body moves into it, the rest is read into it."""
+        queued, total = self._buffered, self._buffered + self._remaining
+        if total <= SINK_SEGMENT:
+            # One buffer for the whole body, inside a BytesIO: CPython's getvalue() hands
+            # out an unexported buffer of exactly the right size as the bytes object
+            # itself, so the body is never copied again once the kernel has written it.
+            whole = io.BytesIO(bytes(total))  # its only reference: getbuffer() won't copy
+            view = whole.getbuffer()
+            pos = 0
+            for chunk in self._chunks:
+                view[pos : pos + len(chunk)] = chunk
+                pos += len(chunk)
+            self._sink_whole, self._sink_view, self._sink_pos = whole, view, queued
+            self._sink_parts = []
+        else:  # segments of at most SINK_SEGMENT, joined at the end
+            self._sink_parts = list(self._chunks)
+            self._new_segment()
         self._chunks.clear()
         self._buffered = 0
-        self._new_segment()
         if self._reading_paused:
             self._reading_paused = False
             if self._transport is not None and not self._lost:
                 self._transport.resume_reading()
 
     def _new_segment(self) -> None:
-        segment = bytearray(min(self._remaining, SINK_SEGMENT))
-        self._sink = segment
-        self._sink_view = memoryview(segment)
+        self._sink_view = memoryview(bytearray(min(self._remaining, SINK_SEGMENT)))
         self._sink_pos = 0
 
     def _sink_filled(self, nbytes: int) -> None:
@@ -790,14 +806,14 @@ class HTTP11Connection(asyncio.BufferedProtocol):
         self._sink_pos += nbytes
         self._remaining -= nbytes
         self._received += nbytes
-        segment = self._sink
-        assert segment is not None
-        if self._sink_pos == len(segment):
-            self._sink_parts.append(segment)
+        view = self._sink_view
+        assert view is not None
+        if self._sink_pos == len(view):
             if self._remaining:
+                self._sink_parts.append(view)
                 self._new_segment()
             else:
-                self._sink = self._sink_view = None
+                self._sink_done(view)
                 self._end_message()
                 self._wake()
                 return
@@ -933,7 +949,7 @@ class HTTP11Connection(asyncio.BufferedProtocol):
         self._received = 0
         self._expected: int | None = None
         self._scanner: _ChunkScanner | None = None
-        self._sink = self._sink_view = None
+        self._sink_view = self._sink_whole = None
         self._sink_pos = 0
         self._sink_parts = []
         self._head_buf.clear()
@@ -1426,7 +1442,7 @@ class HTTP11Connection(asyncio.BufferedProtocol):
     def _take_sized(self, data: bytes | bytearray, pos: int, n: int) -> int:
         """A Content-Length body: queue (a copy of) its share of ``data[pos:n]``."""
         end = min(n, pos + self._remaining)
-        if self._sink is not None:  # bytes handed to data_received while a sink is open
+        if self._sink_view is not None:  # bytes given to data_received while a sink is open
             self._sink_write(data, pos, end)
             return end
         chunk = bytes(memoryview(data)[pos:end])  # data may be the shared read buffer
@@ -1441,11 +1457,19 @@ class HTTP11Connection(asyncio.BufferedProtocol):
             self._end_message()
         return end
 
+    def _sink_done(self, view: memoryview) -> None:
+        """Close the sink once its last byte is in."""
+        self._sink_view = None
+        if self._sink_whole is None:
+            self._sink_parts.append(view)
+        else:
+            view.release()  # receive_all takes the body out of _sink_whole
+
     def _sink_write(self, data: bytes | bytearray, pos: int, end: int) -> None:
-        while pos < end and self._sink is not None:
+        while pos < end and (view := self._sink_view) is not None:
             start = self._sink_pos
-            take = min(len(self._sink) - start, end - pos)
-            self._sink[start : start + take] = memoryview(data)[pos : pos + take]
+            take = min(len(view) - start, end - pos)
+            view[start : start + take] = memoryview(data)[pos : pos + take]
             self._sink_filled(take)
             pos += take
 
