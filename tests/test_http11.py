@@ -763,9 +763,9 @@ async def test_receive_all_read_timeout_when_the_body_stalls() -> None:
 
 
 async def test_receive_all_read_timeout_bounds_each_read_not_the_whole_body() -> None:
-    # Time is what is under test: 6 pieces 0.2 s apart take longer than the 1 s read
+    # Time is what is under test: 7 pieces 0.2 s apart take longer than the 1 s read
     # timeout in all, but no single wait does, so the body must arrive whole.
-    body = pattern(6 * 20_000)
+    body = pattern(7 * 20_000)
     pieces = [body[i : i + 20_000] for i in range(0, len(body), 20_000)]
 
     async def trickle(reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
