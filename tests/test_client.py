@@ -367,3 +367,51 @@ async def test_get_returns_large_bodies_exactly_and_reuses_the_connection(
         assert reasons(events, "released") == ["eof", "eof"]
         assert reasons(events, "acquired") == ["new", "reused"]
         assert client.pool.stats().idle == 1
+
+
+# -- read() of a streamed response: the whole rest at once ---------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/1m", "/big"])
+async def test_stream_read_takes_the_whole_body_and_releases_at_eof(
+    nginx: NginxServer, path: str
+) -> None:
+    events: list[PoolEvent] = []
+    async with Client() as client:
+        client.pool.add_listener(events.append)
+        for _ in range(2):
+            async with client.stream("GET", nginx.url(path)) as r:
+                assert client.pool.stats().in_use == 1
+                body = await r.read()
+                assert client.pool.stats().in_use == 0  # released when the body ended
+                assert body == nginx.content(path) and r.content is body
+                assert r.num_bytes_downloaded == len(body) and r.is_closed
+                with pytest.raises(glasspool.StreamConsumed):
+                    async for _ in r.aiter_raw():
+                        pass
+        assert reasons(events, "released") == ["eof", "eof"]
+        assert reasons(events, "acquired") == ["new", "reused"]
+
+
+async def test_stream_read_of_a_truncated_body_raises_and_closes(
+    fault_server: FaultServer,
+) -> None:
+    events: list[PoolEvent] = []
+    async with Client() as client:
+        client.pool.add_listener(events.append)
+        url = fault_server.url("/fault/truncate?length=100000&send=30000")
+        async with client.stream("GET", url) as r:
+            with pytest.raises(glasspool.IncompleteBody) as info:
+                await r.read()
+            assert (info.value.expected, info.value.received) == (100_000, 30_000)
+            assert r.is_closed
+        assert reasons(events, "released") == ["error"]
+        assert client.pool.stats().open == 0
+
+
+async def test_stream_read_after_iterating_part_of_it_is_refused(nginx: NginxServer) -> None:
+    async with Client() as client, client.stream("GET", nginx.url("/1m")) as r:
+        async for _ in r.aiter_raw():
+            break
+        with pytest.raises(glasspool.StreamConsumed):
+            await r.read()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import warnings
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from ._exceptions import (
@@ -120,35 +121,51 @@ class ConnectionStream:
         Raises:
             ReadTimeout, TotalTimeout, IncompleteBody, ProtocolError, ClientClosed.
         """
-        if self._done:
+        if not self._readable():
             return b""
+        chunk = await self._receive(self._conn.receive_body)
+        if not chunk:
+            self._finish("eof", None if self._conn.is_reusable() else "not_reusable")
+        return chunk
+
+    async def read_rest(self) -> bytes:
+        """The whole rest of the raw body at once (``receive_all``); the connection goes back.
+
+        Raises:
+            ReadTimeout, TotalTimeout, IncompleteBody, ProtocolError, ClientClosed.
+        """
+        if not self._readable():
+            return b""
+        body = await self._receive(self._conn.receive_all)
+        self._finish("eof", None if self._conn.is_reusable() else "not_reusable")
+        return body
+
+    def _readable(self) -> bool:
+        """False once the body has ended; ``ClientClosed`` (connection let go) after aclose."""
+        if self._done:
+            return False
         if self._pool.closed:
             self._finish("error", "client_closed")
             raise ClientClosed(f"the client was closed while reading the body from {self._url}")
+        return True
+
+    async def _receive(self, receive: Callable[..., Awaitable[bytes]]) -> bytes:
+        """Run ``receive`` under the read timeout and the total deadline; fail cleanly."""
         try:
             if self._deadline is None:
-                chunk: bytes = await self._conn.receive_body(read_timeout=self._read_timeout)
-            else:
-                chunk = await self._read_before_deadline()
+                return await receive(read_timeout=self._read_timeout)
+            try:
+                async with asyncio.timeout_at(self._deadline) as scope:
+                    return await receive(read_timeout=self._read_timeout)
+            except TimeoutError as exc:
+                if scope.expired():
+                    raise total_timeout(self._url, self._total) from exc
+                raise
         except BaseException as exc:
             self._finish("error", close_reason_for(exc))
             if self._pool.closed and not isinstance(exc, asyncio.CancelledError):
                 raise ClientClosed(f"the client was closed while reading {self._url}") from exc
             raise
-        if not chunk:
-            self._finish("eof", None if self._conn.is_reusable() else "not_reusable")
-        return chunk
-
-    async def _read_before_deadline(self) -> bytes:
-        assert self._deadline is not None
-        try:
-            async with asyncio.timeout_at(self._deadline) as scope:
-                chunk: bytes = await self._conn.receive_body(read_timeout=self._read_timeout)
-        except TimeoutError as exc:
-            if scope.expired():
-                raise total_timeout(self._url, self._total) from exc
-            raise
-        return chunk
 
     async def aclose(self) -> None:
         """Give the connection back: closed, unless the body had already ended."""

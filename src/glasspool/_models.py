@@ -30,6 +30,8 @@ from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
     AsyncIterator,
+    Awaitable,
+    Callable,
     Iterable,
     Iterator,
     Mapping,
@@ -982,7 +984,9 @@ class BodyStream(Protocol):
 
     ``read_chunk()`` returns the next chunk, ``b""`` once the body is complete.
     ``aclose()`` releases what the stream holds; it is idempotent, and is also called
-    after the end was reached (then it has nothing left to do).
+    after the end was reached (then it has nothing left to do). A stream may also offer
+    ``async read_rest() -> bytes``, the whole rest of the body at once; :meth:`Response.read`
+    uses it when there is no Content-Encoding to undo.
     """
 
     async def read_chunk(self) -> bytes: ...
@@ -1220,9 +1224,26 @@ class Response:
             ResponseTooLarge: the decoded body passed ``max_decompressed_size``.
         """
         if self._content is None:
-            chunks = [chunk async for chunk in self.aiter_bytes()]
-            self._content = b"".join(chunks)
+            read_rest = getattr(self._stream, "read_rest", None)
+            if read_rest is not None and self._content_coding() is None:
+                self._content = await self._read_rest(read_rest)
+            else:
+                chunks = [chunk async for chunk in self.aiter_bytes()]
+                self._content = b"".join(chunks)
         return self._content
+
+    async def _read_rest(self, read_rest: Callable[[], Awaitable[bytes]]) -> bytes:
+        """:meth:`read` of a body with no coding to undo, from a stream that reads it whole.
+
+        The same checks and the same closing as iterating it (:meth:`_raw_chunks`).
+        """
+        self._claim_stream()
+        try:
+            body = await read_rest()
+        finally:
+            await self.aclose()
+        self._num_bytes_downloaded += len(body)
+        return body
 
     async def aiter_bytes(self, chunk_size: int | None = None) -> AsyncGenerator[bytes, None]:
         """Yield the decoded body; after :meth:`read`, yield the kept content again.
