@@ -86,7 +86,7 @@ class NginxServer:
 
     Attributes:
         pid: the master process id (we started it; only it is ever signalled).
-        ports: the four data ports, one per stand-in host.
+        ports: the data ports, one per stand-in host (four unless asked for more).
         status_port: the ``stub_status`` port.
         root: the temporary folder holding the config, files and error log.
         cpu: the CPU nginx is pinned to, or None when it is not pinned.
@@ -213,11 +213,12 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def start_nginx(cpu: int | None) -> Iterator[NginxServer]:
+def start_nginx(cpu: int | None, host_ports: int = HOST_PORTS) -> Iterator[NginxServer]:
     """Start a private nginx for the duration of the ``with`` block.
 
     Args:
         cpu: pin nginx (master and worker) to this CPU with ``taskset``; None to not pin.
+        host_ports: how many data ports (stand-in hosts) to listen on.
 
     Returns:
         A context manager yielding the running :class:`NginxServer`; leaving it stops
@@ -231,7 +232,7 @@ def start_nginx(cpu: int | None) -> Iterator[NginxServer]:
     _raise_nofile()
     root = Path(tempfile.mkdtemp(prefix="glasspool-bench-"))
     try:
-        *ports, status_port = _free_ports(HOST_PORTS + 1)
+        *ports, status_port = _free_ports(host_ports + 1)
         config = _write_tree(root, ports, status_port)
         argv = [NGINX, "-p", str(root), "-c", str(config), "-e", str(root / "error.log")]
         if cpu is not None:

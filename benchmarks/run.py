@@ -62,7 +62,7 @@ class Scenario:
         title: the table heading.
         kind: ``"load"`` or ``"memory"``.
         path: the file requested (a key of ``BODY_SIZES``).
-        hosts: how many of the four stand-in hosts requests rotate over.
+        hosts: how many stand-in hosts (nginx ports) requests rotate over.
         concurrency: tasks (load) or connections per host (memory).
         limit: the clients' overall connection limit.
         limit_per_host: the clients' per-host limit, or None.
@@ -99,6 +99,9 @@ SCENARIOS = (
              "load", "/1m", 1, 64, 100, None, 10_000, 64, "MiB/s", 64),
     Scenario("memory", "RSS per idle keep-alive connection, {per_host} per host x 4 hosts",
              "memory", "/13b", 4, 250, 1000, 250, 0, 0, "KiB/conn", None),
+    Scenario("waiters", "C=10,000 tasks over 1,000 hosts, limit=1000, limit_per_host=1, "
+             "13 B body (9 waiters queued per host)",
+             "load", "/13b", 1000, 10_000, 1000, 1, 200_000, 10_000, "req/s", None),
 )  # fmt: skip
 SCENARIO_NAMES = tuple(s.name for s in SCENARIOS)
 
@@ -598,7 +601,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup = describe_setup(opts, where)
     _print_setup(setup)
     try:
-        with nginx_bench.start_nginx(where.server_cpu) as server:
+        hosts = max([nginx_bench.HOST_PORTS, *(s.hosts for s in opts.scenarios)])
+        with nginx_bench.start_nginx(where.server_cpu, host_ports=hosts) as server:
             records = run_all(opts, server, where)
     except RuntimeError as exc:
         print(f"benchmark setup failed: {exc}", file=sys.stderr)

@@ -49,7 +49,7 @@ __all__ = ["Client", "StreamContext"]
 
 IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 REDIRECT_DRAIN_BYTES: Final = 64 * 1024
-URL_CACHE_SIZE: Final = 256  # parsed request URLs kept per client (see Client._target)
+URL_CACHE_SIZE: Final = 1024  # parsed request URLs kept per client (see Client._target)
 DEFAULT_TIMEOUT: Final = Timeout()
 DEFAULT_LIMIT_PER_HOST: Final = 10
 
