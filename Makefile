@@ -35,6 +35,7 @@ fmt:
 
 bench: $(VENV)/.test
 	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/pool_ops.py
 
 fuzz: $(VENV)/.test
 	GLASSPOOL_FUZZ_EXAMPLES=5000 $(BIN)/pytest -q tests/test_fuzz.py
