@@ -635,6 +635,21 @@ async def receive_all(conn: HTTP11Connection, method: str) -> tuple[ResponseHead
 
 # -- flow control --------------------------------------------------------------------------
 
+
+def sending_blocks(block: bytes, count: int) -> Handler:
+    """A handler that answers one request with ``count`` copies of ``block``, paced by drain."""
+
+    async def handler(reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (count * len(block)))
+        for _ in range(count):
+            w.write(block)
+            await w.drain()
+        await reader.read()
+
+    return handler
+
+
 BIG = 20 << 20
 READ_MAX = 256 << 10  # the most one socket read delivers (asyncio's selector transports)
 
@@ -642,15 +657,7 @@ READ_MAX = 256 << 10  # the most one socket read delivers (asyncio's selector tr
 async def test_slow_consumer_keeps_buffered_body_under_the_high_water_mark() -> None:
     block = bytes(range(256)) * 4096  # 1 MiB
 
-    async def big(reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % BIG)
-        for _ in range(BIG // len(block)):
-            w.write(block)
-            await w.drain()
-        await reader.read()
-
-    async with RawServer(big) as srv, connected(srv) as conn:
+    async with RawServer(sending_blocks(block, BIG // len(block))) as srv, connected(srv) as conn:
         await conn.send_request(request(), None, chunked=False, write_timeout=5)
         await conn.receive_head(method="GET", read_timeout=5)
         total, peak, paused = 0, 0, 0
@@ -802,15 +809,7 @@ async def test_receive_all_local_close_while_waiting_raises_read_error() -> None
 async def test_receive_all_after_reading_was_paused_resumes_it() -> None:
     block = pattern(1 << 20)
 
-    async def big(reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (8 * len(block)))
-        for _ in range(8):
-            w.write(block)
-            await w.drain()
-        await reader.read()
-
-    async with RawServer(big) as srv, connected(srv) as conn:
+    async with RawServer(sending_blocks(block, 8)) as srv, connected(srv) as conn:
         await conn.send_request(request(), None, chunked=False, write_timeout=5)
         await conn.receive_head(method="GET", read_timeout=5)
         first = await conn.receive_body(read_timeout=5)

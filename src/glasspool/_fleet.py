@@ -838,8 +838,8 @@ class RedisLimits:
         except _RedisUnreachable:
             self._spawn(self._release_in_redis(keys, ticket, limit))  # best effort
             raise
-        except BaseException:
-            await self._abandon(keys, ticket, limit, in_flight)
+        except BaseException:  # clean-up after an error or cancellation, shielded
+            await asyncio.shield(self._spawn(self._abandon(keys, ticket, limit, in_flight)))
             raise
         finally:
             self._waker.unregister(ticket)
@@ -864,21 +864,11 @@ class RedisLimits:
     ) -> None:
         """Remove a waiter's ticket and any slot granted to it in the same instant.
 
-        Runs in its own task and is shielded: a waiter cancelled (even twice) still leaves
-        nothing behind. An attempt still in flight is let finish first, so a slot it
-        grants is released too. If Redis is unreachable the ticket expires within
-        ``lease_ttl``.
+        Run in a task of its own and awaited through ``shield()``, so a waiter cancelled
+        (even twice) still leaves nothing behind. An attempt still in flight is let finish
+        first, so a slot it grants is released too. If Redis is unreachable the ticket
+        expires within ``lease_ttl``.
         """
-        task = self._spawn(self._withdraw(keys, lease_id, limit, in_flight))
-        await asyncio.shield(task)  # shield: clean-up after an error or cancellation
-
-    async def _withdraw(
-        self,
-        keys: _HostKeys,
-        lease_id: str,
-        limit: int,
-        in_flight: asyncio.Task[_Attempt] | None,
-    ) -> None:
         if in_flight is not None:
             with contextlib.suppress(Exception):  # its outcome is undone just below
                 await in_flight
