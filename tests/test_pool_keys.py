@@ -20,8 +20,13 @@ per-request TLS), so the second key is asked of the client's own pool directly.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import os
+import pickle
 import ssl
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -280,3 +285,25 @@ async def test_a_client_certificate_cannot_be_combined_with_a_context(tls_certs:
                 await client.get(f"https://127.0.0.1:{server.port}/", timeout=TIMEOUT)
             assert client.pool.stats().open == 0
         assert server.connections == 0
+
+
+def test_a_key_unpickled_in_another_process_hashes_as_that_process_builds_it(
+    tmp_path: Any,
+) -> None:
+    # String hashes are salted per process: a cached hash must not travel with the key.
+    key = PoolKey("https", "api.example.org", 443, TLSIdentity(ca_path="/etc/ca.pem"))
+    (tmp_path / "key.pickle").write_bytes(pickle.dumps(key))
+    check = (
+        "import pickle, sys\n"
+        "from glasspool import PoolKey, TLSIdentity\n"
+        f"key = pickle.loads(open({str(tmp_path / 'key.pickle')!r}, 'rb').read())\n"
+        "fresh = PoolKey('https', 'api.example.org', 443, TLSIdentity(ca_path='/etc/ca.pem'))\n"
+        "assert key == fresh and hash(key) == hash(fresh), (hash(key), hash(fresh))\n"
+        "assert {fresh: 1}[key] == 1\n"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    done = subprocess.run(
+        [sys.executable, "-c", check], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert copy.deepcopy(key) == key and hash(copy.deepcopy(key)) == hash(key)

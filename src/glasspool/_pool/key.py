@@ -60,6 +60,11 @@ class PoolKey:
     def __hash__(self) -> int:
         return self._hash
 
+    def __reduce__(self) -> tuple[type[PoolKey], tuple[object, ...]]:
+        # Rebuilt through __init__, so the cached hash is this process's (string hashes
+        # differ between processes), not the pickling one's.
+        return (PoolKey, (self.scheme, self.host, self.port, self.tls, self.proxy))
+
     @property
     def origin(self) -> str:
         """``scheme://host:port`` with IPv6 hosts in brackets."""
