@@ -15,6 +15,7 @@ import glasspool
 from glasspool import Client, PoolEvent
 from tests.faults import FaultServer
 from tests.nginx import NginxServer, TLSCerts
+from tests.rawserver import RawServer, read_request
 
 
 def reasons(events: list[PoolEvent], kind: str) -> list[str | None]:
@@ -415,3 +416,96 @@ async def test_stream_read_after_iterating_part_of_it_is_refused(nginx: NginxSer
             break
         with pytest.raises(glasspool.StreamConsumed):
             await r.read()
+
+
+# -- num_bytes_downloaded: body bytes received, before any Content-Encoding is undone -----------
+
+_PLAIN = bytes(range(256)) * 800  # 200 KiB: get() reads most of it straight into its buffer
+_TEXT = b"glasspool counts the bytes it received, not the bytes it decoded.\n" * 2000
+_GZIPPED = gzip.compress(_TEXT)
+
+
+def _chunked(body: bytes, size: int) -> bytes:
+    pieces = [body[i : i + size] for i in range(0, len(body), size)]
+    return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+
+
+# path -> (extra header lines, body as framed on the wire, body bytes it carries)
+_BODIES = {
+    "/plain": (b"", _PLAIN, len(_PLAIN)),
+    "/gzip": (b"Content-Encoding: gzip\r\n", _GZIPPED, len(_GZIPPED)),
+    "/chunked": (b"Transfer-Encoding: chunked\r\n", _chunked(_PLAIN, 5000), len(_PLAIN)),
+    "/gzip-chunked": (
+        b"Content-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n",
+        _chunked(_GZIPPED, 1000),
+        len(_GZIPPED),
+    ),
+}
+
+
+async def _serve_bodies(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while (request := await read_request(reader)) is not None:
+        method, path = request.split(b" ", 2)[:2]
+        extra, framed, _ = _BODIES[path.decode()]
+        length = b"" if b"chunked" in extra else b"Content-Length: %d\r\n" % len(framed)
+        head = b"HTTP/1.1 200 OK\r\n" + extra + length + b"\r\n"
+        writer.write(head if method == b"HEAD" else head + framed)
+        await writer.drain()
+
+
+@pytest.mark.parametrize("path", list(_BODIES))
+async def test_num_bytes_downloaded_counts_body_bytes_as_received(path: str) -> None:
+    # get() (the whole body read, whole or decoded as it arrives) and every way of reading
+    # a streamed body count the same bytes: the body's, without chunked framing and
+    # before gzip is undone
+    _, _, wire = _BODIES[path]
+    decoded = _TEXT if "gzip" in path else _PLAIN
+    async with RawServer(_serve_bodies) as srv, Client() as client:
+        url = f"http://127.0.0.1:{srv.port}{path}"
+        for how in ("get", "aiter_bytes", "aiter_raw", "read", "get"):
+            if how == "get":
+                r = await client.get(url)
+                assert r.content == decoded
+            else:
+                async with client.stream("GET", url) as r:
+                    assert r.num_bytes_downloaded == 0
+                    if how == "read":
+                        assert await r.read() == decoded
+                    elif how == "aiter_bytes":
+                        assert b"".join([c async for c in r.aiter_bytes()]) == decoded
+                    else:
+                        assert len(b"".join([c async for c in r.aiter_raw()])) == wire
+            assert r.num_bytes_downloaded == wire, how
+        at_rest(client)
+        host = client.pool.stats().host("127.0.0.1")
+        assert host is not None and host.opened == 1
+
+
+async def test_num_bytes_downloaded_is_zero_for_head_and_counts_the_next_get() -> None:
+    async with RawServer(_serve_bodies) as srv, Client() as client:
+        url = f"http://127.0.0.1:{srv.port}/plain"
+        r = await client.head(url)
+        assert r.headers["content-length"] == str(len(_PLAIN))
+        assert r.content == b"" and r.num_bytes_downloaded == 0
+        assert (await client.get(url)).num_bytes_downloaded == len(_PLAIN)
+
+
+@pytest.mark.parametrize("path", ["/64k", "/1m", "/gzip", "/chunked"])
+async def test_num_bytes_downloaded_after_get_from_nginx(nginx: NginxServer, path: str) -> None:
+    async with Client() as client:
+        r = await client.get(nginx.url(path))
+        assert r.content == nginx.content(path)
+        async with client.stream("GET", nginx.url(path)) as s:
+            raw = b"".join([c async for c in s.aiter_raw()])
+        assert r.num_bytes_downloaded == s.num_bytes_downloaded == len(raw)
+        if path == "/gzip":
+            assert len(raw) < len(r.content)  # the compressed size, not the decoded one
+
+
+async def test_num_bytes_downloaded_of_redirects_counts_their_bodies() -> None:
+    moved = b"HTTP/1.1 302 Found\r\nLocation: /plain\r\nContent-Length: 7\r\n\r\nmoved.\n"
+    done = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    async with RawServer(replies=[moved, done]) as srv, Client() as client:
+        r = await client.get(f"http://127.0.0.1:{srv.port}/")
+        assert r.content == b"ok" and r.num_bytes_downloaded == 2
+        assert [h.num_bytes_downloaded for h in r.history] == [7]

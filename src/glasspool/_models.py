@@ -1210,7 +1210,14 @@ class Response:
 
     @property
     def num_bytes_downloaded(self) -> int:
-        """Raw (still encoded) body bytes pulled from the stream so far."""
+        """Body bytes received so far, as the server sent them.
+
+        Counted before any ``Content-Encoding`` is undone (a gzip body counts its
+        compressed size) and without chunked framing (chunk-size lines and trailers are
+        not counted). After ``client.get()`` and friends it is the whole body's count; for
+        a streamed response it grows as the body is read. 0 for a response without a
+        body (HEAD, 204, 304) and for one built in memory.
+        """
         return self._num_bytes_downloaded
 
     async def read(self) -> bytes:

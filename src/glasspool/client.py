@@ -489,8 +489,9 @@ class Client:
                 body = conn.receive_all_nowait()
                 if body is None:  # not all here yet: wait (a checkpoint)
                     body = await conn.receive_all(read_timeout=t.read)
+                response._num_bytes_downloaded = len(body)
             else:
-                body = await self._read_decoded(conn, t, coding)
+                body = await self._read_decoded(response, conn, t, coding)
         except BaseException as exc:
             self._pool.release(lease, reason="error", close_reason=close_reason_for(exc))
             self._raise_closed(exc, response.request)
@@ -498,8 +499,11 @@ class Client:
         self._pool.release(lease, reason="eof", close_reason=_reuse(conn))
         return body
 
-    async def _read_decoded(self, conn: Any, t: Timeout, coding: str) -> bytes:
-        """Decode the body as it arrives, so a decompression cap stops the read early."""
+    async def _read_decoded(self, response: Response, conn: Any, t: Timeout, coding: str) -> bytes:
+        """Decode the body as it arrives, so a decompression cap stops the read early.
+
+        ``response.num_bytes_downloaded`` counts the encoded bytes as they are received.
+        """
         decoder = make_decoder(coding, max_size=self.max_decompressed_size)
         chunks: list[bytes] = []
         while True:
@@ -508,6 +512,7 @@ class Client:
                 chunk = await conn.receive_body(read_timeout=t.read)
             if not chunk:
                 break
+            response._num_bytes_downloaded += len(chunk)
             chunks.append(decoder.decode(chunk))
         chunks.append(decoder.flush())
         return b"".join(chunks)
@@ -520,6 +525,7 @@ class Client:
         try:
             while chunk := await conn.receive_body(read_timeout=t.read):
                 received += len(chunk)
+                response._num_bytes_downloaded = received
                 if received > REDIRECT_DRAIN_BYTES:
                     self._pool.release(lease, reason="closed", close_reason="not_reusable")
                     break
