@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import logging
 import random
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import pytest
 
@@ -245,6 +248,72 @@ async def test_listener_errors_are_logged_not_raised(caplog: pytest.LogCaptureFi
     pool.remove_listener(broken)
     with pytest.raises(ValueError, match="never added"):
         pool.remove_listener(broken)
+    await pool.aclose()
+
+
+class AsyncCallable:
+    """An object whose ``__call__`` is a coroutine function."""
+
+    async def __call__(self, event: PoolEvent) -> None:
+        pass
+
+
+async def on_event_async(event: PoolEvent) -> None:
+    pass
+
+
+@pytest.mark.parametrize(
+    "listener",
+    [
+        on_event_async,
+        functools.partial(on_event_async),
+        AsyncCallable(),
+        functools.partial(AsyncCallable()),
+        AsyncCallable().__call__,
+    ],
+    ids=["function", "partial", "async-call", "partial-of-async-call", "bound-method"],
+)
+async def test_an_async_listener_is_refused_with_what_to_do(listener: Any) -> None:
+    pool = Pool(Factory(), limit=2)
+    with pytest.raises(TypeError, match="called synchronously") as info:
+        pool.add_listener(listener)
+    assert "create_task" in str(info.value) and "put_nowait" in str(info.value)
+    assert repr(listener) in str(info.value)
+    with pytest.raises(ValueError, match="never added"):
+        pool.remove_listener(listener)
+    await pool.aclose()
+
+
+async def test_a_listener_that_returns_a_coroutine_is_logged_and_the_coroutine_closed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # a plain function that calls an async one cannot be told apart when it is added:
+    # its coroutine is closed unrun (no "never awaited" warning later) and logged
+    pool = Pool(Factory(), limit=2)
+    made: list[Coroutine[Any, Any, None]] = []
+    ran: list[PoolEvent] = []
+
+    async def handle(event: PoolEvent) -> None:
+        ran.append(event)
+
+    def wrapper(event: PoolEvent) -> Coroutine[Any, Any, None]:
+        made.append(coro := handle(event))
+        return coro
+
+    pool.add_listener(wrapper)  # type: ignore[arg-type]
+    with caplog.at_level(logging.ERROR, logger="glasspool.pool"):
+        pool.release(await pool.acquire(A))
+    assert len(made) == 3  # connecting, acquired, released
+    assert all(inspect.getcoroutinestate(coro) == "CORO_CLOSED" for coro in made)
+    assert ran == []
+    assert caplog.text.count("returned a coroutine") == 3
+    await pool.aclose()
+
+
+async def test_a_listener_that_is_not_callable_is_refused() -> None:
+    pool = Pool(Factory(), limit=2)
+    with pytest.raises(TypeError, match="not callable"):
+        pool.add_listener("print")  # type: ignore[arg-type]
     await pool.aclose()
 
 

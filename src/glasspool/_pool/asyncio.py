@@ -11,6 +11,8 @@ fails or is cancelled).
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -121,8 +123,28 @@ class Pool:
     def add_listener(self, fn: PoolListener) -> None:
         """Call ``fn(event)`` synchronously for every :class:`PoolEvent` from now on.
 
-        A listener that raises is logged on ``glasspool.pool`` and otherwise ignored.
+        ``fn`` runs inside the pool's bookkeeping, on the event loop's thread, before the
+        operation that caused the event returns; it must not block. A listener that
+        raises is logged on ``glasspool.pool`` and otherwise ignored. A coroutine
+        returned by a listener is closed unrun and logged.
+
+        Raises:
+            TypeError: ``fn`` is not callable, or is an ``async def`` function (or a
+                ``functools.partial`` of one, or an object whose ``__call__`` is one):
+                its coroutine would never run. Schedule the async work from a plain
+                function instead.
         """
+        if not callable(fn):
+            raise TypeError(f"pool listener {fn!r} is not callable")
+        if _is_async_callable(fn):
+            raise TypeError(
+                f"pool listener {fn!r} is an async function, but listeners are called "
+                "synchronously and its coroutine would never run. Add a plain function "
+                "that hands the event on, e.g. to an asyncio.Queue that a task of yours "
+                "reads (pool.add_listener(queue.put_nowait)), or one that schedules the "
+                "coroutine: pool.add_listener(lambda event: "
+                "tasks.add(loop.create_task(handler(event)))), keeping a reference to each task"
+            )
         self._listeners.append(fn)
         self._update_emit()
 
@@ -147,9 +169,19 @@ class Pool:
             logger.debug("%s", event)
         for fn in tuple(self._listeners):
             try:
-                fn(event)
+                result: object = fn(event)
             except Exception:
                 logger.exception("pool listener %r raised on %s", fn, event)
+                continue
+            if result is not None and inspect.iscoroutine(result):
+                result.close()
+                logger.error(
+                    "pool listener %r returned a coroutine on %s; listeners are called "
+                    "synchronously, so it was closed unrun (schedule it with "
+                    "loop.create_task() inside the listener instead)",
+                    fn,
+                    event,
+                )
 
     def stats(self) -> PoolStats:
         """A frozen snapshot of every count, global and per key. O(number of keys)."""
@@ -538,3 +570,11 @@ class Pool:
             fut = waiter.payload
             if fut is not None and not fut.done():
                 fut.set_exception(ClientClosed(f"the client was closed while {waiter.key} waited"))
+
+
+def _is_async_callable(fn: Callable[..., object]) -> bool:
+    """Whether calling ``fn`` makes a coroutine: an ``async def`` function or method, a
+    ``functools.partial`` of one, or an object whose ``__call__`` is one."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__)
