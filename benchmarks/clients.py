@@ -81,6 +81,7 @@ class WorkSpec:
         expected_size: the body size every response must have.
         status_url: nginx ``stub_status`` URL (memory: counts idle server connections).
         uvloop: run on uvloop instead of the default asyncio loop.
+        tune_allocator: call ``glasspool.tune_allocator()`` first (glasspool only).
     """
 
     client: str
@@ -95,6 +96,7 @@ class WorkSpec:
     expected_size: int
     status_url: str
     uvloop: bool = False
+    tune_allocator: bool = False
 
 
 class Runner(Protocol):
@@ -711,6 +713,16 @@ def _loop_factory(use_uvloop: bool) -> Callable[[], asyncio.AbstractEventLoop] |
     return cast(Callable[[], asyncio.AbstractEventLoop], uvloop.new_event_loop)
 
 
+def _tune_allocator(client: str) -> None:
+    """Call ``glasspool.tune_allocator()`` (which only a glasspool worker is asked to do)."""
+    if client != "glasspool":
+        raise BenchError(f"tune_allocator is glasspool's; not for {client}")
+    tune = getattr(_import("glasspool"), "tune_allocator", None)
+    if tune is None:
+        raise ClientUnavailable("this glasspool has no tune_allocator()")
+    tune()
+
+
 def run_spec(spec: WorkSpec) -> dict[str, Any]:
     """Run one spec on a fresh event loop and return its figures.
 
@@ -725,6 +737,8 @@ def run_spec(spec: WorkSpec) -> dict[str, Any]:
         BenchError: (or the client's own exception) the run failed.
     """
     scenario = _run_memory if spec.kind == "memory" else _run_load
+    if spec.tune_allocator:
+        _tune_allocator(spec.client)
     with asyncio.Runner(loop_factory=_loop_factory(spec.uvloop)) as loop:
         return loop.run(scenario(spec))
 

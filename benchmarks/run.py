@@ -119,6 +119,7 @@ class Options:
     uvloop: bool
     json_path: Path | None
     pin: bool
+    tune_allocator: bool = False
 
 
 def _csv(value: str, known: Sequence[str], what: str) -> tuple[str, ...]:
@@ -153,6 +154,12 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     parser.add_argument("--uvloop", action="store_true", help="run the clients on uvloop")
     parser.add_argument("--json", dest="json_path", type=Path, help="also save results here")
     parser.add_argument("--no-pin", dest="pin", action="store_false", help="no taskset")
+    parser.add_argument(
+        "--tune-allocator",
+        action="store_true",
+        help="glasspool's worker calls glasspool.tune_allocator() before its client (the "
+        "other clients keep glibc's defaults; for all of them alike, set MALLOC_* instead)",
+    )
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error(f"--rounds must be at least 1, got {args.rounds}")
@@ -166,7 +173,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         parser.error(f"--seconds must be in (0, 60], got {seconds}")
     scenarios = tuple(s for s in SCENARIOS if s.name in names)
     return Options(args.rounds, args.quick, seconds, 1 if args.quick else 5, clients,
-                   scenarios, args.uvloop, args.json_path, args.pin)  # fmt: skip
+                   scenarios, args.uvloop, args.json_path, args.pin,
+                   args.tune_allocator)  # fmt: skip
 
 
 # ---------------------------------------------------------------------------- running
@@ -212,6 +220,7 @@ def _spec(opts: Options, scenario: Scenario, client: str, server: NginxServer) -
         "expected_size": BODY_SIZES[scenario.path],
         "status_url": server.status_url,
         "uvloop": opts.uvloop,
+        "tune_allocator": opts.tune_allocator and client == "glasspool",
     }
 
 
@@ -558,6 +567,9 @@ def describe_setup(opts: Options, where: Placement) -> dict[str, Any]:
         "machine": f"{_cpu_model()}, {os.cpu_count()} CPUs, Linux {platform.release()}",
         "python": platform.python_version(),
         "loop": "uvloop" if opts.uvloop else "asyncio",
+        "allocator": "glasspool.tune_allocator() in glasspool's worker"
+        if opts.tune_allocator
+        else "glibc defaults (unless MALLOC_* is set)",
         "versions": {p: _version(p) for p in packages}
         | {
             "nginx": nginx_bench.nginx_version(),
@@ -577,7 +589,9 @@ def describe_setup(opts: Options, where: Placement) -> dict[str, Any]:
 
 def _print_setup(setup: dict[str, Any]) -> None:
     print("glasspool benchmark (medians over rounds; every run in a fresh process)")
-    for key in ("date", "machine", "python", "loop", "pinning", "rounds", "load_average_at_start"):
+    keys = ("date", "machine", "python", "loop", "allocator", "pinning", "rounds",
+            "load_average_at_start")  # fmt: skip
+    for key in keys:
         print(f"  {key}: {setup[key]}")
     print("  versions: " + ", ".join(f"{k} {v}" for k, v in setup["versions"].items()))
     print(f"  load runs: {setup['seconds_per_load_run']} s cap each; wrk: {setup['wrk_seconds']} s")

@@ -1,5 +1,6 @@
 """glasspool: an asyncio HTTP client built around a connection pool you can see through."""
 
+from ._allocator import tune_allocator
 from ._events import EVENT_REASONS, PoolEvent, PoolListener
 from ._exceptions import (
     ClientClosed,
@@ -82,4 +83,5 @@ __all__ = [
     "WriteError",
     "WriteTimeout",
     "__version__",
+    "tune_allocator",
 ]

@@ -319,34 +319,6 @@ class _ChunkScanner:
 
 _DEFAULT_LIMITS = ParserLimits()
 
-_PRIME_BYTES = 4 * 1024 * 1024
-_allocator_primed = False
-
-
-def _prime_allocator() -> None:
-    """Allocate and free one 4 MiB block, once per process, so the C heap stops churning.
-
-    glibc's ``malloc`` serves blocks below its *mmap threshold* (128 KiB at start) from
-    the heap, and returns the top of the heap to the kernel whenever more than its *trim
-    threshold* (also 128 KiB) is free there. A client receiving many bodies of tens of
-    KiB allocates and frees such blocks all the time, so the heap shrinks and grows back
-    over and over: a ``brk`` call, then a page fault and a zeroed page for every 4 KiB
-    touched again (strace: one ``brk`` per three or four 64 KiB responses at 64 in
-    flight; about 1.6x the CPU per response in ``benchmarks/run.py``'s body64k). glibc
-    raises both thresholds by itself the first time a block bigger than the mmap
-    threshold is freed (its documented *dynamic mmap threshold*: the mmap threshold
-    becomes that block's size, the trim threshold twice that), which any process that
-    once frees a large buffer gets anyway; this does that once, on purpose, when a client
-    makes its read buffer. 4 MiB covers 64 bodies of 64 KiB in flight (1 MiB did not).
-    It changes nothing where the thresholds were set explicitly (``MALLOC_MMAP_THRESHOLD_``
-    and friends turn the dynamic adjustment off) and is a harmless alloc/free elsewhere.
-    """
-    global _allocator_primed
-    if not _allocator_primed:
-        _allocator_primed = True
-        block = bytes(_PRIME_BYTES)  # calloc: mapped zero pages, none of them touched
-        del block
-
 
 class ReceiveBuffer:
     """A read buffer that the connections of one client share (one event loop).
@@ -365,7 +337,6 @@ class ReceiveBuffer:
     __slots__ = ("data", "view")
 
     def __init__(self, size: int = RECV_BUFFER_SIZE) -> None:
-        _prime_allocator()
         self.data = bytearray(size)
         self.view = memoryview(self.data)
 
