@@ -444,3 +444,30 @@ async def test_request_waiting_on_fleet_takes_a_released_connection_of_its_key()
             break
         await asyncio.sleep(0)
     assert fleet.held[A] == 0
+
+
+async def test_waiting_key_evicts_an_idle_connection_when_its_grace_runs_out() -> None:
+    """The pool's timer serves a waiter once another key's idle connection may be evicted."""
+    events: list[PoolEvent] = []
+    pool = Pool(Factory(), limit=2, limit_per_host=2, evict_grace=0.05)
+    pool.add_listener(events.append)
+    held = await pool.acquire(A)
+    b = await pool.acquire(B)
+    pool.release(b)  # B's connection idles: within its grace, A waits for its own
+    lease = await asyncio.wait_for(pool.acquire(A), timeout=5)
+    assert not lease.reused
+    reasons = [(e.kind, e.key, e.reason) for e in events]
+    assert ("queued", A, "limit") in reasons and ("closed", B, "evicted") in reasons
+    assert events[-1].time - events[reasons.index(("queued", A, "limit"))].time >= 0.05
+    pool.release(lease)
+    pool.release(held)
+    await pool.aclose()
+
+
+async def test_key_without_connection_is_not_made_to_wait_for_a_grace() -> None:
+    pool = Pool(Factory(), limit=1, evict_grace=None)
+    pool.release(await pool.acquire(A))
+    b = await pool.acquire(B)  # no connection to B: A's idle one is evicted at once
+    assert pool.stats().hosts[A].closed == 1
+    pool.release(b)
+    await pool.aclose()

@@ -278,3 +278,96 @@ def test_close_all_drops_waiters_and_closes_idle() -> None:
     assert actions and kinds(events)[-1] == ("closed", "client_closed")
     assert pool.release(holder, 2.0) == []  # a late release after aclose is harmless
     assert pool.open == 0
+
+
+# ---------------------------------------------------------------- eviction (I8)
+
+
+def test_key_with_a_connection_waits_for_it_instead_of_evicting_a_fresh_idle() -> None:
+    pool, events = make(limit=2, limit_per_host=2, evict_grace=1.0)
+    wa, wb = open_conn(pool, A), open_conn(pool, B)
+    pool.release(wb, 1.0)  # B's connection idles; B may need it again a moment later
+    w, actions = pool.request(A, 1.5)  # A has a connection in use: it waits for it
+    assert w.state is WaiterState.QUEUED and actions == []
+    assert kinds(events)[-1] == ("queued", "limit")
+    assert ("closed", "evicted") not in kinds(events)
+    assert pool.release(wa, 1.6) == [Wake(w)]  # A's own connection comes back to it
+    assert w.conn is wa.conn and w.reused
+    pool._check_invariants(1.6)
+
+
+def test_key_with_no_connection_evicts_at_once() -> None:
+    pool, _ = make(limit=2, evict_grace=None)
+    open_conn(pool, A)
+    wb = open_conn(pool, B)
+    pool.release(wb, 1.0)
+    w, actions = pool.request(C, 1.0)  # C has nothing: it may not be made to wait
+    assert w.state is WaiterState.CONNECTING
+    assert actions == [Close(wb.conn, "evicted")]  # type: ignore[arg-type]
+    pool._check_invariants(1.0)
+
+
+def test_idle_connection_past_the_grace_is_evicted_for_a_waiting_key() -> None:
+    pool, _ = make(limit=2, limit_per_host=2, evict_grace=1.0)
+    open_conn(pool, A)
+    wb = open_conn(pool, B)
+    pool.release(wb, 1.0)
+    w, _ = pool.request(A, 1.2)
+    assert w.state is WaiterState.QUEUED
+    assert pool.evict_deadline() == 2.0 and pool.next_expiry() == 2.0
+    assert pool.expire(1.9) == []  # not yet
+    pool._check_invariants(1.9)
+    actions = pool.expire(2.0)
+    assert actions == [Close(wb.conn, "evicted"), Wake(w)]  # type: ignore[arg-type]
+    assert w.state is WaiterState.CONNECTING
+    assert pool.evict_deadline() is None
+    pool._check_invariants(2.0)
+
+
+def test_request_evicts_an_idle_connection_past_the_grace_at_once() -> None:
+    pool, _ = make(limit=2, limit_per_host=2, evict_grace=1.0)
+    open_conn(pool, A)
+    wb = open_conn(pool, B)
+    pool.release(wb, 1.0)
+    w, actions = pool.request(A, 2.5)
+    assert w.state is WaiterState.CONNECTING
+    assert actions == [Close(wb.conn, "evicted")]  # type: ignore[arg-type]
+
+
+def test_zero_grace_evicts_whenever_the_global_limit_is_full() -> None:
+    pool, _ = make(limit=2, limit_per_host=2, evict_grace=0)
+    open_conn(pool, A)
+    wb = open_conn(pool, B)
+    pool.release(wb, 1.0)
+    w, actions = pool.request(A, 1.0)
+    assert w.state is WaiterState.CONNECTING and len(actions) == 1
+
+
+def test_released_idle_goes_to_a_starving_key_before_an_older_waiter_with_connections() -> None:
+    pool, _ = make(limit=2, limit_per_host=2, evict_grace=None)
+    open_conn(pool, A)
+    wb = open_conn(pool, B)
+    older, _ = pool.request(A, 1.0)  # A has a connection: waits for its own
+    starving, _ = pool.request(C, 2.0)  # C has none: global limit
+    assert older.state is starving.state is WaiterState.QUEUED
+    actions = pool.release(wb, 3.0)  # B's connection idles and is evicted for C at once
+    assert actions == [Close(wb.conn, "evicted"), Wake(starving)]  # type: ignore[arg-type]
+    assert older.state is WaiterState.QUEUED
+    pool._check_invariants(3.0)
+
+
+def test_available_counts_only_idle_a_key_may_evict_now() -> None:
+    pool, _ = make(limit=2, limit_per_host=2, evict_grace=1.0)
+    open_conn(pool, A)
+    wb = open_conn(pool, B)
+    pool.release(wb, 1.0)
+    a = pool.hosts()[A]
+    assert pool.host_available(a, 1.5) == 0  # B's idle one is still in its grace
+    assert pool.host_available(a, 2.0) == 1
+    pool.request(C, 1.5)
+    assert pool.host_available(pool.hosts()[C], 1.5) == 0  # it evicted B's at once
+
+
+def test_evict_grace_is_validated() -> None:
+    with pytest.raises(ValueError, match="evict_grace"):
+        PoolState(evict_grace=-1)

@@ -35,6 +35,7 @@ class PoolMachine(RuleBasedStateMachine):
         lifetime=st.one_of(st.none(), st.floats(1, 10)),
         max_requests=st.one_of(st.none(), st.integers(1, 4)),
         passovers=st.integers(0, 3),
+        grace=st.one_of(st.none(), st.just(0.0), st.floats(0.1, 3)),
     )
     def setup(
         self,
@@ -44,6 +45,7 @@ class PoolMachine(RuleBasedStateMachine):
         lifetime: float | None,
         max_requests: int | None,
         passovers: int,
+        grace: float | None,
     ) -> None:
         if per_host is not None:
             per_host = min(per_host, limit)
@@ -56,6 +58,7 @@ class PoolMachine(RuleBasedStateMachine):
             max_requests,
             passovers,
             emit=self.on_event,
+            evict_grace=grace,
         )
 
     def on_event(self, event: PoolEvent) -> None:
@@ -142,7 +145,7 @@ class PoolMachine(RuleBasedStateMachine):
         if not hasattr(self, "pool"):
             return
         pool = self.pool
-        pool._check_invariants()
+        pool._check_invariants(self.now)
         assert len(self.in_state(WaiterState.QUEUED)) == pool.waiting
         assert len(self.in_state(WaiterState.CONNECTING)) == pool.connecting
         assert len(self.in_state(WaiterState.ACTIVE)) == pool.in_use
@@ -169,7 +172,11 @@ class PoolMachine(RuleBasedStateMachine):
                     self.apply(self.pool.connected(waiter, self.now))
                 elif waiter.state is WaiterState.ACTIVE:
                     self.apply(self.pool.release(waiter, self.now))
-                self.pool._check_invariants()
+                self.pool._check_invariants(self.now)
+                # time passes while requests wait: expiry and eviction grace come due
+                self.now += 0.25
+                self.apply(self.pool.expire(self.now))
+                self.pool._check_invariants(self.now)
         assert self.pool.waiting == self.pool.connecting == self.pool.in_use == 0
         assert self.pool.open == self.pool.idle
         _, actions = self.pool.close_all(self.now)

@@ -73,7 +73,7 @@ class Pool:
         connection_factory: ``async def f(key, connect_timeout) -> connection``; runs in
             the requesting task, so cancelling the request cancels the connect.
         limit, limit_per_host, host_limits, keepalive_expiry, max_lifetime,
-        max_requests_per_connection, max_passovers: see ``PoolState``.
+        max_requests_per_connection, max_passovers, evict_grace: see ``PoolState``.
         shared_limits: fleet-wide per-host limits taken before each new connection.
         clock: monotonic seconds; injected for tests.
 
@@ -92,6 +92,7 @@ class Pool:
         max_lifetime: float | None = None,
         max_requests_per_connection: int | None = None,
         max_passovers: int = 16,
+        evict_grace: float | None = 0.5,
         shared_limits: SharedLimits | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -103,6 +104,7 @@ class Pool:
             max_lifetime,
             max_requests_per_connection,
             max_passovers,
+            evict_grace=evict_grace,
         )
         self._factory = connection_factory
         self._shared = shared_limits
@@ -187,6 +189,7 @@ class Pool:
         """A frozen snapshot of every count, global and per key. O(number of keys)."""
         st = self._state
         hosts = HostsView()
+        now = self._clock()
         for key, h in st.hosts().items():
             shared_limit, fleet, leases = None, None, 0
             if self._shared is not None:
@@ -200,7 +203,7 @@ class Pool:
                 in_use=h.in_use,
                 idle=len(h.idle),
                 waiting=len(h.waiters),
-                available=st.host_available(h),
+                available=st.host_available(h, now),
                 opened=h.opened,
                 reused=h.reused,
                 closed=h.closed,
@@ -266,6 +269,7 @@ class Pool:
         if actions:
             self._run(actions)
         if waiter.state is WaiterState.QUEUED:
+            self._schedule_eviction()
             await self._wait(waiter, timeout)
             if self._closed:
                 if waiter.conn is not None and waiter.conn.handle is not None:
@@ -476,6 +480,8 @@ class Pool:
                 self._adopt_for_fleet_waiter(conn)
             if conn.state is ConnState.IDLE:
                 self._schedule_expiry(conn)
+                if self._state.waiting:
+                    self._schedule_eviction()
 
     def _on_lost(self, conn: Conn) -> None:
         if conn.state is ConnState.IDLE and not self._closed:
@@ -514,8 +520,15 @@ class Pool:
         if not task.cancelled() and task.exception() is not None:
             logger.warning("releasing a shared-limit lease failed: %r", task.exception())
 
+    def _schedule_eviction(self) -> None:
+        """Wake up when an idle connection becomes evictable for a waiting request."""
+        self._schedule_at(self._state.evict_deadline())
+
     def _schedule_expiry(self, conn: Conn) -> None:
-        when = conn.expires_at
+        self._schedule_at(conn.expires_at)
+
+    def _schedule_at(self, when: float | None) -> None:
+        """Run :meth:`_on_expiry` at ``when`` (monotonic) unless it already runs sooner."""
         if when is None:
             return
         if self._timer is not None and self._timer_at <= when:

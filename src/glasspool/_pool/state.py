@@ -20,28 +20,38 @@ I4  every connection is in exactly one state (CONNECTING, IN_USE, IDLE) and in e
     per-key container; closed connections are in none.
 I5  no waiter waits while capacity for it exists: a key with waiters has no idle
     connection, and a waiter with per-key headroom exists only while open == limit and no
-    other key has an idle connection that could be evicted.
+    idle connection may be evicted for it (I8).
 I6  the per-key counters equal a recount, and the totals equal the sum over keys.
 I7  every idle connection with an expiry has its entry in the expiry heap, at or before
     that expiry (``conn.heap_at``); a connection has at most one live entry.
+I8  eviction does not thrash. An idle connection of another key is closed (``evicted``) to
+    make room under a full global limit only (a) for a key with no connection at all
+    (none connecting, in use or idle), at once, or (b) once it has been idle for at least
+    ``evict_grace`` seconds, for any key with per-key headroom. A key that has connections
+    otherwise waits for its own: they come back to it first. The oldest idle connection
+    is the one evicted. A key with no connection is on the starving heap, so it finds an
+    idle connection to evict even when older waiters of other keys may not.
 
 Theory of operation. A request is a ``Waiter``. ``request()`` serves it at once (an idle
 connection of its key, most recently used first; else a new slot if the limits allow,
-evicting the oldest idle connection of another key if only the global limit is full) or
-queues it. Capacity comes back in two ways. A released reusable connection goes straight to
-the oldest waiter of its key; a closed connection frees a slot, which goes to the oldest
-waiter (by arrival) among keys with per-key headroom. Preferring the same key avoids a
-reconnect, but may pass over an older waiter of another key that only the global limit
+evicting the oldest idle connection if only the global limit is full and I8 allows it) or
+queues it. Capacity comes back in three ways. A released reusable connection goes straight
+to the oldest waiter of its key; a closed connection frees a slot, which goes to the
+oldest waiter (by arrival) among keys with per-key headroom; an idle connection nobody of
+its key takes goes to the oldest waiter allowed to evict it (I8), at once or when its
+grace runs out (``evict_deadline``, served by ``expire``). Preferring the same key avoids
+a reconnect, but may pass over an older waiter of another key that only the global limit
 holds back; that waiter is passed over at most ``max_passovers`` times, after which the
 released connection is closed (``evicted``) and the slot goes to it.
 
 Data structures keep every operation O(1) or O(log n): per-key ordered dicts of idle
 connections and of waiters, one global ordered dict of idle connections (oldest first, for
-eviction), a heap of ready keys ordered by the arrival of their oldest waiter, and a heap
-of idle-connection expiry times. Both heaps use lazy deletion. The expiry heap is also
-lazy about updates: a connection released again keeps its earlier entry, which moves to
-the new expiry when it comes up (``expire``/``next_expiry``), so a release costs no push
-and the heap holds about one entry per connection, not one per request.
+eviction), a heap of ready keys ordered by the arrival of their oldest waiter, the same for
+starving keys (waiters and no connection), and a heap of idle-connection expiry times. The
+heaps use lazy deletion. The expiry heap is also lazy about updates: a connection released
+again keeps its earlier entry, which moves to the new expiry when it comes up
+(``expire``/``next_expiry``), so a release costs no push and the heap holds about one
+entry per connection, not one per request.
 """
 
 from __future__ import annotations
@@ -173,6 +183,7 @@ class _Host:
         "opened",
         "requests",
         "reused",
+        "starve_seq",
         "waiters",
     )
 
@@ -184,6 +195,7 @@ class _Host:
         self.idle: OrderedDict[int, Conn] = OrderedDict()  # most recently used at the end
         self.waiters: OrderedDict[int, Waiter] = OrderedDict()  # oldest first
         self.heap_seq = -1  # seq of the waiter this key was last pushed on the ready heap with
+        self.starve_seq = -1  # the same for the starving heap
         self.opened = self.reused = self.closed = self.requests = 0
 
     @property
@@ -224,6 +236,10 @@ class PoolState:
         max_requests_per_connection: requests after which a connection is not reused.
         max_passovers: how many times a waiter of another key that only the global limit
             holds back may be passed over in favour of a same-key handover.
+        evict_grace: seconds an idle connection must have been idle before it may be
+            evicted for a key that already has a connection (I8); a key with none may
+            evict any idle connection at once. ``0`` evicts whenever the global limit is
+            full; ``None`` evicts only for keys with no connection.
         emit: called with each :class:`PoolEvent`; ``None`` builds no events at all.
 
     Raises:
@@ -241,6 +257,7 @@ class PoolState:
         max_requests_per_connection: int | None = None,
         max_passovers: int = 16,
         emit: Emit | None = None,
+        evict_grace: float | None = 0.5,
     ) -> None:
         self.limit = _check_limit("limit", limit)
         self.limit_per_host = (
@@ -262,10 +279,12 @@ class PoolState:
             else _check_limit("max_requests_per_connection", max_requests_per_connection)
         )
         self.max_passovers = max_passovers
+        self.evict_grace = _check_seconds("evict_grace", evict_grace, allow_zero=True)
         self.emit = emit
         self._hosts: dict[PoolKey, _Host] = {}
         self._idle: OrderedDict[int, Conn] = OrderedDict()  # all idle, oldest idle first
         self._ready: list[tuple[int, PoolKey]] = []  # (seq of oldest waiter, key)
+        self._starving: list[tuple[int, PoolKey]] = []  # the same, keys with no connection
         self._expiry: list[tuple[float, int, Conn]] = []
         self._conn_ids = itertools.count(1)
         self._seqs = itertools.count(1)
@@ -297,12 +316,30 @@ class PoolState:
             self.emit(PoolEvent(kind, host.key, cid, reason, now, len(host.waiters)))
 
     def _mark_ready(self, host: _Host) -> None:
-        """Push ``host`` on the ready heap if it has waiters and per-key headroom."""
+        """Push ``host`` on the ready heap if it has waiters and per-key headroom, and on
+        the starving heap too if it has no connection."""
         if host.waiters and host.open < host.limit:
             seq = next(iter(host.waiters))
             if host.heap_seq != seq:
                 host.heap_seq = seq
                 heapq.heappush(self._ready, (seq, host.key))
+            if host.open == 0 and host.starve_seq != seq:
+                host.starve_seq = seq
+                heapq.heappush(self._starving, (seq, host.key))
+
+    def _oldest_starving(self) -> _Host | None:
+        """The key with no connection whose oldest waiter is the oldest such waiter (I8)."""
+        starving = self._starving
+        while starving:
+            seq, key = starving[0]
+            host = self._hosts[key]
+            if host.waiters and host.open == 0 and next(iter(host.waiters)) == seq:
+                return host
+            heapq.heappop(starving)
+            if host.starve_seq == seq:
+                host.starve_seq = -1
+                self._mark_ready(host)
+        return None
 
     def _oldest_ready(self) -> _Host | None:
         """The key whose oldest waiter is the oldest among keys with headroom (I3)."""
@@ -340,7 +377,7 @@ class PoolState:
         if (
             not host.waiters
             and host.open < host.limit
-            and (self.open < self.limit or self._evict_other(key, now, actions))
+            and (self.open < self.limit or self._evict_for(host, now, actions))
         ):
             self._give_slot(waiter, host, now)
             return waiter, actions
@@ -389,16 +426,41 @@ class PoolState:
         reason = "limit_per_host" if host.open >= host.limit else "limit"
         self._event("queued", host, None, reason, now)
 
-    def _evict_other(self, key: PoolKey, now: float, actions: list[Action]) -> bool:
-        """Close the oldest idle connection of a key other than ``key``; False if none."""
-        for conn in self._idle.values():
-            if conn.key != key:
-                host = self._hosts[conn.key]
-                del host.idle[conn.id]
-                del self._idle[conn.id]
-                self._close(conn, host, "evicted", now, actions)
-                return True
-        return False
+    def _may_evict(self, host: _Host, now: float) -> bool:
+        """Whether an idle connection may be evicted now to open one for ``host`` (I8)."""
+        if not self._idle:
+            return False
+        if host.open == 0:
+            return True
+        grace = self.evict_grace
+        oldest = next(iter(self._idle.values()))
+        return grace is not None and now - oldest.idle_since >= grace
+
+    def _evict_for(self, host: _Host, now: float, actions: list[Action]) -> bool:
+        """Close the oldest idle connection to make room for ``host``, if I8 allows it.
+
+        ``host`` has no idle connection of its own (it would have used it), so the oldest
+        idle connection belongs to another key. One that has expired is closed for that.
+        """
+        if not self._may_evict(host, now):
+            return False
+        _, conn = self._idle.popitem(last=False)
+        victim = self._hosts[conn.key]
+        del victim.idle[conn.id]
+        expired = conn.expires_at is not None and now >= conn.expires_at
+        self._close(conn, victim, conn.expire_reason if expired else "evicted", now, actions)
+        return True
+
+    def evict_deadline(self) -> float | None:
+        """When the oldest idle connection becomes evictable for keys that have connections.
+
+        Only while requests wait under a full global limit; the I/O layer runs
+        :meth:`expire` then, which serves them (I8).
+        """
+        grace = self.evict_grace
+        if self.waiting and self._idle and grace is not None and self.open >= self.limit:
+            return next(iter(self._idle.values())).idle_since + grace
+        return None
 
     def connected(self, waiter: Waiter, now: float) -> list[Action]:
         """The connection reserved for ``waiter`` is open; it is now in use by it."""
@@ -590,18 +652,35 @@ class PoolState:
         return None
 
     def _serve_ready(self, now: float, actions: list[Action]) -> None:
-        """Give free or evictable capacity to waiters, oldest first among keys that may grow."""
+        """Give free or evictable capacity to waiters, oldest first among keys that may grow.
+
+        Under a full global limit, only keys that I8 allows to evict are served: any key
+        once the oldest idle connection is past its grace, else keys with no connection.
+        """
         while self.waiting:
-            host = self._oldest_ready()
+            if self.open < self.limit:
+                host = self._oldest_ready()
+            elif not self._idle:
+                return
+            elif self._may_evict_any(now):
+                host = self._oldest_ready()
+            else:
+                host = self._oldest_starving()
             if host is None:
                 return
-            if self.open >= self.limit and not self._evict_other(host.key, now, actions):
+            if self.open >= self.limit and not self._evict_for(host, now, actions):
                 return
             _, waiter = host.waiters.popitem(last=False)
             self.waiting -= 1
             self._give_slot(waiter, host, now)
             self._mark_ready(host)
             actions.append(Wake(waiter))
+
+    def _may_evict_any(self, now: float) -> bool:
+        """Whether the oldest idle connection is past its grace (evictable for any key)."""
+        grace = self.evict_grace
+        oldest = next(iter(self._idle.values()))
+        return grace is not None and now - oldest.idle_since >= grace
 
     def _close(
         self, conn: Conn, host: _Host, reason: str, now: float, actions: list[Action]
@@ -672,23 +751,25 @@ class PoolState:
             del host.idle[conn.id]
             del self._idle[conn.id]
             self._close(conn, host, conn.expire_reason, now, actions)
-        if actions:
-            self._serve_ready(now, actions)
+        if actions or self.waiting:
+            self._serve_ready(now, actions)  # also whoever may evict now that time passed
         return actions
 
     def next_expiry(self) -> float | None:
-        """When the next idle connection expires, or ``None``."""
+        """When :meth:`expire` has work next: an idle connection expires, or one becomes
+        evictable for a waiting request (:meth:`evict_deadline`). ``None``: nothing due."""
         heap = self._expiry
+        evict_at = self.evict_deadline()
         while heap:
             when, _, conn = heap[0]
             if conn.heap_at == when and conn.state is ConnState.IDLE:
                 if conn.expires_at == when:
-                    return when
+                    return when if evict_at is None else min(when, evict_at)
                 self._pop_expiry()  # an early entry: move it to the expiry in force
                 self._push_expiry(conn)
                 continue
             self._pop_expiry()  # superseded, or its connection is no longer idle: dropped
-        return None
+        return evict_at
 
     def close_all(self, now: float) -> tuple[list[Waiter], list[Action]]:
         """Close every connection (``client_closed``) and drop every waiter.
@@ -711,6 +792,7 @@ class PoolState:
                 del self._idle[conn.id]
                 self._close(conn, host, "client_closed", now, actions)
         self._ready.clear()
+        self._starving.clear()
         for _, _, conn in self._expiry:
             conn.heap_at = None  # in-use connections keep no claim on the emptied heap (I7)
         self._expiry.clear()
@@ -736,14 +818,30 @@ class PoolState:
     def idle(self) -> int:
         return len(self._idle)
 
-    def host_available(self, host: _Host) -> int:
-        """Per-key headroom, also bounded by global headroom plus evictable idle."""
+    def host_available(self, host: _Host, now: float | None = None) -> int:
+        """Per-key headroom, also bounded by global headroom plus the idle connections of
+        other keys that could be evicted for it now (all of them for a key with no
+        connection; else those idle for ``evict_grace`` at ``now``, or all without ``now``)."""
         per_key = host.limit - host.open
-        global_room = self.limit - self.open + len(self._idle) - len(host.idle)
-        return max(0, min(per_key, global_room))
+        evictable = len(self._idle) - len(host.idle)
+        if host.open and now is not None:
+            evictable = self._evictable_count(host, now)
+        return max(0, min(per_key, self.limit - self.open + evictable))
 
-    def _check_invariants(self) -> None:
-        """Assert I1-I6, naming the offending key and counts."""
+    def _evictable_count(self, host: _Host, now: float) -> int:
+        grace = self.evict_grace
+        if grace is None:
+            return 0
+        count = 0
+        for conn in self._idle.values():  # oldest idle first: stop at the first too young
+            if now - conn.idle_since < grace:
+                break
+            count += conn.key != host.key
+        return count
+
+    def _check_invariants(self, now: float | None = None) -> None:
+        """Assert I1-I8 (the time-dependent half of I8 only if ``now`` is given), naming the
+        offending key and counts."""
         tot = {"connecting": 0, "in_use": 0, "idle": 0, "waiting": 0}
         for key, host in self._hosts.items():
             assert host.open <= host.limit, f"I2: {key} open={host.open} > limit {host.limit}"
@@ -761,10 +859,11 @@ class PoolState:
                 assert not host.idle, f"I5: {key} has {len(host.waiters)} waiters and idle"
                 if host.open < host.limit:
                     assert self.open >= self.limit, f"I5: {key} waits with headroom"
-                    others = len(self._idle) - len(host.idle)
-                    assert others == 0, f"I5: {key} waits while {others} idle could be evicted"
+                    self._check_no_eviction_due(host, now)
                     seq = next(iter(host.waiters))
                     assert (seq, key) in self._ready, f"I3: {key} head {seq} not on ready heap"
+                    if host.open == 0:
+                        assert (seq, key) in self._starving, f"I8: {key} not on starving heap"
         assert len(self._idle) == tot["idle"], f"I6: idle {len(self._idle)} != {tot['idle']}"
         assert self.connecting == tot["connecting"], f"I6: connecting {self.connecting} != {tot}"
         assert self.in_use == tot["in_use"], f"I6: in_use {self.in_use} != {tot}"
@@ -772,6 +871,17 @@ class PoolState:
         open_ = tot["connecting"] + tot["in_use"] + tot["idle"]
         assert self.open == open_, f"I6: open {self.open} != recount {open_}"
         assert self.open <= self.limit, f"I1: open {self.open} > limit {self.limit}"
+
+    def _check_no_eviction_due(self, host: _Host, now: float | None) -> None:
+        """Assert that no idle connection may be evicted for waiting ``host`` (I5, I8)."""
+        key, idle = host.key, len(self._idle)
+        if host.open == 0:
+            assert idle == 0, f"I8: {key} has no connection and waits while {idle} are idle"
+        elif now is not None and idle and self.evict_grace is not None:
+            oldest = next(iter(self._idle.values()))
+            assert now - oldest.idle_since < self.evict_grace, (
+                f"I8: {key} waits while {oldest!r} has been idle past the grace"
+            )
 
     def _check_expiry_entry(self, conn: Conn) -> None:
         """Assert I7 for one idle connection."""
