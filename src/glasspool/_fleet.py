@@ -43,11 +43,11 @@ import uuid
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import urlsplit, urlunsplit
 
 from ._exceptions import ClientClosed, GlasspoolError, PoolTimeout
 from ._pool.asyncio import Lease, SharedLimits  # Seam 4 protocols, defined by the pool
 from ._pool.key import PoolKey
+from ._redact import redact_url
 
 if TYPE_CHECKING:  # pragma: no cover
     from redis.asyncio import Redis
@@ -81,7 +81,8 @@ class SharedLimitsUnavailable(GlasspoolError):
     and when Redis rejects a lease script (a misconfigured server, a key of the wrong type).
 
     Attributes:
-        url: the Redis URL, with any password replaced by ``***``.
+        url: the Redis URL, with any password (in the userinfo, or a ``password`` or
+            ``ssl_password`` query argument) replaced by ``***``.
     """
 
     def __init__(self, message: str, *, url: str) -> None:
@@ -310,21 +311,6 @@ def _import_redis() -> _RedisApi:
     return _RedisApi(make_client, unreachable, exceptions.RedisError)
 
 
-def _redact(url: str) -> str:
-    """Return ``url`` with its password, if any, replaced by ``***``.
-
-    >>> _redact("redis://user:secret@cache:6379/0")
-    'redis://user:***@cache:6379/0'
-    >>> _redact("redis://127.0.0.1:6379")
-    'redis://127.0.0.1:6379'
-    """
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    where = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{where}"))
-
-
 def _normalise_host(name: str) -> str:
     """The form a host name is compared and stored in: lower case, no brackets, no final dot.
 
@@ -551,7 +537,7 @@ class _Waker:
                 except asyncio.CancelledError:
                     pass
         try:
-            await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+            await self._pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]  # typed in newer redis-py
         except Exception as exc:  # closing must finish even if the socket is broken
             logger.debug("closing the pub/sub connection failed: %r", exc)
 
@@ -572,8 +558,10 @@ class RedisLimits:
     worker asking.
 
     Args:
-        url: the Redis URL (``redis://``, ``rediss://`` or ``unix://``). Messages show it
-            with the password replaced by ``***``.
+        url: the Redis URL (``redis://``, ``rediss://`` or ``unix://``). Messages, the
+            repr and :attr:`url` show it with the password replaced by ``***``, whether
+            it was given as userinfo (``user:pw@``, ``:pw@``) or as a ``password`` or
+            ``ssl_password`` query argument.
         namespace: prefix of every Redis key and channel; workers that share limits must
             use the same one. No braces.
         limit_per_host: slots per host across the whole fleet (>= 1).
@@ -609,7 +597,7 @@ class RedisLimits:
         self._limit = _check_limit("limit_per_host", limit_per_host)
         self._overrides = _check_overrides(overrides)
         self._api = api
-        self._url = _redact(url)
+        self._url = redact_url(url)
         self._namespace = namespace
         self._ttl_s = float(lease_ttl)
         self._ttl_ms = max(1, round(lease_ttl * 1000))
