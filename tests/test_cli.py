@@ -378,6 +378,30 @@ def test_get_errors_grouped_by_class(
     assert summary_value(out, "status codes:") == "200 x2"
 
 
+def test_get_never_prints_a_password_from_a_url(
+    capsys: pytest.CaptureFixture[str], server: ThreadedServer, refused_port: int
+) -> None:
+    ok = server.url("/hello").replace("http://", "http://user:s3cret@")
+    refused = f"http://user:s3cret@127.0.0.1:{refused_port}/x"
+    code, out, err = run_cli(capsys, "get", ok, refused)
+    assert code == 1
+    assert "s3cret" not in out + err
+    assert f"200 {ok.replace('s3cret', '***')} " in out
+    assert f"ConnectError {refused.replace('s3cret', '***')} " in out
+
+
+@pytest.mark.parametrize(
+    "url", ["http://user:s3cret@[::1/", "ftp://user:s3cret@127.0.0.1/", "http://user:s3cret@/"]
+)
+def test_get_usage_errors_never_print_a_password(
+    capsys: pytest.CaptureFixture[str], url: str
+) -> None:
+    code, out, err = run_cli(capsys, "get", url)
+    assert code == 2
+    assert "s3cret" not in out + err
+    assert "user:***@" in err
+
+
 def test_get_output_to_a_file(
     capsys: pytest.CaptureFixture[str], server: ThreadedServer, tmp_path: Path
 ) -> None:

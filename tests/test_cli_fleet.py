@@ -255,6 +255,24 @@ def test_get_with_redis_unreachable_fails_every_request(
     assert server.server.requests == 0  # never an unaccounted connection
 
 
+@pytest.mark.parametrize(
+    "template",
+    [
+        "redis://user:s3cret@127.0.0.1:{port}/0",
+        "redis://127.0.0.1:{port}/0?password=s3cret",
+        "rediss://:s3cret@127.0.0.1:{port}/0?ssl_password=s3cret",
+    ],
+)
+def test_get_with_redis_never_prints_its_password(
+    capsys: pytest.CaptureFixture[str], server: ThreadedServer, refused_port: int, template: str
+) -> None:
+    url = template.format(port=refused_port)
+    code, out, err = run_cli(capsys, "get", "--redis", url, server.url("/hello"))
+    assert code == 1
+    assert "s3cret" not in out + err
+    assert "***" in summary_value(out, "errors:")
+
+
 # -- the live view --------------------------------------------------------------------------
 
 

@@ -6,6 +6,7 @@ import asyncio
 import gc
 import gzip
 import json
+import sys
 import warnings
 from collections.abc import AsyncIterator
 
@@ -509,3 +510,22 @@ async def test_num_bytes_downloaded_of_redirects_counts_their_bodies() -> None:
         r = await client.get(f"http://127.0.0.1:{srv.port}/")
         assert r.content == b"ok" and r.num_bytes_downloaded == 2
         assert [h.num_bytes_downloaded for h in r.history] == [7]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"no_such_option": 1}, {"limit": 0}, {"timeout": "soon"}, {"base_url": "ftp://h/"}],
+    ids=["unknown keyword", "bad limit", "bad timeout", "bad base_url"],
+)
+def test_a_client_whose_constructor_raised_is_collected_quietly(
+    kwargs: dict[str, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``__del__`` copes with a half-built object: no unraisable error, no warning."""
+    unraisable: list[object] = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises((TypeError, ValueError)):
+            Client(**kwargs)  # type: ignore[arg-type]
+        gc.collect()
+    assert unraisable == []

@@ -189,6 +189,30 @@ async def test_the_password_never_appears_in_urls_reprs_or_errors() -> None:
         assert "s3cret" not in str(caught.value) and limits.url in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    "template",
+    [
+        "redis://127.0.0.1:{port}/0?password=s3cret",
+        "redis://127.0.0.1:{port}/0?db=0&password=s3cret",
+        "redis://127.0.0.1:{port}/0?username=bob&pass%77ord=s3cret",
+        "rediss://127.0.0.1:{port}/0?ssl_password=s3cret",
+        "unix://{sock}?password=s3cret",
+    ],
+)
+async def test_a_password_given_as_a_query_argument_never_appears(
+    template: str, refused_port: int, tmp_path: Path
+) -> None:
+    """redis-py takes ``?password=`` (and ``ssl_password=``) as well as userinfo."""
+    url = template.format(port=refused_port, sock=tmp_path / "none.sock")
+    async with RedisLimits(url, limit_per_host=1) as limits:
+        assert "s3cret" not in limits.url and "=***" in limits.url
+        assert "s3cret" not in repr(limits)
+        with pytest.raises(SharedLimitsUnavailable) as caught:
+            await limits.acquire(KEY, timeout=1)
+        assert "s3cret" not in str(caught.value) and limits.url in str(caught.value)
+        assert caught.value.url == limits.url
+
+
 # -- basics -------------------------------------------------------------------------------
 
 

@@ -241,7 +241,7 @@ def test_fields_match_llhttp_for_any_head_it_accepts(
 ) -> None:
     lines = "".join(f"{name}:{pre}{value}{post}\r\n" for name, pre, value, post in fields)
     head = f"HTTP/1.1 200 {reason}\r\n{lines}\r\n".encode("latin-1")
-    assume(b"\n " not in head and b"\n\t" not in head)  # obs-fold: refused before llhttp
+    assume(b"\n " not in head and b"\n\t" not in head)  # obs-fold: unfolded before llhttp
     expected = callback_fields(head)
     assume(expected is not None)
     assert fields_of(CONN, head) == expected

@@ -96,6 +96,28 @@ async def test_content_length_response_is_parsed_exactly() -> None:
         assert srv.requests == [request("POST", b"Content-Length: 5\r\n") + b"data!"]
 
 
+@pytest.mark.parametrize(
+    ("fields", "unfolded"),
+    [
+        (b"X: a\r\n b\r\n", [("X", "a b")]),
+        (b"X: a\r\n\tb\r\n", [("X", "a b")]),
+        (b"X: a \t\r\n \t b\r\n\t\tc\r\nY: d\r\n", [("X", "a b c"), ("Y", "d")]),
+        (b"X:\r\n b\r\n", [("X", "b")]),
+        (b"Connection: keep-alive,\r\n close\r\n", [("Connection", "keep-alive, close")]),
+    ],
+    ids=["space", "tab", "several", "empty first line", "connection"],
+)
+async def test_obs_fold_is_replaced_with_a_space(
+    fields: bytes, unfolded: list[tuple[str, str]]
+) -> None:
+    """RFC 9112 section 5.2: a user agent replaces each obs-fold with SP."""
+    reply = b"HTTP/1.1 200 OK\r\n" + fields + b"Content-Length: 5\r\n\r\nhello"
+    head, body, reusable = await fetch_one([reply])
+    assert head.headers == [*unfolded, ("Content-Length", "5")]
+    assert body == b"hello"
+    assert reusable == (b"close" not in fields)
+
+
 async def test_chunked_response_with_extensions_and_trailers() -> None:
     reply = CHUNKED + b"5;name=val\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n"
     head, body, reusable = await fetch_one([reply])
@@ -284,8 +306,14 @@ INVALID = [
     ("bare LF status line", b"HTTP/1.1 200 OK\nContent-Length: 0\r\n\r\n", "bare LF"),
     ("bare LF header", H + b"Content-Length: 0\n\r\n", "bare LF"),
     ("bare LF everywhere", b"HTTP/1.1 200 OK\nContent-Length: 0\n\n", "bare LF"),
-    ("obs-fold space", H + b"X: a\r\n b\r\nContent-Length: 0\r\n\r\n", "obs-fold"),
-    ("obs-fold tab", H + b"X: a\r\n\tb\r\nContent-Length: 0\r\n\r\n", "obs-fold"),
+    ("obs-fold in CL", H + b"Content-Length:\r\n 0\r\n\r\n", "obs-fold in Content-Length"),
+    ("obs-fold in CL value", H + b"Content-Length: 1\r\n\t0\r\n\r\n", "obs-fold in Content"),
+    (
+        "obs-fold in TE",
+        H + b"Transfer-Encoding:\r\n chunked\r\n\r\n0\r\n\r\n",
+        "obs-fold in Transfer-Encoding",
+    ),
+    ("obs-fold after status", H + b" X: a\r\nContent-Length: 0\r\n\r\n", "status line"),
     ("NUL in value", H + b"X: a\0b\r\nContent-Length: 0\r\n\r\n", "NUL"),
     ("CR in value", H + b"X: a\rb\r\nContent-Length: 0\r\n\r\n", "malformed response"),
     ("CTL in value", H + b"X: a\x01b\r\nContent-Length: 0\r\n\r\n", "header value char"),

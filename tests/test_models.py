@@ -228,13 +228,29 @@ def test_default_headers() -> None:
         ("/users?x=1", "http://h/api/?dropped=1", "http://h/api/users?x=1"),
         ("", "http://h/api", "http://h/api"),
         ("?x=1", "http://h/api", "http://h/api?x=1"),
-        ("//other.example/p", "https://h/api", "https://other.example/p"),
         ("http://abs.example/p", "https://h/api", "http://abs.example/p"),
         ("/a%20b", "http://h", "http://h/a%20b"),
     ],
 )
 def test_parse_url_joins_with_base(url: str, base: str | None, expected: str) -> None:
     assert str(parse_url(url, base_url=base)) == expected
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "//other.example/p",
+        "///other.example/p",
+        "\\\\other.example\\p",
+        "/\\o.example",
+        "\\/o.example",
+    ],
+)
+def test_parse_url_keeps_a_relative_url_on_the_origin_of_base_url(url: str) -> None:
+    with pytest.raises(InvalidURL, match="names a host, so it would leave base_url's origin"):
+        parse_url(url, base_url="https://h/api")
+    with pytest.raises(InvalidURL, match="names a host"):
+        parse_url(yarl.URL("//other.example/p"), base_url="https://h/api")
 
 
 def test_parse_url_accepts_yarl_urls() -> None:
@@ -846,6 +862,17 @@ def test_response_headers_are_lazy() -> None:
 def test_response_text_charset(content_type: str | None, body: bytes, text: str) -> None:
     headers = {"Content-Type": content_type} if content_type else {}
     assert Response(200, headers=headers, content=body).text == text
+
+
+@pytest.mark.parametrize(
+    "charset",
+    ["rot13", "base64", "hex", "zlib", "bz2", "uu", "quopri", "undefined", "idna", "punycode"],
+)
+def test_response_text_ignores_a_charset_that_is_no_text_encoding(charset: str) -> None:
+    headers = {"Content-Type": f"text/plain; charset={charset}"}
+    r = Response(200, headers=headers, content="héllo".encode() + b"\xff")
+    assert r.encoding == "utf-8"
+    assert r.text == "héllo\ufffd"
 
 
 def test_response_status_helpers() -> None:

@@ -148,18 +148,25 @@ FRAMING: list[tuple[str, bytes | Reply, type[GlasspoolError], str]] = [
     ("bare LF end of head", H11 + b"Content-Length: 2\n\nok", ProtocolError, "bare LF"),
     ("bare LF chunk size", TE + b"3\nabc\r\n0\r\n\r\n", ProtocolError, "bare LF"),
     ("bare LF trailer", TE + b"0\r\nT: a\n\r\n", ProtocolError, "CR"),
-    # obs-fold, NUL, CR and other controls inside header lines.
+    # obs-fold where it would decide the framing (elsewhere it is unfolded, see below);
+    # NUL, CR and other controls inside header lines.
     (
-        "obs-fold space",
-        H11 + b"X: a\r\n b\r\nContent-Length: 2\r\n\r\nok",
+        "obs-fold in Content-Length",
+        H11 + b"Content-Length: 2\r\n 0\r\n\r\nok",
         ProtocolError,
-        "obs-fold",
+        "obs-fold in Content-Length",
     ),
     (
-        "obs-fold tab",
-        H11 + b"X: a\r\n\tb\r\nContent-Length: 2\r\n\r\nok",
+        "obs-fold in Transfer-Encoding",
+        H11 + b"Transfer-Encoding: \r\n\tchunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
         ProtocolError,
-        "obs-fold",
+        "obs-fold in Transfer-Encoding",
+    ),
+    (
+        "whitespace after the status line",
+        H11 + b" Content-Length: 2\r\n\r\nok",
+        ProtocolError,
+        "starts with whitespace",
     ),
     ("obs-fold trailer", TE + b"0\r\nT: a\r\n b\r\n\r\n", ProtocolError, "whitespace"),
     ("NUL in value", H11 + b"X: a\x00b\r\nContent-Length: 2\r\n\r\nok", ProtocolError, "NUL"),
@@ -340,6 +347,17 @@ async def test_hostile_framing_fails_and_the_connection_is_never_reused(
         assert reasons(events, "acquired") == ["new", "reused", "new"]
         assert reasons(events, "released") == ["eof", "error", "eof"]
         assert reasons(events, "closed")[0] in ("error", "server_closed")
+
+
+async def test_obs_fold_is_unfolded_and_the_connection_reused() -> None:
+    """RFC 9112 section 5.2: each obs-fold is replaced with SP before the field is read."""
+    folded = H11 + b"X-Folded: a,\r\n b\r\n\tc\r\nContent-Length: 2\r\n\r\nok"
+    async with RawServer(replies=[folded, OK]) as srv, Client(timeout=TIMEOUT) as client:
+        url = f"http://127.0.0.1:{srv.port}/"
+        r = await client.get(url)
+        assert (r.content, r.headers["x-folded"]) == (b"ok", "a, b c")
+        assert (await client.get(url)).content == b"ok"
+        assert srv.connections == 1
 
 
 async def test_incomplete_body_states_expected_and_received_counts() -> None:

@@ -189,6 +189,72 @@ async def test_a_bad_base_url_is_refused_when_the_client_is_made() -> None:
             Client(base_url=base_url)
 
 
+# ----------------------------------------------------------------------------- base_url
+
+# Relative references that name another host, or that a WHATWG URL parser (browsers, many
+# proxies and servers) would read as naming one: a backslash counts as "/" there. yarl
+# keeps only "//host" and "////path" recognisable (it drops an empty authority and
+# percent-encodes backslashes), so only those are tried as yarl.URL too.
+NETWORK_PATHS = [
+    ("//{evil}/steal", False),
+    ("//{evil}/steal", True),
+    ("////{evil}/steal", True),
+    ("///{evil}/steal", False),
+    ("////{evil}/steal", False),
+    ("\\\\{evil}\\steal", False),
+    ("/\\{evil}/steal", False),
+    ("\\/{evil}/steal", False),
+    ("\\\\{evil}/steal", False),
+]
+
+
+@pytest.mark.parametrize(("template", "as_yarl"), NETWORK_PATHS)
+async def test_a_relative_url_cannot_leave_the_origin_of_base_url(
+    template: str, as_yarl: bool
+) -> None:
+    """axios CVE-2024-39338: "//evil/x" sent the client's Authorization to evil."""
+    async with RawServer(replies=[OK]) as api, RawServer(replies=[OK]) as evil:
+        base = f"http://127.0.0.1:{api.port}/v1/"
+        headers = {"Authorization": "Bearer s3cret"}
+        async with Client(base_url=base, headers=headers, timeout=TIMEOUT) as client:
+            text = template.replace("{evil}", f"127.0.0.1:{evil.port}")
+            url: str | yarl.URL = yarl.URL(text) if as_yarl else text
+            with pytest.raises(InvalidURL, match="would leave base_url's origin"):
+                await client.get(url)
+            assert len(client.pool.stats().hosts) == 0
+            assert (await client.get("/ok")).content == b"ok"
+        assert evil.connections == 0
+        assert api.requests[0].startswith(b"GET /v1/ok HTTP/1.1\r\n")
+
+
+@pytest.mark.parametrize(
+    ("template", "path"),
+    [
+        ("%2F%2F{evil}/steal", "/v1/%2F%2F{evil}/steal"),
+        ("/%5C%5C{evil}/steal", "/v1/%5C%5C{evil}/steal"),
+        ("@{evil}/steal", "/v1/@{evil}/steal"),
+    ],
+)
+async def test_encoded_slashes_stay_in_the_path_of_base_url(template: str, path: str) -> None:
+    async with RawServer(replies=[OK]) as api, RawServer(replies=[OK]) as evil:
+        where = f"127.0.0.1:{evil.port}"
+        base = f"http://127.0.0.1:{api.port}/v1/"
+        async with Client(base_url=base, timeout=TIMEOUT) as client:
+            assert (await client.get(template.replace("{evil}", where))).content == b"ok"
+        assert evil.connections == 0
+        line = f"GET {path.replace('{evil}', where)} HTTP/1.1\r\n".encode()
+        assert api.requests[0].startswith(line)
+
+
+async def test_an_absolute_url_overrides_base_url() -> None:
+    """Documented: an absolute URL goes where it says, with the client's headers."""
+    async with RawServer(replies=[OK]) as api, RawServer(replies=[OK]) as other:
+        base = f"http://127.0.0.1:{api.port}/v1/"
+        async with Client(base_url=base, timeout=TIMEOUT) as client:
+            assert (await client.get(f"HTTP://127.0.0.1:{other.port}/x")).content == b"ok"
+        assert (api.connections, other.connections) == (0, 1)
+
+
 async def test_query_parameters_are_percent_encoded_not_refused() -> None:
     async with RawServer(replies=[OK]) as srv, Client(timeout=TIMEOUT) as client:
         url = f"http://127.0.0.1:{srv.port}/p"

@@ -31,6 +31,8 @@ from __future__ import annotations
 import builtins
 from typing import TYPE_CHECKING
 
+from ._redact import safe_text
+
 if TYPE_CHECKING:  # pragma: no cover
     from ._models import Response
 
@@ -63,7 +65,14 @@ __all__ = [
 
 
 class GlasspoolError(Exception):
-    """Root of every exception glasspool raises."""
+    """Root of every exception glasspool raises.
+
+    A message never holds a control character: whatever a server chose that ends up in
+    one (a reason phrase, a header value) is escaped (see ``_redact.safe_text``).
+    """
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(safe_text(a) if isinstance(a, str) else a for a in args))
 
 
 class InvalidURL(GlasspoolError, ValueError):

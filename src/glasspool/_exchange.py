@@ -27,6 +27,7 @@ from ._exceptions import (
     UnclosedResponseWarning,
     WriteError,
 )
+from ._redact import redact_url
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._pool.asyncio import Pool
@@ -61,7 +62,7 @@ def is_stale_failure(exc: BaseException, lease: Waiter, conn: Any) -> bool:
 
 def total_timeout(url: object, total: float | None) -> TotalTimeout:
     """The error for a request that passed its ``total`` deadline."""
-    return TotalTimeout(f"request to {url} passed its total timeout of {total:g}s")
+    return TotalTimeout(f"request to {redact_url(url)} passed its total timeout of {total:g}s")
 
 
 def call_site() -> str:
@@ -146,7 +147,9 @@ class ConnectionStream:
             return False
         if self._pool.closed:
             self._finish("error", "client_closed")
-            raise ClientClosed(f"the client was closed while reading the body from {self._url}")
+            raise ClientClosed(
+                f"the client was closed while reading the body from {redact_url(self._url)}"
+            )
         return True
 
     async def _receive(self, receive: Callable[..., Awaitable[bytes]]) -> bytes:
@@ -164,7 +167,9 @@ class ConnectionStream:
         except BaseException as exc:
             self._finish("error", close_reason_for(exc))
             if self._pool.closed and not isinstance(exc, asyncio.CancelledError):
-                raise ClientClosed(f"the client was closed while reading {self._url}") from exc
+                raise ClientClosed(
+                    f"the client was closed while reading {redact_url(self._url)}"
+                ) from exc
             raise
 
     async def aclose(self) -> None:
@@ -181,8 +186,8 @@ class ConnectionStream:
         if self._done:
             return
         warnings.warn(
-            f"a streamed response from {self._url} was never closed; the request was made "
-            f"at {self._site}. Use 'async with client.stream(...)' or 'await "
+            f"a streamed response from {redact_url(self._url)} was never closed; the request "
+            f"was made at {self._site}. Use 'async with client.stream(...)' or 'await "
             "response.aclose()'. Its connection is closed, not reused.",
             UnclosedResponseWarning,
             stacklevel=1,

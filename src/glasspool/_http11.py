@@ -9,8 +9,9 @@ three stages, chosen by ``_phase``:
 
 1. **Head** (``_HEAD``). Bytes are collected until ``CRLF CRLF``, with caps checked while
    collecting (total head bytes, the current line). The complete head is pre-scanned (status
-   line prefix, bare LF, obs-fold, NUL, line lengths, header count) and then fed to llhttp in
-   one piece, so llhttp never sees a byte past the head. 1xx heads are parsed and skipped;
+   line prefix, bare LF, NUL, line lengths, header count), its obs-folds are replaced with
+   SP (RFC 9112 section 5.2; llhttp refuses them), and it is fed to llhttp in one piece, so
+   llhttp never sees a byte past the head. 1xx heads are parsed and skipped;
    their bytes count against ``max_header_bytes`` together with the final head.
 2. **Body** (``_BODY``). We know where the body ends before llhttp does: a countdown for
    Content-Length, :class:`_ChunkScanner` for chunked framing (which also caps chunk
@@ -112,6 +113,7 @@ _F_CLOSE = 3
 _VERSIONS = {b"HTTP/1.1 ": "HTTP/1.1", b"HTTP/1.0 ": "HTTP/1.0"}
 _SPECIAL_LENGTHS = frozenset({10, 14, 16, 17})  # connection/keep-alive, c-length, c-encoding, t-e
 _REASON_CTL = bytes(range(0x20)).replace(b"\t", b"") + b"\x7f"
+_NEVER_UNFOLDED = frozenset({b"content-length", b"transfer-encoding"})  # they frame the body
 _HEX = b"0123456789abcdefABCDEF"
 
 
@@ -1176,17 +1178,13 @@ class HTTP11Connection(asyncio.BufferedProtocol):
         """Reject what llhttp would reject anyway, early and with a clearer message.
 
         Bytes before ``start`` were checked already; the one just before it is looked at
-        again for a CRLF or a fold that straddles ``start``.
+        again for a CRLF that straddles ``start``.
         """
         back = max(0, start - 1)
         if head.count(b"\n", start) != head.count(b"\r\n", back):
             raise ProtocolError(
                 f"bare LF line ending in the response head from {self._origin} "
                 "(RFC 9112 requires CRLF)"
-            )
-        if head.find(b"\n ", back) >= 0 or head.find(b"\n\t", back) >= 0:
-            raise ProtocolError(
-                f"obsolete line folding (obs-fold) in a response header from {self._origin}"
             )
         if head.find(b"\0", start) >= 0:
             raise ProtocolError(f"NUL byte in the response head from {self._origin}")
@@ -1225,6 +1223,8 @@ class HTTP11Connection(asyncio.BufferedProtocol):
                 f"max_headers={lim.max_headers}"
             )
         status = self._status_code(head)
+        if head.find(b"\n ") >= 0 or head.find(b"\n\t") >= 0:
+            head = self._unfold(head)
         self._reset_head_state()
         self._feed(head)
         if status < 200:
@@ -1232,6 +1232,37 @@ class HTTP11Connection(asyncio.BufferedProtocol):
             return
         self._read_fields(head)
         self._final_head(status, version)
+
+    def _unfold(self, head: bytes) -> bytes:
+        """Replace each obs-fold (OWS CRLF RWS) in the header fields with one SP.
+
+        RFC 9112 section 5.2 asks a user agent to do this before interpreting a field;
+        llhttp refuses folds, so the head it is fed is the unfolded one.
+
+        Raises:
+            ProtocolError: a line starting with whitespace right after the status line
+                (RFC 9112 section 2.2), or a fold in Content-Length or Transfer-Encoding,
+                the fields that frame the body: there a fold is refused, not interpreted.
+        """
+        lines = head[:-4].split(b"\r\n")  # a complete head ends with CRLF CRLF
+        fields = lines[:1]
+        for line in lines[1:]:
+            if line[:1] not in (b" ", b"\t"):
+                fields.append(line)
+                continue
+            if len(fields) == 1:
+                raise ProtocolError(
+                    f"the first header line from {self._origin} starts with whitespace, "
+                    "right after the status line (RFC 9112 section 2.2)"
+                )
+            name = fields[-1].partition(b":")[0].rstrip(b" \t")
+            if name.lower() in _NEVER_UNFOLDED:
+                raise ProtocolError(
+                    f"obs-fold in {name.decode('latin-1')} from {self._origin}: a field that "
+                    "frames the body is never unfolded"
+                )
+            fields[-1] = fields[-1].rstrip(b" \t") + b" " + line.lstrip(b" \t")
+        return b"\r\n".join(fields) + b"\r\n\r\n"
 
     def _read_fields(self, head: bytes) -> None:
         """Take the reason phrase and the fields of a final head that llhttp accepted.

@@ -46,6 +46,7 @@ from multidict import CIMultiDict
 
 from ._exceptions import GlasspoolError, HTTPStatusError, InvalidRequest, InvalidURL
 from ._pool.key import PoolKey, TLSIdentity
+from ._redact import redact_url, safe_text
 
 __all__ = [
     "ACCEPT_ENCODING",
@@ -422,7 +423,8 @@ def _check_raw_url(text: str, forbidden: bytes, what: str) -> None:
     index = _first_bad_char(text, forbidden)
     part = _url_field(text, index)
     raise InvalidURL(
-        f"{what} {text!r} has the forbidden character {text[index]!r} in its {part} "
+        f"{what} {redact_url(text, quoted=True)} has the forbidden character "
+        f"{text[index]!r} in its {part} "
         f"(index {index}); control characters and spaces must be percent-encoded"
     )
 
@@ -437,8 +439,12 @@ def _to_yarl(url: str | yarl.URL, what: str) -> yarl.URL:
         return yarl.URL(url)
     except ValueError as exc:  # includes UnicodeError from IDNA
         if "port" in str(exc).lower():
-            raise InvalidURL(f"{what} {url!r} has an invalid port; ports are 1..65535") from exc
-        raise InvalidURL(f"{what} {url!r} is not a valid URL: {exc}") from exc
+            raise InvalidURL(
+                f"{what} {redact_url(url, quoted=True)} has an invalid port; ports are 1..65535"
+            ) from exc
+        raise InvalidURL(
+            f"{what} {redact_url(url, quoted=True)} is not a valid URL: {exc}"
+        ) from exc
 
 
 def _validate_absolute(url: yarl.URL, what: str) -> None:
@@ -450,14 +456,16 @@ def _validate_absolute(url: yarl.URL, what: str) -> None:
     if url.scheme not in _DEFAULT_PORTS:
         if not url.scheme:
             raise InvalidURL(
-                f"{what} {str(url)!r} has no scheme; use an absolute http:// or https:// "
-                "URL, or set base_url"
+                f"{what} {redact_url(url, quoted=True)} has no scheme; use an absolute "
+                "http:// or https:// URL, or set base_url"
             )
-        raise InvalidURL(f"{what} {str(url)!r} has the unsupported scheme {url.scheme!r}")
+        raise InvalidURL(
+            f"{what} {redact_url(url, quoted=True)} has the unsupported scheme {url.scheme!r}"
+        )
     if not url.raw_host:
-        raise InvalidURL(f"{what} {str(url)!r} has no host")
+        raise InvalidURL(f"{what} {redact_url(url, quoted=True)} has no host")
     if url.explicit_port == 0:
-        raise InvalidURL(f"{what} {str(url)!r} has port 0; ports are 1..65535")
+        raise InvalidURL(f"{what} {redact_url(url, quoted=True)} has port 0; ports are 1..65535")
     for part, value in (
         ("host", url.raw_host),
         ("path", url.raw_path),
@@ -466,14 +474,37 @@ def _validate_absolute(url: yarl.URL, what: str) -> None:
         if _has_forbidden(value, _URL_FORBIDDEN):
             bad = value[_first_bad_char(value, _URL_FORBIDDEN)]
             raise InvalidURL(
-                f"{what} {str(url)!r} has the forbidden character {bad!r} in its {part}"
+                f"{what} {redact_url(url, quoted=True)} has the forbidden character "
+                f"{bad!r} in its {part}"
             )
 
 
+# Two leading characters that name a host in a relative reference: "//host" (RFC 3986), and
+# the backslash forms WHATWG parsers (browsers, many servers and proxies) read the same way.
+_NETWORK_PATH_STARTS = frozenset({"//", "\\\\", "/\\", "\\/"})
+
+
+def _refuse_network_path(url: str | yarl.URL, rel: yarl.URL) -> None:
+    """Refuse a relative ``url`` that names a host: with ``base_url`` it must keep its origin.
+
+    Raises:
+        InvalidURL: ``//host/path``, ``///path`` or a backslash form of them.
+    """
+    text = url if isinstance(url, str) else str(url)
+    if rel.raw_authority or text[:2] in _NETWORK_PATH_STARTS:
+        raise InvalidURL(
+            f"URL {redact_url(text, quoted=True)} starts with {text[:2]!r}, which names a "
+            "host, so it would leave base_url's origin; give a path to resolve under "
+            "base_url, or an absolute http:// or https:// URL"
+        )
+
+
 def _merge_base(base: yarl.URL, rel: yarl.URL) -> yarl.URL:
-    """Append ``rel``'s path to ``base``'s path (httpx style), taking ``rel``'s query."""
-    if rel.raw_host:  # scheme-relative, "//host/path"
-        return base.join(rel)
+    """Append ``rel``'s path to ``base``'s path (httpx style), taking ``rel``'s query.
+
+    The result always has ``base``'s scheme and authority (``rel`` has none: see
+    :func:`_refuse_network_path`).
+    """
     path = base.raw_path
     if rel.raw_path:
         path = path.rstrip("/") + "/" + rel.raw_path.lstrip("/")
@@ -530,9 +561,11 @@ def parse_url(
 
     A relative ``url`` is appended to ``base_url``'s path (``http://h/api`` + ``/users`` or
     ``users`` gives ``http://h/api/users``) and keeps its own query and fragment; the
-    query and fragment of ``base_url`` are not used. An absolute ``url`` ignores
-    ``base_url``. ``params`` are appended to the query (see :data:`ParamTypes`: ``None``
-    drops the parameter). Hosts are IDNA-encoded by yarl; IPv6 literals go in brackets.
+    query and fragment of ``base_url`` are not used. A relative ``url`` never changes the
+    origin: one that names a host (``//host/x``, or a backslash form such as ``\\host``)
+    is refused. An absolute ``url`` (with a scheme) ignores ``base_url``. ``params`` are
+    appended to the query (see :data:`ParamTypes`: ``None`` drops the parameter). Hosts
+    are IDNA-encoded by yarl; IPv6 literals go in brackets.
 
     >>> str(parse_url("/v1/items", base_url="https://api.example.org/root", params={"q": 1}))
     'https://api.example.org/root/v1/items?q=1'
@@ -547,14 +580,16 @@ def parse_url(
 
     Raises:
         InvalidURL: no scheme (and no base), a scheme other than http/https, an empty
-            host, a port outside 1..65535, or a control character or space in the URL,
-            naming the field and showing the character.
+            host, a port outside 1..65535, a control character or space in the URL
+            (naming the field and showing the character), or a relative URL that names a
+            host while ``base_url`` is set.
         TypeError: a parameter value of an unsupported type.
     """
     parsed = _to_yarl(url, "URL")
     if not parsed.scheme and base_url is not None:
         base = _to_yarl(base_url, "base_url")
         _validate_absolute(base, "base_url")
+        _refuse_network_path(url, parsed)
         parsed = _merge_base(base, parsed)
     _validate_absolute(parsed, "URL")
     if params:
@@ -623,7 +658,9 @@ def _check_method(method: str) -> None:
 
 def _check_target(url: yarl.URL, target: str) -> None:
     if not url.raw_host or url.scheme not in _DEFAULT_PORTS:
-        raise InvalidRequest(f"request URL {str(url)!r} must be absolute http:// or https://")
+        raise InvalidRequest(
+            f"request URL {redact_url(url, quoted=True)} must be absolute http:// or https://"
+        )
     host = url.raw_host
     text = target + host
     if not text.isascii() or _has_forbidden(text, _URL_FORBIDDEN):
@@ -966,7 +1003,7 @@ class Request:
         return self.stream is None
 
     def __repr__(self) -> str:
-        return f"<Request({self.method!r}, {str(self.url)!r})>"
+        return f"<Request({self.method!r}, {redact_url(self.url, quoted=True)})>"
 
 
 _set_method = Request.__dict__["method"].__set__  # the slots' own setters (no frozen guard)
@@ -1000,8 +1037,16 @@ class _Decoder(Protocol):
     def flush(self) -> bytes: ...
 
 
+_NOT_CHARSETS = frozenset({"undefined", "idna", "punycode"})  # text codecs, not charsets
+
+
 def _charset_of(content_type: str | None) -> str | None:
-    """Return the ``charset`` parameter of a Content-Type value, if it names a codec."""
+    """Return the ``charset`` parameter of a Content-Type value, if it names a text codec.
+
+    The server chooses the name, so Python codecs that are not text encodings (``rot13``,
+    ``base64``, ``hex``, ``zlib``...), ``undefined`` (which fails on every input) and the
+    host-name codecs ``idna`` and ``punycode`` are not taken.
+    """
     if not content_type:
         return None
     for param in content_type.split(";")[1:]:
@@ -1009,9 +1054,11 @@ def _charset_of(content_type: str | None) -> str | None:
         if key.strip().lower() == "charset":
             name = value.strip().strip('"').strip("'")
             try:
-                return codecs.lookup(name).name
-            except LookupError:
+                info = codecs.lookup(name)
+            except (LookupError, ValueError):  # ValueError: a NUL or a lone surrogate
                 return None
+            text_codec = getattr(info, "_is_text_encoding", True)
+            return info.name if text_codec and info.name not in _NOT_CHARSETS else None
     return None
 
 
@@ -1167,12 +1214,14 @@ class Response:
             return self
         kind = "Client error" if self.status < 500 else "Server error"
         method = f"{self.request.method} " if self.request is not None else ""
-        message = f"{kind} {self.status} {self.reason_phrase} for {method}{str(self.url)!r}"
+        reason = safe_text(self.reason_phrase)
+        message = f"{kind} {self.status} {reason} for {method}{redact_url(self.url, quoted=True)}"
         raise HTTPStatusError(message.replace("  ", " "), response=self)
 
     @property
     def encoding(self) -> str:
-        """The codec for :attr:`text`: the Content-Type charset if known, else ``utf-8``."""
+        """The codec for :attr:`text`: the Content-Type charset if it names a text encoding,
+        else ``utf-8``."""
         types = self._header_values("content-type")
         return _charset_of(types[0] if types else None) or "utf-8"
 
@@ -1187,16 +1236,25 @@ class Response:
         """
         if self._content is None:
             raise ResponseNotRead(
-                f"the body of {self!r} from {str(self.url)!r} has not been read; "
+                f"the body of {self!r} from {redact_url(self.url, quoted=True)} has not been read; "
                 "call 'await response.read()' first"
             )
         return self._content
 
     @property
     def text(self) -> str:
-        """The body decoded with :attr:`encoding`; undecodable bytes become U+FFFD."""
+        """The body decoded with :attr:`encoding`; undecodable bytes become U+FFFD.
+
+        A charset that is no text encoding (``base64``, ``rot13``...) is ignored, and one
+        that cannot decode with replacement characters falls back to ``utf-8``: ``text``
+        never raises for a server-chosen charset.
+        """
         if self._text is None:
-            self._text = self.content.decode(self.encoding, errors="replace")
+            content = self.content
+            try:
+                self._text = content.decode(self.encoding, errors="replace")
+            except (UnicodeError, LookupError, ValueError):
+                self._text = content.decode("utf-8", errors="replace")
         return self._text
 
     def json(self, **kwargs: Any) -> Any:
@@ -1369,7 +1427,7 @@ class Response:
         await self.aclose()
 
     def __repr__(self) -> str:
-        phrase = self.reason_phrase
+        phrase = safe_text(self.reason_phrase)
         return f"<Response [{self.status}{' ' + phrase if phrase else ''}]>"
 
 

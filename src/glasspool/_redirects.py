@@ -35,6 +35,7 @@ from ._models import (
     _check_raw_url,
     _validate_absolute,
 )
+from ._redact import redact_url
 
 __all__ = ["REDIRECT_STATUSES", "RedirectPlan", "redirect_request"]
 
@@ -91,15 +92,18 @@ def resolve_location(url: yarl.URL, location: str) -> yarl.URL:
     """
     location = _repair_latin1(location.strip(" \t"))
     if not location:
-        raise InvalidURL(f"the redirect from {str(url)!r} has an empty Location")
+        raise InvalidURL(f"the redirect from {redact_url(url, quoted=True)} has an empty Location")
     _check_raw_url(location, _LOCATION_FORBIDDEN, "redirect Location")
     try:
         target = url.join(yarl.URL(location))
     except ValueError as exc:
-        raise InvalidURL(f"redirect Location {location!r} is not a valid URL: {exc}") from exc
+        raise InvalidURL(
+            f"redirect Location {redact_url(location, quoted=True)} is not a valid URL: {exc}"
+        ) from exc
     if target.scheme not in _DEFAULT_PORTS:
         raise InvalidURL(
-            f"redirect from {str(url)!r} to {location!r} uses the unsupported scheme "
+            f"redirect from {redact_url(url, quoted=True)} to "
+            f"{redact_url(location, quoted=True)} uses the unsupported scheme "
             f"{target.scheme!r}; only http and https are followed"
         )
     _validate_absolute(target, "redirect target")
@@ -163,9 +167,10 @@ def redirect_request(
     keep_body = response_status != 303 and new_method == method
     if keep_body and not body_replayable:
         raise InvalidRequest(
-            f"{response_status} redirect of {method} {str(url)!r} to {str(target)!r} needs "
-            "the request body again, but it was streamed and cannot be replayed; send the "
-            "body as bytes or turn follow_redirects off"
+            f"{response_status} redirect of {method} {redact_url(url, quoted=True)} to "
+            f"{redact_url(target, quoted=True)} needs the request body again, but it was "
+            "streamed and cannot be replayed; send the body as bytes or turn "
+            "follow_redirects off"
         )
     stripped = stripped_once or _origin(target) != _origin(url)
     drop = ["Host"]

@@ -42,6 +42,7 @@ from ._models import (
 )
 from ._pool.asyncio import Pool, SharedLimits
 from ._pool.key import PoolKey, TLSIdentity
+from ._redact import redact_url
 from ._redirects import REDIRECT_STATUSES, redirect_request
 from ._timeouts import Timeout, TimeoutTypes
 
@@ -89,7 +90,9 @@ class Client:
         follow_redirects: follow 301/302/303/307/308 by default.
         max_redirects: the most redirects followed before ``TooManyRedirects``.
         headers: sent with every request (after the defaults, which they override).
-        base_url: joined with relative request URLs.
+        base_url: joined with relative request URLs, which always keep its scheme, host
+            and port (one that names a host, like ``//host/x``, raises ``InvalidURL``). An
+            absolute URL replaces it, and the client's ``headers`` go with it.
         max_header_bytes, max_headers: caps on a response head (``ResponseTooLarge``).
         max_line_bytes: cap on one status or header line of a response.
         max_chunk_ext_bytes: cap on one chunk-extension of a chunked response body.
@@ -289,7 +292,7 @@ class Client:
         stream: bool,
     ) -> Response:
         if self._closed:
-            raise ClientClosed(f"the client is closed; cannot send {method} {url}")
+            raise ClientClosed(f"the client is closed; cannot send {method} {redact_url(url)}")
         t = self.timeout if isinstance(timeout, _Unset) else Timeout.coerce(timeout)
         follow = self.follow_redirects if isinstance(follow_redirects, _Unset) else follow_redirects
         request, route = self._build_request(method, url, params, headers, content, json, data)
@@ -384,7 +387,7 @@ class Client:
             if len(history) > self.max_redirects:
                 raise TooManyRedirects(
                     f"more than max_redirects={self.max_redirects} redirects, last from "
-                    f"{request.url} to {location!r}",
+                    f"{redact_url(request.url)} to {redact_url(location, quoted=True)}",
                     history=history,
                 )
             plan = redirect_request(
@@ -541,7 +544,7 @@ class Client:
 
     def _raise_closed(self, exc: BaseException, request: Request | None) -> None:
         if self._pool.closed and not isinstance(exc, asyncio.CancelledError | ClientClosed):
-            url = request.url if request is not None else "?"
+            url = redact_url(request.url) if request is not None else "?"
             raise ClientClosed(f"the client was closed while {url} was in flight") from exc
 
     async def _connect(self, key: PoolKey, connect_timeout: float | None) -> HTTP11Connection:
@@ -583,7 +586,9 @@ class Client:
         await self.aclose()
 
     def __del__(self) -> None:
-        if self._closed or not hasattr(self, "_pool"):
+        # A constructor that raised leaves a half-built object: with no ``_closed`` (an
+        # unknown keyword fails before __init__'s body runs) or no ``_pool``.
+        if getattr(self, "_closed", True) or not hasattr(self, "_pool"):
             return
         if self._pool._state.open:
             warnings.warn(

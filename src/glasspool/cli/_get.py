@@ -13,9 +13,10 @@ from typing import Protocol
 import yarl
 
 from .._exceptions import GlasspoolError
-from .._fleet import RedisLimits, _redact
+from .._fleet import RedisLimits
 from .._models import Response
 from .._pool.asyncio import Pool
+from .._redact import redact_url, safe_text
 from .._timeouts import Timeout
 from ..client import Client
 from ..timeline import Timeline
@@ -115,12 +116,13 @@ class PlainReporter:
 def check_urls(urls: tuple[str, ...]) -> None:
     """Raise :class:`UsageError` naming the first URL that is not absolute http(s)."""
     for url in urls:
+        shown = redact_url(url, quoted=True)
         try:
             parsed = yarl.URL(url)
         except (ValueError, TypeError) as exc:
-            raise UsageError(f"URL {url!r} is not a valid URL: {exc}") from None
+            raise UsageError(f"URL {shown} is not a valid URL: {safe_text(str(exc))}") from None
         if parsed.scheme not in ("http", "https") or not parsed.host:
-            raise UsageError(f"URL {url!r} must be absolute http:// or https:// with a host")
+            raise UsageError(f"URL {shown} must be absolute http:// or https:// with a host")
 
 
 def _slug(url: str) -> str:
@@ -168,15 +170,20 @@ def _public_name(exc: BaseException) -> str:
 
 
 async def _fetch(client: Client, index: int, url: str, target: Path | None) -> Result:
-    """GET ``url``, stream its body (to ``target`` if given), time it; never raises."""
+    """GET ``url``, stream its body (to ``target`` if given), time it; never raises.
+
+    The result holds ``url`` with any password replaced by ``***``, and the error message
+    with control characters escaped: both are printed.
+    """
     start = time.perf_counter()
     try:
         async with client.stream("GET", url) as response:
             nbytes = await _drain(response, target)
     except (GlasspoolError, OSError) as exc:
         took = time.perf_counter() - start
-        return Result(index, url, None, 0, took, _public_name(exc), str(exc))
-    return Result(index, url, response.status, nbytes, time.perf_counter() - start)
+        shown = redact_url(url)
+        return Result(index, shown, None, 0, took, _public_name(exc), safe_text(str(exc)))
+    return Result(index, redact_url(url), response.status, nbytes, time.perf_counter() - start)
 
 
 def fleet_limits(opts: GetOptions) -> RedisLimits | None:
@@ -204,7 +211,7 @@ def fleet_limits(opts: GetOptions) -> RedisLimits | None:
             "--redis needs redis-py, which is not installed: pip install 'glasspool[redis]'"
         ) from None
     except ValueError as exc:
-        raise UsageError(f"--redis {_redact(opts.redis_url)}: {exc}") from None
+        raise UsageError(f"--redis {redact_url(opts.redis_url)}: {safe_text(str(exc))}") from None
 
 
 def _client(opts: GetOptions, shared: RedisLimits | None) -> Client:

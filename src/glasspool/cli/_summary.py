@@ -27,7 +27,7 @@ class Result:
 
     Attributes:
         index: the request's number (0-based, in the order requests were planned).
-        url: the URL requested.
+        url: the URL requested, any password replaced by ``***``.
         status: the response status, or ``None`` if the request raised.
         nbytes: body bytes received (decoded).
         latency_s: from the call to the end of the body (or the error).
