@@ -19,6 +19,7 @@ Usage::
     .venv/bin/python benchmarks/hot_path.py                 # this checkout
     .venv/bin/python benchmarks/hot_path.py --body 65536    # a 64 KiB body
     .venv/bin/python benchmarks/hot_path.py --against /tmp/before/src
+    .venv/bin/python benchmarks/hot_path.py --socket   # idle checks poll a real socket
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import argparse
 import asyncio
 import importlib
 import shutil
+import socket
 import statistics
 import sys
 import tempfile
@@ -56,15 +58,19 @@ class MemoryTransport(asyncio.Transport):
 
     The reply goes in the way asyncio's selector transport delivers bytes to a buffered
     protocol: ``get_buffer()``, a copy into it (standing in for the kernel's), then
-    ``buffer_updated()``, as many times as the buffers handed out require.
+    ``buffer_updated()``, as many times as the buffers handed out require. With
+    ``with_socket``, it holds one end of an idle socket pair and reports it as its
+    ``"socket"``, so the pool's check of an idle connection before reuse polls a real
+    socket (nothing is ever sent on it).
     """
 
-    def __init__(self, protocol: Any, reply: bytes) -> None:
+    def __init__(self, protocol: Any, reply: bytes, *, with_socket: bool = False) -> None:
         super().__init__()
         self._protocol = protocol
         self._reply = reply
         self._loop = asyncio.get_running_loop()
         self._closing = False
+        self._pair = socket.socketpair() if with_socket else None
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self._loop.call_soon(self._deliver)
@@ -82,11 +88,15 @@ class MemoryTransport(asyncio.Transport):
         self.write(b"")
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "socket" and self._pair is not None:
+            return self._pair[0]
         return default
 
     def abort(self) -> None:
         if not self._closing:
             self._closing = True
+            for sock in self._pair or ():
+                sock.close()
             self._loop.call_soon(self._protocol.connection_lost, None)
 
     close = abort
@@ -111,7 +121,7 @@ def load_copy(src: Path, name: str, where: Path) -> tuple[ModuleType, ModuleType
 Factory = Callable[[Any, float | None], Awaitable[Any]]
 
 
-def memory_factory(http11: ModuleType, reply: bytes) -> Factory:
+def memory_factory(http11: ModuleType, reply: bytes, *, with_socket: bool = False) -> Factory:
     """A pool connection factory whose connections talk to a :class:`MemoryTransport`.
 
     They share one read buffer, as the connections of a client do.
@@ -120,7 +130,7 @@ def memory_factory(http11: ModuleType, reply: bytes) -> Factory:
 
     async def factory(key: Any, connect_timeout: float | None) -> Any:
         protocol = http11.HTTP11Connection(key, recv_buffer=shared)
-        protocol.connection_made(MemoryTransport(protocol, reply))
+        protocol.connection_made(MemoryTransport(protocol, reply, with_socket=with_socket))
         return protocol
 
     return factory
@@ -130,7 +140,8 @@ async def one_run(package: ModuleType, http11: ModuleType, args: argparse.Namesp
     """CPU microseconds per request over ``args.requests`` requests (after a warm-up)."""
     reply = response_bytes(args.body)
     async with package.Client(limit=100, limit_per_host=100) as client:
-        client.pool._factory = memory_factory(http11, reply)  # the one private hook used
+        # the one private hook used
+        client.pool._factory = memory_factory(http11, reply, with_socket=args.socket)
         left = 0
 
         async def worker() -> None:
@@ -156,6 +167,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=15, help="runs per copy (default 15)")
     parser.add_argument("--body", type=int, default=13, help="body bytes (default 13)")
     parser.add_argument("--against", type=Path, help="a src folder to compare with")
+    parser.add_argument(
+        "--socket",
+        action="store_true",
+        help="give each connection an idle socket pair, so checks of idle connections "
+        "before reuse poll a real socket",
+    )
     args = parser.parse_args(argv)
     for name in ("concurrency", "requests", "runs"):
         if getattr(args, name) < 1:

@@ -11,14 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import random
+import select
+import socket
+import ssl
+import struct
+import threading
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
 import glasspool
 from glasspool import Client
 from tests.faults import FaultServer
-from tests.nginx import NginxServer
+from tests.nginx import NginxServer, TLSCerts
 from tests.rawserver import RawServer, Reply
 from tests.test_cancellation import EventLog, assert_at_rest, assert_never_pooled
 
@@ -292,3 +298,138 @@ async def test_nginx_413_for_an_upload_over_its_limit(client: Client, nginx: Ngi
     r = await client.post(nginx.url("/upload"), content=b"small")
     assert r.status == 200 and r.content == b"uploaded\n"
     assert_at_rest(client)
+
+
+# -- an idle connection the server closed while the event loop was busy -------------------
+
+
+class ThreadServer:
+    """A blocking server in a thread of its own, so it can act while the test's loop is blocked.
+
+    It answers every request with a keep-alive ``200 OK``. After the first response on the
+    first connection it waits for :meth:`act`, then does ``how`` to that connection: ``fin``
+    closes it, ``reset`` resets it (RST), ``stray`` sends an unrequested ``408`` first and
+    then closes it. Then it serves one more connection until the client closes it.
+    ``requests`` lists ``(connection number, request line)`` for every request read.
+    """
+
+    def __init__(self, how: str, ssl_context: ssl.SSLContext | None = None) -> None:
+        self.how = how
+        self.requests: list[tuple[int, str]] = []
+        self._ssl = ssl_context
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._stop, self._stop_sender = socket.socketpair()  # wakes a waiting accept
+        self._go = threading.Event()
+        self.acted = threading.Event()  # set once the first connection was dealt with
+        self._thread = threading.Thread(target=self._run, name="ThreadServer", daemon=True)
+        self.errors: list[BaseException] = []
+
+    async def __aenter__(self) -> ThreadServer:
+        self._thread.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._go.set()
+        self._stop_sender.send(b"x")
+        # joined from another thread: the loop must run to close the client's sockets
+        await asyncio.to_thread(self._thread.join, 10)
+        for sock in (self._listener, self._stop, self._stop_sender):
+            sock.close()
+        if exc_info[0] is None:
+            assert not self._thread.is_alive(), "the server thread did not finish"
+            if self.errors:
+                raise self.errors[0]
+
+    def act(self) -> None:
+        """Deal with the idle first connection now (see the class docstring)."""
+        self._go.set()
+
+    def _accept(self) -> socket.socket | None:
+        ready, _, _ = select.select([self._listener, self._stop], [], [], 10)
+        if self._listener not in ready:
+            return None  # stopped (the test failed before connecting again)
+        conn, _ = self._listener.accept()
+        conn.settimeout(10)
+        if self._ssl is not None:
+            conn = self._ssl.wrap_socket(conn, server_side=True)
+        return conn
+
+    def _serve_one(self, conn: socket.socket, number: int) -> bool:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            more = conn.recv(65536)
+            if not more:
+                return False
+            data += more
+        head, _, body = data.partition(b"\r\n\r\n")
+        for line in head.split(b"\r\n"):
+            name, _, value = line.partition(b":")
+            if name.lower() == b"content-length":
+                while len(body) < int(value):
+                    body += conn.recv(65536)
+        self.requests.append((number, head.split(b"\r\n")[0].decode()))
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        return True
+
+    def _run(self) -> None:
+        try:
+            first = self._accept()
+            if first is None:
+                return
+            with first:
+                self._serve_one(first, 1)
+                self._go.wait(10)
+                if self.how == "reset":
+                    first.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                elif self.how == "stray":
+                    first.sendall(b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n")
+            self.acted.set()
+            second = self._accept()
+            if second is None:
+                return
+            with second:
+                while self._serve_one(second, 2):
+                    pass
+        except BaseException as exc:  # reported by __exit__
+            self.errors.append(exc)
+            self.acted.set()
+
+
+def idle_socket(client: Client) -> Any:
+    """The socket under the client's one idle connection (read from the pool's records)."""
+    [host] = client.pool._state.hosts().values()
+    [conn] = host.idle.values()
+    return conn.handle.get_extra_info("socket")
+
+
+@pytest.mark.parametrize("how", ["fin", "reset", "stray"])
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+async def test_an_idle_connection_the_server_closed_while_the_loop_was_busy_is_not_used(
+    how: str, tls: bool, tls_certs: TLSCerts
+) -> None:
+    # The server closes (or spoils) the idle connection while this task keeps the event
+    # loop busy, so asyncio has not seen it yet when the POST takes a connection. The
+    # POST must go out on a new connection, once; before the check it went out on the
+    # dead one (ServerDisconnected, or the stray 408 taken for its response).
+    server_ctx = tls_certs.server_context() if tls else None
+    async with ThreadServer(how, server_ctx) as server:
+        scheme = "https" if tls else "http"
+        url = f"{scheme}://localhost:{server.port}/" if tls else f"http://127.0.0.1:{server.port}/"
+        async with Client(verify=str(tls_certs.ca_file)) as client:
+            log = EventLog(client)
+            assert (await client.get(url)).content == b"ok"
+            sock = idle_socket(client)
+            # The loop is blocked from here until the POST has taken its connection:
+            server.act()
+            assert server.acted.wait(10)
+            readable, _, _ = select.select([sock.fileno()], [], [], 10)  # the kernel has it
+            assert readable, "the client's socket never saw the server's close"
+            r = await client.post(url, content=b"x")
+            assert (r.status, r.content) == (200, b"ok")
+            assert [e.reason for e in log.find("closed")] == ["server_closed"]
+            assert [e.reason for e in log.find("acquired")] == ["new", "new"]
+            assert (await client.get(url)).status == 200  # the new connection is reused
+            assert [e.reason for e in log.find("acquired")] == ["new", "new", "reused"]
+            assert_at_rest(client)
+    assert server.requests == [(1, "GET / HTTP/1.1"), (2, "POST / HTTP/1.1"), (2, "GET / HTTP/1.1")]

@@ -7,6 +7,7 @@ import functools
 import inspect
 import logging
 import random
+import socket
 from collections import Counter
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -198,6 +199,89 @@ async def test_release_of_connection_closed_by_peer_is_not_pooled() -> None:
     factory.made[0].closed = True  # the peer closed while the response was being read
     pool.release(lease)
     assert pool.stats().open == 0
+    await pool.aclose()
+
+
+class SocketConn(FakeConn):
+    """A FakeConn over one end of a socket pair; the test plays the server at the other."""
+
+    def __init__(self, key: PoolKey) -> None:
+        super().__init__(key)
+        self.sock, self.server = socket.socketpair()
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return self.sock if name == "socket" else default
+
+    def close(self) -> None:
+        super().close()
+        self.sock.close()
+        self.server.close()
+
+
+async def test_idle_connections_the_server_closed_unseen_are_dropped_before_reuse() -> None:
+    # The loop has not polled these sockets (nothing awaited in between), so only the
+    # check before reuse can tell. Most recently used first, up to the first one alive.
+    made: list[SocketConn] = []
+
+    async def factory(key: PoolKey, connect_timeout: float | None) -> SocketConn:
+        made.append(SocketConn(key))
+        return made[-1]
+
+    events: list[PoolEvent] = []
+    pool = Pool(factory, limit=4)
+    pool.add_listener(events.append)
+    leases = [await pool.acquire(A) for _ in range(4)]
+    for lease in leases:  # idle: 1, 2, 3, 4 (4 the most recently used)
+        pool.release(lease)
+    made[3].server.close()  # EOF
+    made[2].server.sendall(b"HTTP/1.1 408 Request Timeout\r\n\r\n")  # bytes nobody asked for
+    made[0].server.close()  # the oldest: not looked at while a newer one is alive
+    mark = len(events)
+    lease = await pool.acquire(A)
+    assert lease.reused and lease.conn is not None and lease.conn.handle is made[1]
+    assert [(e.kind, e.reason, e.connection_id) for e in events[mark:]] == [
+        ("closed", "server_closed", 4),
+        ("closed", "server_closed", 3),
+        ("acquired", "reused", 2),
+    ]
+    assert made[3].closed and made[2].closed and not made[0].closed
+    pool.release(lease)
+    assert len(made) == 4  # nothing new was opened
+    lease = await pool.acquire(A)  # 2 again: alive, most recently used
+    assert lease.conn is not None and lease.conn.handle is made[1]
+    pool.release(lease)
+    await pool.aclose()
+
+
+async def test_an_expired_idle_connection_is_closed_and_the_next_one_checked_too() -> None:
+    # The expiry timer runs late when the loop is busy: the most recently used connection
+    # has expired (a short Keep-Alive hint), the one before it was closed by the server.
+    now = [0.0]
+    made: list[SocketConn] = []
+
+    async def factory(key: PoolKey, connect_timeout: float | None) -> SocketConn:
+        made.append(SocketConn(key))
+        return made[-1]
+
+    events: list[PoolEvent] = []
+    pool = Pool(factory, limit=4, keepalive_expiry=15.0, clock=lambda: now[0])
+    pool.add_listener(events.append)
+    first, second = await pool.acquire(A), await pool.acquire(A)
+    pool.release(first)
+    made[1].keepalive_hint_s = 1.0
+    pool.release(second)  # the most recently used; expires at 1.0
+    made[0].server.close()
+    now[0] = 2.0
+    mark = len(events)
+    lease = await pool.acquire(A)
+    assert not lease.reused
+    assert [(e.kind, e.reason, e.connection_id) for e in events[mark:]] == [
+        ("closed", "expired", 2),
+        ("closed", "server_closed", 1),
+        ("connecting", None, 3),
+        ("acquired", "new", 3),
+    ]
+    pool.release(lease)
     await pool.aclose()
 
 

@@ -14,6 +14,7 @@ import asyncio
 import functools
 import inspect
 import logging
+import select
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
@@ -30,7 +31,11 @@ logger = logging.getLogger("glasspool.pool")
 
 
 class PoolConnection(Protocol):
-    """What the pool needs of a connection object (``HTTP11Connection`` satisfies it)."""
+    """What the pool needs of a connection object (``HTTP11Connection`` satisfies it).
+
+    A connection that also has ``get_extra_info("socket")`` (as asyncio transports do) has
+    its socket checked before it is reused; see :meth:`Pool._drop_closed_idle`.
+    """
 
     keepalive_hint_s: float | None
     on_lost: Callable[[], None] | None
@@ -265,7 +270,10 @@ class Pool:
             raise ClientClosed(f"the client is closed; cannot request a connection to {key}")
         if self._state.emit is None and logger.isEnabledFor(logging.DEBUG):
             self._update_emit()
-        waiter, actions = self._state.request(key, self._clock())
+        now = self._clock()
+        if self._state.idle:
+            self._drop_closed_idle(key, now)
+        waiter, actions = self._state.request(key, now)
         if actions:
             self._run(actions)
         if waiter.state is WaiterState.QUEUED:
@@ -284,6 +292,36 @@ class Pool:
         else:
             self._active.add(waiter)
         return waiter
+
+    def _drop_closed_idle(self, key: PoolKey, now: float) -> None:
+        """Close the idle connections of ``key`` that the server has closed, most recently
+        used first, up to the first one still open: the one ``request()`` hands out next.
+
+        The event loop learns that a server closed a connection only when it next polls
+        the socket. A task that keeps the loop busy (CPU-bound work, a blocking call) can
+        come here first, and a request sent on such a connection fails, or reads bytes
+        that were never its response. An idle HTTP/1.1 connection whose socket is readable
+        has either reached its end or holds bytes nobody asked for; either way it cannot
+        carry a request, so it is closed (``closed`` ``server_closed``, as when the loop
+        sees the close) and the request goes on with another connection or a new one.
+        An idle connection past its expiry (its timer is late when the loop is busy) is
+        closed as expired first. Costs one ``poll()`` system call per reused connection.
+        """
+        host = self._state.hosts().get(key)
+        if host is None:
+            return
+        idle = host.idle
+        while idle and not host.waiters:
+            conn = idle[next(reversed(idle))]  # the most recently used
+            if conn.expires_at is not None and now >= conn.expires_at:
+                # late timer (the loop was busy): close what has expired, as it would
+                self._run(self._state.expire(now))
+                if conn.state is ConnState.IDLE:
+                    return  # not expired after all; request() decides
+                continue
+            if not _peer_closed(conn.handle):
+                return
+            self._run(self._state.server_closed(conn, now))
 
     async def _wait(self, waiter: Waiter, timeout: float | None) -> None:
         loop = asyncio.get_running_loop()
@@ -591,3 +629,37 @@ def _is_async_callable(fn: Callable[..., object]) -> bool:
     while isinstance(fn, functools.partial):
         fn = fn.func
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__)
+
+
+def _peer_closed(handle: Any) -> bool:
+    """Whether an idle connection is closed, or its socket is readable (see
+    :meth:`Pool._drop_closed_idle`): EOF, a reset, or bytes nobody asked for.
+
+    Under TLS the raw socket is looked at: any record arriving on an idle connection (a
+    close_notify alert, application data) makes it unusable too. False when there is no
+    socket to look at (an in-memory transport).
+    """
+    if handle.is_closed():
+        return True
+    get_extra_info = getattr(handle, "get_extra_info", None)
+    sock = get_extra_info("socket") if get_extra_info is not None else None
+    if sock is None:
+        return False
+    fd: int = sock.fileno()
+    return fd < 0 or _readable_now(fd)
+
+
+if hasattr(select, "poll"):
+
+    def _readable_now(fd: int) -> bool:
+        """Whether ``fd`` is readable (or failed) right now; never waits."""
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(0))
+
+else:  # pragma: no cover (Windows)
+
+    def _readable_now(fd: int) -> bool:
+        """Whether ``fd`` is readable (or failed) right now; never waits."""
+        readable, _, failed = select.select([fd], [], [fd], 0)
+        return bool(readable or failed)
