@@ -263,7 +263,9 @@ async def test_wrong_host_certificate_with_and_without_verification(tls_certs: T
 
 async def test_the_callers_ssl_context_is_the_one_used(tls_certs: TLSCerts) -> None:
     mine = tls_certs.client_context()
-    server = RawServer(replies=[OK], ssl_context=tls_certs.server_context())
+    # two replies: after its last one the server closes, and a closed idle connection is
+    # not handed out again
+    server = RawServer(replies=[OK] * 2, ssl_context=tls_certs.server_context())
     async with server, Client(verify=mine, timeout=TIMEOUT) as client:
         assert (await client.get(f"https://127.0.0.1:{server.port}/")).content == b"ok"
         (key,) = client.pool.stats().hosts
