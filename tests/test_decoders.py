@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import gzip
 import itertools
+import os
+import re
 import sys
 import time
+import tracemalloc
 import zlib
 from collections.abc import Callable
 
@@ -18,11 +22,14 @@ from hypothesis import strategies as st
 from glasspool._decoders import (
     MAX_CODINGS,
     MAX_EMPTY_MEMBERS,
+    STEP_BYTES,
+    ZSTD_MAX_WINDOW,
     Decoder,
     make_decoder,
     supported_encodings,
 )
 from glasspool._exceptions import ProtocolError, ResponseTooLarge
+from tests.hostile_bodies import triple_gzip
 
 TEXT = b"".join(b"line %d: the quick brown fox jumps over the lazy dog\n" % i for i in range(5000))
 
@@ -88,10 +95,26 @@ def test_multi_member_gzip() -> None:
         assert decode_all(make_decoder("gzip", max_size=None), members, step) == TEXT
 
 
+def skippable(payload: bytes) -> bytes:
+    """A zstd skippable frame (RFC 8878 section 3.1.2)."""
+    return b"\x5a\x2a\x4d\x18" + len(payload).to_bytes(4, "little") + payload
+
+
 def test_multi_frame_zstd() -> None:
-    frames = zstd(TEXT[:777]) + zstd(TEXT[777:])
-    for step in (3, 4096):
-        assert decode_all(make_decoder("zstd", max_size=None), frames, step) == TEXT
+    noise = os.urandom(300_000)  # incompressible: raw blocks
+    streamed = zstandard.ZstdCompressor(write_checksum=True, write_content_size=False)
+    obj = streamed.compressobj()
+    frames = [
+        zstd(TEXT[:777]),
+        skippable(b"metadata"),
+        skippable(b""),
+        zstd(b""),
+        obj.compress(TEXT[777:]) + obj.flush(),
+        bytes(zstandard.ZstdCompressor(write_checksum=True).compress(noise)),
+    ]
+    for step in (1, 3, 4096, 1 << 20):
+        decoded = decode_all(make_decoder("zstd", max_size=None), b"".join(frames), step)
+        assert decoded == TEXT + noise
 
 
 @pytest.mark.parametrize(
@@ -176,7 +199,7 @@ def test_one_small_input_cannot_expand_far_past_the_cap() -> None:
         with pytest.raises(ResponseTooLarge, match="max_decompressed_size=1048576") as info:
             make_decoder(coding, max_size=1 << 20, max_ratio=1e9).decode(blob)
         so_far = int(str(info.value).split(": ")[-1].split()[0])
-        assert so_far <= (1 << 20) + (4 << 20), coding  # the cap plus at most one step
+        assert so_far <= (1 << 20) + STEP_BYTES, coding  # the cap plus at most one step
         assert time.perf_counter() - started < 2
 
 
@@ -199,6 +222,117 @@ def test_many_members_in_one_chunk_are_capped() -> None:
     with pytest.raises(ResponseTooLarge, match="more than 1024 members in one chunk"):
         make_decoder("gzip", max_size=None).decode(tiny)
     assert decode_all(make_decoder("gzip", max_size=None), tiny, 10_000) == b"x" * 1100
+
+
+# -- bounded steps ---------------------------------------------------------------------------
+
+ZEROS_32M = bytes(32 << 20)
+
+
+@functools.cache
+def high_ratio(coding: str) -> bytes:
+    """32 MiB of zeros in ``coding`` (a chain is encoded innermost first)."""
+    data = ZEROS_32M
+    for name in (c.strip() for c in coding.split(",")):
+        data = ENCODERS[name](data) if name != "br" else bytes(brotli.compress(data, quality=1))
+    return data
+
+
+@functools.cache
+def prefixed_bomb(coding: str) -> bytes:
+    """64 KiB of random bytes, then 32 MiB of zeros, in ``coding``."""
+    data = os.urandom(64 << 10) + ZEROS_32M
+    return ENCODERS[coding](data) if coding != "br" else bytes(brotli.compress(data, quality=1))
+
+
+CHAINS = ["gzip", "deflate", "br", "zstd", "gzip, br", "zstd, gzip"]
+
+
+@pytest.mark.parametrize("coding", CHAINS)
+def test_every_step_yields_at_most_step_bytes(coding: str) -> None:
+    """A body of a few KB that decodes to 32 MiB, given in one chunk: no step is larger."""
+    decoder = make_decoder(coding, max_size=None, max_ratio=1e9)
+    sizes = [len(p) for p in decoder.decode_steps(high_ratio(coding))]
+    sizes += [len(p) for p in decoder.flush_steps()]
+    assert max(sizes) <= STEP_BYTES
+    assert sum(sizes) == len(ZEROS_32M)
+
+
+@pytest.mark.parametrize("coding", CHAINS)
+def test_decoding_a_bomb_step_by_step_holds_only_a_step(coding: str) -> None:
+    """Python-visible allocations (output, zlib state, queued input) stay near one step."""
+    body = high_ratio(coding)
+    decoder = make_decoder(coding, max_size=None, max_ratio=1e9)
+    total = 0
+    tracemalloc.start()
+    try:
+        for piece in decoder.decode_steps(body):
+            total += len(piece)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert total == len(ZEROS_32M)
+    assert peak < 8 * STEP_BYTES, peak
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "br", "zstd"])
+def test_the_ratio_guard_stops_a_prefixed_bomb_at_the_first_step_past_it(coding: str) -> None:
+    """The random prefix keeps the ratio low for a while; the guard fires one step past it.
+
+    The steps before it were delivered: the body is not decoded whole and then refused.
+    """
+    body = prefixed_bomb(coding)
+    decoder = make_decoder(coding, max_size=None, max_ratio=50)
+    delivered = 0
+    with pytest.raises(ResponseTooLarge, match="exceeds max_ratio=50") as info:
+        for piece in decoder.decode_steps(body):
+            delivered += len(piece)
+    found = re.search(r"\((\d+) bytes from (\d+) ", str(info.value))
+    assert found is not None
+    decoded, received = int(found[1]), int(found[2])
+    assert received == len(body)
+    assert decoded <= 50 * received + STEP_BYTES
+    assert decoded - STEP_BYTES <= delivered < decoded
+
+
+def test_an_inner_layer_counts_against_the_guards() -> None:
+    """gzip, gzip, gzip: 5 KB whose middle layer is 2 GiB of empty deflate blocks.
+
+    The last layer decodes to 2 bytes, so only a guard on the inner layer can stop it.
+    """
+    started = time.perf_counter()
+    with pytest.raises(ResponseTooLarge, match=r"max_ratio=1000 in an inner layer \(coding 2 of 3"):
+        make_decoder("gzip, gzip, gzip", max_size=None).decode(triple_gzip(410))
+    assert time.perf_counter() - started < 2  # it stops after ~5 MB, not 2 GiB
+    with pytest.raises(ResponseTooLarge, match="max_decompressed_size=100000 bytes in an inner"):
+        make_decoder("gzip, gzip, gzip", max_size=100_000).decode(triple_gzip(1))
+    # An inner layer of incompressible data is a little larger than the body: that is fine.
+    noise = os.urandom(100_000)
+    inner = make_decoder("gzip, gzip", max_size=len(noise))
+    assert inner.decode(gzip.compress(gzip.compress(noise))) + inner.flush() == noise
+
+
+def zstd_window(window_log: int, size: int) -> bytes:
+    params = zstandard.ZstdCompressionParameters.from_level(3, window_log=window_log)
+    return bytes(zstandard.ZstdCompressor(compression_params=params).compress(bytes(size)))
+
+
+def test_zstd_windows_above_8_mib_are_refused_naming_window_and_limit() -> None:
+    assert ZSTD_MAX_WINDOW == 8 << 20
+    data = bytes(20 << 20)
+    at_limit = make_decoder("zstd", max_size=None, max_ratio=1e9)
+    assert at_limit.decode(zstd_window(23, len(data))) == data
+    for blob, window in (
+        (zstd_window(27, 200 << 20), 1 << 27),  # the largest the zstd library accepts by default
+        (zstd_window(24, 20 << 20), 1 << 24),
+        # single-segment frame: the window is the content size
+        (bytes(zstandard.ZstdCompressor(level=22).compress(data)), len(data)),
+    ):
+        decoder = make_decoder("zstd", max_size=None)
+        with pytest.raises(
+            ResponseTooLarge, match=f"window of {window} bytes; .* is 8388608 bytes .*RFC 9659"
+        ):
+            decoder.decode(blob[:100])  # refused from the frame header, before any block
 
 
 # -- bad data --------------------------------------------------------------------------------

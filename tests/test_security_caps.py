@@ -10,9 +10,11 @@ a read timeout. Decompression bombs are built once per session from compressible
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import gzip
 import time
+import tracemalloc
 import zlib
 from collections.abc import AsyncIterator
 
@@ -25,9 +27,12 @@ from glasspool import (
     GlasspoolError,
     PoolEvent,
     ProtocolError,
+    ReadTimeout,
     ResponseTooLarge,
     Timeout,
+    TotalTimeout,
 )
+from tests.hostile_bodies import random_prefix_bomb, slow_empty_body, triple_gzip
 from tests.rawserver import RawServer, read_request
 
 H11 = b"HTTP/1.1 200 OK\r\n"
@@ -391,3 +396,150 @@ async def test_a_head_trickled_byte_by_byte_costs_linear_time() -> None:
         spent = time.process_time() - started
         assert (await conn.receive_head(method="GET", read_timeout=1)).status == 200
         assert spent < 3.0, f"{len(head)} one-byte reads took {spent:.2f}s of CPU"
+
+
+# ------------------------------------------------------------------ decoding in steps
+
+
+class Ticker:
+    """Measures the longest stall of the event loop: a task that wakes every 10 ms."""
+
+    def __init__(self) -> None:
+        self.longest = 0.0
+        self._since = 0.0  # loop time when the current 10 ms sleep began
+        self._task: asyncio.Task[None] | None = None
+
+    def _note(self, now: float) -> None:
+        self.longest = max(self.longest, now - self._since - 0.01)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            self._since = loop.time()
+            await asyncio.sleep(0.01)
+            self._note(loop.time())
+
+    async def __aenter__(self) -> Ticker:
+        self._since = asyncio.get_running_loop().time()
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._note(asyncio.get_running_loop().time())  # a stall that ends here counts too
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+
+async def test_streaming_a_bomb_holds_memory_to_a_few_steps() -> None:
+    """2 MiB of random bytes, then 256 MiB of zeros: 2.3 MiB on the wire, ratio ~110:1.
+
+    The ratio guard does not fire, so the body streams whole; one network read of it
+    decodes to up to 250 MiB, but only a step at a time is held.
+    """
+    body = random_prefix_bomb(2 << 20, 256 << 20)
+    async with RawServer(replies=[with_body(body, "gzip")]) as srv, Client() as client:
+        url = f"http://127.0.0.1:{srv.port}/"
+        received = 0
+        tracemalloc.start()
+        try:
+            async with client.stream("GET", url, timeout=TIMEOUT) as r:
+                async for chunk in r.aiter_bytes(65536):
+                    received += len(chunk)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert received == (2 << 20) + (256 << 20)
+        assert peak < 16 << 20, f"peak {peak / (1 << 20):.1f} MiB"
+        at_rest(client)
+
+
+async def test_an_inner_layer_that_decodes_to_nothing_is_stopped_at_once() -> None:
+    """gzip, gzip, gzip in 5 KB, whose middle layer is 2 GiB of empty deflate blocks.
+
+    It decodes to ``ok``, so no guard on the decoded body fires: before the fix the loop
+    was blocked for 16 s and the call returned 200, past its total timeout of 2 s.
+    """
+    reply = with_body(triple_gzip(410), "gzip, gzip, gzip")
+    async with Ticker() as ticker:
+        started = time.monotonic()
+        await fail_once(reply, ResponseTooLarge, r"max_ratio=1000 in an inner layer")
+        elapsed = time.monotonic() - started
+    assert elapsed < 2
+    assert ticker.longest < 0.5
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["get", "stream"])
+async def test_the_total_timeout_fires_on_time_while_a_body_decodes(stream: bool) -> None:
+    """450 KB, gzip, gzip: 1 KB of data, then 300 MiB of empty blocks (~2.5 s of CPU).
+
+    Every layer stays under the ratio guard (~700:1): only the deadline can stop it, and
+    it must fire on time without the loop being held. Before the fix, one network read
+    (up to 256 KiB) was decoded in one go: 0.6 to 1.2 s with the loop held.
+    """
+    reply = with_body(slow_empty_body(60, 1000), "gzip, gzip")
+    timeout = Timeout(5, total=0.5)
+    async with RawServer(replies=[reply]) as srv, Client() as client, Ticker() as ticker:
+        url = f"http://127.0.0.1:{srv.port}/"
+        started = time.monotonic()
+        with pytest.raises(TotalTimeout, match=r"total timeout of 0\.5s"):
+            if stream:
+                async with client.stream("GET", url, timeout=timeout) as r:
+                    async for _ in r.aiter_bytes():
+                        pass
+            else:
+                await client.get(url, timeout=timeout)
+        elapsed = time.monotonic() - started
+        at_rest(client)
+    assert elapsed < 0.5 + 1
+    assert ticker.longest < 0.25, ticker.longest
+
+
+async def test_the_read_timeout_fires_when_decoding_yields_nothing_for_that_long() -> None:
+    """The same body: after its 100 KB, decoding produces nothing for ~2.5 s."""
+    reply = with_body(slow_empty_body(60, 100_000), "gzip, gzip")
+    async with RawServer(replies=[reply]) as srv, Client() as client, Ticker() as ticker:
+        url = f"http://127.0.0.1:{srv.port}/"
+        received = 0
+        started = time.monotonic()
+        with pytest.raises(ReadTimeout, match=r"produced no bytes for 0\.5s"):
+            async with client.stream("GET", url, timeout=Timeout(5, read=0.5)) as r:
+                async for chunk in r.aiter_bytes():
+                    received += len(chunk)
+                    started = time.monotonic()
+        elapsed = time.monotonic() - started
+        at_rest(client)
+    assert received == 100_000
+    assert elapsed < 0.5 + 1
+    assert ticker.longest < 0.5
+
+
+async def test_cancelling_a_long_decode_is_prompt() -> None:
+    """Cancelled while decoding empty blocks, the task ends within a step or two.
+
+    A cancel can only be delivered when the loop runs, so the loop must not be held
+    (before the fix, up to 1.2 s per network read), and it lands at the next step.
+    """
+    reply = with_body(slow_empty_body(60, 1000), "gzip, gzip")
+    first = asyncio.Event()
+    first_at = 0.0
+
+    async def consume(client: Client, url: str) -> None:
+        nonlocal first_at
+        async with client.stream("GET", url, timeout=TIMEOUT) as r:
+            async for _ in r.aiter_bytes():
+                first_at = time.monotonic()
+                first.set()
+
+    async with RawServer(replies=[reply]) as srv, Client() as client:
+        async with Ticker() as ticker:
+            task = asyncio.create_task(consume(client, f"http://127.0.0.1:{srv.port}/"))
+            await first.wait()  # the 1 KB are out: the empty blocks are being decoded
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert time.monotonic() - first_at < 0.25
+        assert ticker.longest < 0.25, ticker.longest
+        at_rest(client)
+        assert client.pool.stats().open == 0

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from ._exceptions import (
     ClientClosed,
     ReadError,
+    ReadTimeout,
     ServerDisconnected,
     TotalTimeout,
     UnclosedResponseWarning,
@@ -33,7 +34,13 @@ if TYPE_CHECKING:  # pragma: no cover
     from ._pool.asyncio import Pool
     from ._pool.state import Waiter
 
-__all__ = ["ConnectionStream", "close_reason_for", "is_stale_failure", "total_timeout"]
+__all__ = [
+    "ConnectionStream",
+    "close_reason_for",
+    "decode_check",
+    "is_stale_failure",
+    "total_timeout",
+]
 
 _STALE_ERRORS = (ServerDisconnected, ReadError, WriteError)
 
@@ -63,6 +70,30 @@ def is_stale_failure(exc: BaseException, lease: Waiter, conn: Any) -> bool:
 def total_timeout(url: object, total: float | None) -> TotalTimeout:
     """The error for a request that passed its ``total`` deadline."""
     return TotalTimeout(f"request to {redact_url(url)} passed its total timeout of {total:g}s")
+
+
+def decode_check(
+    url: object, deadline: float | None, total: float | None, read_timeout: float | None
+) -> Callable[[float, float], None] | None:
+    """The timeouts that apply between the steps of decoding a body (``_decoders.paced``).
+
+    ``deadline`` (loop time) is the ``total`` deadline. ``read_timeout`` bounds a gap in
+    the response's progress: decoding that yields no bytes for that long (data that
+    decompresses to nothing) is a gap like a silent socket. None when neither applies.
+    """
+    if deadline is None and read_timeout is None:
+        return None
+
+    def check(now: float, idle_since: float) -> None:
+        if deadline is not None and now >= deadline:
+            raise total_timeout(url, total)
+        if read_timeout is not None and now - idle_since >= read_timeout:
+            raise ReadTimeout(
+                f"decoding the body from {url} produced no bytes for {read_timeout:g}s "
+                "(read timeout)"
+            )
+
+    return check
 
 
 def call_site() -> str:
@@ -171,6 +202,10 @@ class ConnectionStream:
                     f"the client was closed while reading {redact_url(self._url)}"
                 ) from exc
             raise
+
+    def decode_check(self) -> Callable[[float, float], None] | None:
+        """The timeouts to check between decoding steps (see :func:`decode_check`)."""
+        return decode_check(self._url, self._deadline, self._total, self._read_timeout)
 
     async def aclose(self) -> None:
         """Give the connection back: closed, unless the body had already ended."""

@@ -1023,7 +1023,8 @@ class BodyStream(Protocol):
     ``aclose()`` releases what the stream holds; it is idempotent, and is also called
     after the end was reached (then it has nothing left to do). A stream may also offer
     ``async read_rest() -> bytes``, the whole rest of the body at once; :meth:`Response.read`
-    uses it when there is no Content-Encoding to undo.
+    uses it when there is no Content-Encoding to undo; and ``decode_check()``, the timeouts
+    to check between the steps of decoding the body (see ``_exchange.decode_check``).
     """
 
     async def read_chunk(self) -> bytes: ...
@@ -1032,9 +1033,9 @@ class BodyStream(Protocol):
 
 
 class _Decoder(Protocol):
-    def decode(self, data: bytes) -> bytes: ...
+    def decode_steps(self, data: bytes) -> Iterator[bytes]: ...
 
-    def flush(self) -> bytes: ...
+    def flush_steps(self) -> Iterator[bytes]: ...
 
 
 _NOT_CHARSETS = frozenset({"undefined", "idna", "punycode"})  # text codecs, not charsets
@@ -1378,20 +1379,37 @@ class Response:
         self._stream_consumed = True
 
     async def _decoded_chunks(self) -> AsyncGenerator[bytes, None]:
+        """Yield the body with its Content-Encoding undone, one bounded step at a time.
+
+        Decoding runs in steps of at most 64 KiB of output (``_decoders.paced``): between
+        them the event loop runs, and the stream's total deadline and read timeout (when it
+        has them: ``decode_check()``) are checked.
+        """
         coding = self._content_coding()
         raw = self._raw_chunks()
+        if coding is None:
+            async with aclosing(raw):
+                async for chunk in raw:
+                    yield chunk
+            return
+        from ._decoders import paced
+
         decoder: _Decoder | None = None
+        make_check = getattr(self._stream, "decode_check", None)
+        check = make_check() if make_check is not None else None
         async with aclosing(raw):
             async for chunk in raw:
-                if coding is None:
-                    yield chunk
-                    continue
                 if decoder is None:
                     decoder = self._new_decoder(coding)
-                if decoded := decoder.decode(chunk):
-                    yield decoded
-        if decoder is not None and (tail := decoder.flush()):
-            yield tail
+                steps = paced(decoder.decode_steps(chunk), check)
+                async with aclosing(steps):
+                    async for piece in steps:
+                        yield piece
+        if decoder is not None:
+            steps = paced(decoder.flush_steps(), check)
+            async with aclosing(steps):
+                async for piece in steps:
+                    yield piece
 
     def _content_coding(self) -> str | None:
         """The Content-Encoding to undo, or ``None`` for identity."""

@@ -33,14 +33,16 @@ class Timeout:
 
     Args:
         connect: opening the TCP connection and the TLS handshake.
-        read: the longest gap between two reads of response bytes (head or body).
+        read: the longest gap between two reads of response bytes (head or body). For a
+            compressed body, decoding that produces no bytes for this long is a gap too.
         write: sending the request head and body.
         pool: waiting in the pool's queue for a connection slot.
         total: a deadline for the whole request, redirects and body included.
 
     Note:
         ``read`` does not bound the time a whole body takes: a server that trickles one byte
-        just inside ``read`` keeps the request alive. Use ``total`` for a hard deadline.
+        just inside ``read`` keeps the request alive. Use ``total`` for a hard deadline; it
+        is also checked between the steps of decoding a compressed body.
 
     >>> Timeout(5).connect, Timeout(5).total
     (5.0, None)

@@ -15,12 +15,13 @@ from typing import Any, Final, NamedTuple
 import yarl
 
 from ._connect import context_for, open_connection, tls_identity
-from ._decoders import make_decoder
+from ._decoders import collect, make_decoder
 from ._exceptions import ClientClosed, InvalidRequest, TooManyRedirects, UnclosedResponseWarning
 from ._exchange import (
     ConnectionStream,
     call_site,
     close_reason_for,
+    decode_check,
     is_stale_failure,
     total_timeout,
 )
@@ -461,7 +462,7 @@ class Client:
             await self._drain_redirect(response, lease, conn, t, stream)
         elif not stream:
             coded = rhead.has_content_encoding
-            response._content = await self._read_body(response, lease, conn, t, coded)
+            response._content = await self._read_body(response, lease, conn, t, coded, deadline)
         return response
 
     def _stream_for(
@@ -479,11 +480,18 @@ class Client:
         )
 
     async def _read_body(
-        self, response: Response, lease: Any, conn: Any, t: Timeout, coded: bool
+        self,
+        response: Response,
+        lease: Any,
+        conn: Any,
+        t: Timeout,
+        coded: bool,
+        deadline: float | None,
     ) -> bytes:
         """Read and decode a whole body, then give the connection back (``eof``).
 
         ``coded``: whether the head has a Content-Encoding field (else none is looked for).
+        ``deadline``: the loop time of the ``total`` deadline, checked while decoding.
         """
         try:  # make_decoder raises for a bad Content-Encoding: the lease must go back too
             coding = response._content_coding() if coded else None
@@ -494,7 +502,7 @@ class Client:
                     body = await conn.receive_all(read_timeout=t.read)
                 response._num_bytes_downloaded = len(body)
             else:
-                body = await self._read_decoded(response, conn, t, coding)
+                body = await self._read_decoded(response, conn, t, coding, deadline)
         except BaseException as exc:
             self._pool.release(lease, reason="error", close_reason=close_reason_for(exc))
             self._raise_closed(exc, response.request)
@@ -502,12 +510,16 @@ class Client:
         self._pool.release(lease, reason="eof", close_reason=_reuse(conn))
         return body
 
-    async def _read_decoded(self, response: Response, conn: Any, t: Timeout, coding: str) -> bytes:
+    async def _read_decoded(
+        self, response: Response, conn: Any, t: Timeout, coding: str, deadline: float | None
+    ) -> bytes:
         """Decode the body as it arrives, so a decompression cap stops the read early.
 
         ``response.num_bytes_downloaded`` counts the encoded bytes as they are received.
         """
         decoder = make_decoder(coding, max_size=self.max_decompressed_size)
+        # Bounded steps: the loop runs between them, and the timeouts are checked there.
+        check = decode_check(response.url, deadline, t.total, t.read)
         chunks: list[bytes] = []
         while True:
             chunk = conn.receive_body_nowait()
@@ -516,8 +528,8 @@ class Client:
             if not chunk:
                 break
             response._num_bytes_downloaded += len(chunk)
-            chunks.append(decoder.decode(chunk))
-        chunks.append(decoder.flush())
+            await collect(decoder.decode_steps(chunk), check, chunks)
+        await collect(decoder.flush_steps(), check, chunks)
         return b"".join(chunks)
 
     async def _drain_redirect(
