@@ -747,6 +747,8 @@ class RedisLimits:
             raise SharedLimitsUnavailable(
                 f"Redis at {self._url} refused PING: {exc}", url=self._url
             ) from exc
+        except TypeError as exc:
+            raise self._unusable_url(exc) from exc
         self._note_reachable()
 
     async def aclose(self) -> None:
@@ -1023,8 +1025,18 @@ class RedisLimits:
             raise SharedLimitsUnavailable(
                 f"Redis at {self._url} rejected a shared-limit script: {exc}", url=self._url
             ) from exc
+        except TypeError as exc:  # redis-py cannot connect with an argument of the URL
+            raise self._unusable_url(exc) from exc
         self._note_reachable()
         return reply
+
+    def _unusable_url(self, exc: TypeError) -> SharedLimitsUnavailable:
+        """The error for a URL whose arguments this redis-py does not take (an older one
+        refuses ``?ssl_password=``, for one)."""
+        return SharedLimitsUnavailable(
+            f"this redis-py cannot connect with the arguments of {self._url}: {exc}",
+            url=self._url,
+        )
 
     def _unreachable_error(self, exc: BaseException) -> _RedisUnreachable:
         when = "while running" if self._reached else "at first use (it never answered)"

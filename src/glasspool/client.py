@@ -85,6 +85,10 @@ class Client:
         keepalive_expiry: seconds an idle connection is kept before it is closed.
         max_lifetime: seconds since open after which a connection is not reused.
         max_requests_per_connection: requests after which a connection is not reused.
+        evict_grace: seconds a connection must have been idle before it may be closed to
+            make room for another host that already has connections, when ``limit`` is
+            full; a host with no connection may close any idle one at once. ``0`` closes
+            one whenever needed (may reconnect often); ``None`` only for hosts with none.
         verify: ``True`` (system trust store, via ``ssl.create_default_context``),
             ``False``, an ``ssl.SSLContext``, or a path to a CA bundle file or directory.
         cert: a client certificate file, or ``(certfile, keyfile)``.
@@ -116,6 +120,7 @@ class Client:
         keepalive_expiry: float | None = 15.0,
         max_lifetime: float | None = None,
         max_requests_per_connection: int | None = None,
+        evict_grace: float | None = 0.5,
         verify: bool | str | ssl.SSLContext = True,
         cert: str | tuple[str, str | None] | None = None,
         follow_redirects: bool = True,
@@ -140,6 +145,7 @@ class Client:
             keepalive_expiry=keepalive_expiry,
             max_lifetime=max_lifetime,
             max_requests_per_connection=max_requests_per_connection,
+            evict_grace=evict_grace,
             shared_limits=shared_limits,
         )
         self.timeout = Timeout.coerce(timeout)
