@@ -81,6 +81,33 @@ def test_raw_deflate_as_servers_often_send_it() -> None:
         assert decoded == TEXT
 
 
+def raw_deflate_starting_78_9c(data: bytes) -> bytes:
+    """A raw deflate stream whose first two bytes are a valid zlib header, ``78 9C``.
+
+    A stored block's header byte has five padding bits that inflaters ignore: ``0x78`` is
+    "not final, stored" with padding ``01111``; its LEN is 0x009C (its first byte 9C).
+    """
+    first, rest = data[:0x9C], data[0x9C:]
+    assert len(first) == 0x9C
+    stored = b"\x78" + (0x9C).to_bytes(2, "little") + (0xFFFF ^ 0x9C).to_bytes(2, "little")
+    return stored + first + raw_deflate(rest)
+
+
+def test_raw_deflate_that_starts_like_a_zlib_header_is_decoded() -> None:
+    body = raw_deflate_starting_78_9c(TEXT)
+    assert body[:2] == b"\x78\x9c"
+    assert zlib.decompress(body, -zlib.MAX_WBITS) == TEXT  # what the server meant
+    for step in (1, 7, 4096, 1 << 20):
+        assert decode_all(make_decoder("deflate", max_size=None), body, step) == TEXT
+
+
+def test_zlib_deflate_that_breaks_after_giving_output_is_still_an_error() -> None:
+    body = bytearray(zlib.compress(TEXT))
+    body[len(body) // 2 :] = b"\xff" * (len(body) - len(body) // 2)
+    with pytest.raises(ProtocolError, match="deflate data"):
+        decode_all(make_decoder("deflate", max_size=None), bytes(body), 1 << 20)
+
+
 def test_identity_passes_bytes_through_unchanged() -> None:
     for value in (None, "", "identity", " Identity "):
         decoder = make_decoder(value, max_size=1)

@@ -405,6 +405,10 @@ class _Members:
         self._output = 0
 
 
+#: the most input a deflate body keeps to read again as raw deflate (see _DeflateStage)
+_PROBE_MAX = 64 * 1024
+
+
 class _ZlibStage:
     """Shared zlib stepping: bounded input per call, bounded output via ``max_length``."""
 
@@ -474,11 +478,15 @@ class _GzipStage(_ZlibStage):
 class _DeflateStage(_ZlibStage):
     """deflate: zlib-wrapped (RFC 1950) as specified, or raw (RFC 1951) as often sent."""
 
-    __slots__ = ("_head",)
+    __slots__ = ("_head", "_probe")
 
     def __init__(self) -> None:
         super().__init__("deflate", zlib.MAX_WBITS)
         self._head = b""
+        # The input so far, kept while a zlib header may be a raw stream's first two bytes
+        # (a raw stream may start with 78 9C): if the zlib reading fails before it gave any
+        # output, the input is read again as raw deflate. At most _PROBE_MAX bytes.
+        self._probe: bytearray | None = None
 
     def feed(self, data: bytes) -> Iterator[bytes]:
         if not self._started:
@@ -489,8 +497,30 @@ class _DeflateStage(_ZlibStage):
             self._started = True
             self._head = b""
             cmf, flg = data[0], data[1]
-            if not (cmf & 0x0F == 8 and cmf >> 4 <= 7 and (cmf << 8 | flg) % 31 == 0):
+            if cmf & 0x0F == 8 and cmf >> 4 <= 7 and (cmf << 8 | flg) % 31 == 0:
+                self._probe = bytearray()
+            else:
                 self._obj = zlib.decompressobj(-zlib.MAX_WBITS)
+        probe = self._probe
+        if probe is None:
+            yield from self._feed(data)
+            return
+        probe += data
+        if len(probe) > _PROBE_MAX:
+            self._probe = probe = None
+        try:
+            for piece in self._feed(data):
+                if piece:
+                    self._probe = probe = None  # output given: it was zlib after all
+                yield piece
+        except ProtocolError:
+            if probe is None:
+                raise
+            self._probe = None
+            self._obj = zlib.decompressobj(-zlib.MAX_WBITS)
+            yield from self._feed(bytes(probe))
+
+    def _feed(self, data: bytes) -> Iterator[bytes]:
         if self._obj.eof:
             raise ProtocolError(f"{len(data)} bytes after the end of the deflate stream")
         rest: list[memoryview] = []

@@ -89,7 +89,8 @@ def decode_check(
             raise total_timeout(url, total)
         if read_timeout is not None and now - idle_since >= read_timeout:
             raise ReadTimeout(
-                f"decoding the body from {url} produced no bytes for {read_timeout:g}s "
+                f"decoding the body from {redact_url(url)} produced no bytes for "
+                f"{read_timeout:g}s "
                 "(read timeout)"
             )
 
