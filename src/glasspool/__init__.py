@@ -34,10 +34,9 @@ from ._pool.asyncio import Pool
 from ._pool.key import PoolKey, TLSIdentity
 from ._stats import HostStats, PoolStats
 from ._timeouts import Timeout
+from ._version import __version__
 from .client import Client
 from .timeline import Timeline
-
-__version__ = "0.1.0"
 
 __all__ = [
     "EVENT_REASONS",

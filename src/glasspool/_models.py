@@ -23,7 +23,6 @@ import codecs
 import datetime
 import http
 import importlib
-import importlib.metadata
 import json as jsonlib
 import urllib.parse
 from collections.abc import (
@@ -47,6 +46,7 @@ from multidict import CIMultiDict
 from ._exceptions import GlasspoolError, HTTPStatusError, InvalidRequest, InvalidURL
 from ._pool.key import PoolKey, TLSIdentity
 from ._redact import redact_url, safe_text
+from ._version import __version__
 
 __all__ = [
     "ACCEPT_ENCODING",
@@ -106,13 +106,6 @@ _STANDARD_METHODS = frozenset(
 )
 
 
-def _package_version() -> str:
-    try:
-        return importlib.metadata.version("glasspool")
-    except importlib.metadata.PackageNotFoundError:
-        return "0+unknown"
-
-
 def _accept_encoding() -> str:
     codings = ["gzip", "deflate"]
     for module, coding in (("brotli", "br"), ("zstandard", "zstd")):
@@ -124,7 +117,7 @@ def _accept_encoding() -> str:
     return ", ".join(codings)
 
 
-USER_AGENT = f"glasspool/{_package_version()}"
+USER_AGENT = f"glasspool/{__version__}"
 """The default ``User-Agent`` value, ``glasspool/<installed version>``."""
 
 ACCEPT_ENCODING = _accept_encoding()

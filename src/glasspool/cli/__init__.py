@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from .. import __version__
+from .._version import __version__
 from ._compare import aiohttp_missing, print_comparison, run_aiohttp
 from ._demo import DemoError, run_demo
 from ._get import (
