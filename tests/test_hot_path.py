@@ -21,10 +21,12 @@ from hypothesis import strategies as st
 import glasspool
 from glasspool._connect import open_connection
 from glasspool._exceptions import InvalidRequest, ReadTimeout
+from glasspool._headers import Headers
 from glasspool._http11 import HTTP11Connection, ReceiveBuffer, _keepalive_timeout
-from glasspool._models import Headers, build_request_head, parse_url, request_target
 from glasspool._pool.key import PoolKey
 from glasspool._pool.state import Close, PoolState, Waiter, WaiterState
+from glasspool._request_head import build_request_head, request_target
+from glasspool._urls import parse_url
 from tests.rawserver import RawServer, read_request
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"

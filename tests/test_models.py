@@ -16,37 +16,30 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict
 
-from glasspool import _models
+from glasspool import _headers, _request, _request_head, _response, _syntax, _urls
 from glasspool._exceptions import (
     GlasspoolError,
     HTTPStatusError,
     InvalidRequest,
     InvalidURL,
-    ResponseTooLarge,
-)
-from glasspool._models import (
-    ACCEPT_ENCODING,
-    USER_AGENT,
-    Headers,
-    Request,
-    Response,
     ResponseNotRead,
+    ResponseTooLarge,
     StreamConsumed,
-    build_request_head,
-    default_headers,
-    encode_body,
-    parse_url,
-    pool_key_for,
 )
+from glasspool._headers import ACCEPT_ENCODING, USER_AGENT, Headers, HeaderTypes, default_headers
 from glasspool._pool.key import PoolKey, TLSIdentity
+from glasspool._request import Request, encode_body
+from glasspool._request_head import build_request_head
+from glasspool._response import Response
+from glasspool._urls import ParamTypes, parse_url, pool_key_for
 
 TCHAR = "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 FAST = settings(max_examples=150, deadline=None)
 
 
-def test_doctests_pass() -> None:
-    result = doctest.testmod(_models)
-    assert result.attempted > 0
+@pytest.mark.parametrize("module", [_headers, _request, _request_head, _response, _syntax, _urls])
+def test_doctests_pass(module: object) -> None:
+    result = doctest.testmod(module)  # type: ignore[arg-type]
     assert result.failed == 0
 
 
@@ -94,7 +87,7 @@ def test_headers_raw_is_a_copy() -> None:
         Headers([("Content-Type", "text/plain"), ("X-A", "1")]),
     ],
 )
-def test_headers_built_from_every_accepted_source(source: _models.HeaderTypes) -> None:
+def test_headers_built_from_every_accepted_source(source: HeaderTypes) -> None:
     h = Headers(source)
     assert h.raw == [("Content-Type", "text/plain"), ("X-A", "1")]
 
@@ -280,7 +273,7 @@ def test_parse_url_idna_and_ipv6() -> None:
         ({"sym": "a&b=c+d/?"}, "sym=a%26b%3Dc%2Bd/?"),
     ],
 )
-def test_parse_url_params(params: _models.ParamTypes, query: str) -> None:
+def test_parse_url_params(params: ParamTypes, query: str) -> None:
     assert parse_url("http://h/p", params=params).raw_query_string == query
 
 
@@ -385,7 +378,7 @@ def test_pool_key_for() -> None:
 def head(
     method: str = "GET",
     url: str = "http://h/",
-    headers: _models.HeaderTypes | None = None,
+    headers: HeaderTypes | None = None,
     *,
     body_length: int | None = None,
     chunked: bool = False,
@@ -522,7 +515,7 @@ def test_head_caller_transfer_encoding_chunked_with_stream_is_sent_once() -> Non
     ],
 )
 def test_head_framing_errors(
-    headers: _models.HeaderTypes, body_length: int | None, chunked: bool, match: str
+    headers: HeaderTypes, body_length: int | None, chunked: bool, match: str
 ) -> None:
     with pytest.raises(InvalidRequest, match=match):
         head("POST", headers=headers, body_length=body_length, chunked=chunked)

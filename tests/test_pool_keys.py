@@ -36,7 +36,7 @@ from hypothesis import strategies as st
 
 from glasspool import Client, PoolEvent, PoolKey, Timeout, TLSError, TLSIdentity
 from glasspool._connect import tls_identity
-from glasspool._models import pool_key_for
+from glasspool._urls import pool_key_for
 from tests.nginx import TLSCerts
 from tests.rawserver import RawServer
 

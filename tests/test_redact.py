@@ -30,8 +30,8 @@ from glasspool import (
     TooManyRedirects,
     TotalTimeout,
 )
-from glasspool._models import Response
 from glasspool._redact import redact_url, safe_text
+from glasspool._response import Response
 from tests.rawserver import RawServer, read_request
 
 TIMEOUT = Timeout(5, total=10)

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from glasspool import _redirects
 from glasspool._exceptions import InvalidRequest, InvalidURL
-from glasspool._models import Headers
+from glasspool._headers import Headers
 from glasspool._redirects import RedirectPlan, redirect_request, resolve_location
 
 FAST = settings(max_examples=200, deadline=None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 
 import glasspool
-from glasspool._models import USER_AGENT
+from glasspool._headers import USER_AGENT
 
 
 def test_version_is_the_installed_distributions() -> None:

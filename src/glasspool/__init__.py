@@ -18,8 +18,10 @@ from ._exceptions import (
     ProtocolError,
     ReadError,
     ReadTimeout,
+    ResponseNotRead,
     ResponseTooLarge,
     ServerDisconnected,
+    StreamConsumed,
     TimeoutError,
     TLSError,
     TooManyRedirects,
@@ -29,9 +31,11 @@ from ._exceptions import (
     WriteTimeout,
 )
 from ._fleet import RedisLimits, SharedLimitsUnavailable
-from ._models import Headers, Request, Response, ResponseNotRead, StreamConsumed
+from ._headers import Headers
 from ._pool.asyncio import Pool
 from ._pool.key import PoolKey, TLSIdentity
+from ._request import Request
+from ._response import Response
 from ._stats import HostStats, PoolStats
 from ._timeouts import Timeout
 from ._version import __version__

@@ -23,6 +23,8 @@ with ``from`` so the original cause stays visible in tracebacks.
     ├── ResponseTooLarge
     ├── TooManyRedirects
     ├── HTTPStatusError
+    ├── ResponseNotRead (also RuntimeError)
+    ├── StreamConsumed (also RuntimeError)
     └── ClientClosed (also PoolError)
 """
 
@@ -34,7 +36,7 @@ from typing import TYPE_CHECKING
 from ._redact import safe_text
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ._models import Response
+    from ._response import Response
 
 __all__ = [
     "ClientClosed",
@@ -52,8 +54,10 @@ __all__ = [
     "ProtocolError",
     "ReadError",
     "ReadTimeout",
+    "ResponseNotRead",
     "ResponseTooLarge",
     "ServerDisconnected",
+    "StreamConsumed",
     "TLSError",
     "TimeoutError",
     "TooManyRedirects",
@@ -191,6 +195,22 @@ class HTTPStatusError(GlasspoolError):
     def status(self) -> int:
         """The HTTP status code of :attr:`response`."""
         return self.response.status
+
+
+class ResponseNotRead(GlasspoolError, RuntimeError):
+    """``Response.content`` (or ``text``/``json()``) was used before the body was read.
+
+    A streamed response's body is read with ``await response.read()`` or consumed with
+    ``aiter_bytes()``; ``content`` is only available after ``read()``.
+    """
+
+
+class StreamConsumed(GlasspoolError, RuntimeError):
+    """A response body was iterated after it had already been consumed or closed.
+
+    A streamed body can be read once. ``read()`` keeps the decoded bytes, so
+    ``aiter_bytes()`` works any number of times after it, but ``aiter_raw()`` does not.
+    """
 
 
 class ClientClosed(PoolError):

@@ -110,7 +110,7 @@ def call_site() -> str:
 class ConnectionStream:
     """The unread body of a streamed response; holds its pooled connection until the end.
 
-    Implements the ``BodyStream`` protocol of ``_models.Response``.
+    Implements the ``BodyStream`` protocol of ``_response.Response``.
     """
 
     __slots__ = (

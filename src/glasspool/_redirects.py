@@ -28,14 +28,10 @@ from dataclasses import dataclass
 import yarl
 
 from ._exceptions import InvalidRequest, InvalidURL
-from ._models import (
-    _DEFAULT_PORTS,
-    _LOCATION_FORBIDDEN,
-    Headers,
-    _check_raw_url,
-    _validate_absolute,
-)
+from ._headers import Headers
 from ._redact import redact_url
+from ._syntax import DEFAULT_PORTS, LOCATION_FORBIDDEN
+from ._urls import check_raw_url, validate_absolute
 
 __all__ = ["REDIRECT_STATUSES", "RedirectPlan", "redirect_request"]
 
@@ -93,20 +89,20 @@ def resolve_location(url: yarl.URL, location: str) -> yarl.URL:
     location = _repair_latin1(location.strip(" \t"))
     if not location:
         raise InvalidURL(f"the redirect from {redact_url(url, quoted=True)} has an empty Location")
-    _check_raw_url(location, _LOCATION_FORBIDDEN, "redirect Location")
+    check_raw_url(location, LOCATION_FORBIDDEN, "redirect Location")
     try:
         target = url.join(yarl.URL(location))
     except ValueError as exc:
         raise InvalidURL(
             f"redirect Location {redact_url(location, quoted=True)} is not a valid URL: {exc}"
         ) from exc
-    if target.scheme not in _DEFAULT_PORTS:
+    if target.scheme not in DEFAULT_PORTS:
         raise InvalidURL(
             f"redirect from {redact_url(url, quoted=True)} to "
             f"{redact_url(location, quoted=True)} uses the unsupported scheme "
             f"{target.scheme!r}; only http and https are followed"
         )
-    _validate_absolute(target, "redirect target")
+    validate_absolute(target, "redirect target")
     if not target.raw_fragment and url.raw_fragment:
         target = target.with_fragment(url.fragment)
     return target

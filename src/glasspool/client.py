@@ -25,27 +25,17 @@ from ._exchange import (
     is_stale_failure,
     total_timeout,
 )
+from ._headers import Headers, HeaderTypes, default_headers
 from ._http11 import HTTP11Connection, ParserLimits, ReceiveBuffer
-from ._models import (
-    Headers,
-    HeaderTypes,
-    ParamTypes,
-    Request,
-    RequestBody,
-    RequestTarget,
-    Response,
-    build_request_head,
-    default_headers,
-    encode_body,
-    parse_url,
-    pool_key_for,
-    request_target,
-)
 from ._pool.asyncio import Pool, SharedLimits
 from ._pool.key import PoolKey, TLSIdentity
 from ._redact import redact_url
 from ._redirects import REDIRECT_STATUSES, redirect_request
+from ._request import Request, RequestBody, encode_body
+from ._request_head import RequestTarget, build_request_head, request_target
+from ._response import Response
 from ._timeouts import Timeout, TimeoutTypes
+from ._urls import ParamTypes, parse_url, pool_key_for
 
 __all__ = ["Client", "StreamContext"]
 

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Final
 
 from .._events import PoolEvent
-from .._models import Response
 from .._pool.key import PoolKey
+from .._response import Response
 from .._stats import HostStats, PoolStats
 from ..client import Client
 from ..timeline import Timeline

@@ -14,9 +14,9 @@ import yarl
 
 from .._exceptions import GlasspoolError
 from .._fleet import RedisLimits
-from .._models import Response
 from .._pool.asyncio import Pool
 from .._redact import redact_url, safe_text
+from .._response import Response
 from .._timeouts import Timeout
 from ..client import Client
 from ..timeline import Timeline

@@ -1,0 +1,150 @@
+"""Requests: :class:`Request` and the encoding of request bodies (content, json, form data)."""
+
+from __future__ import annotations
+
+import json as jsonlib
+import urllib.parse
+from collections.abc import AsyncIterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
+
+import yarl
+
+from ._exceptions import InvalidRequest
+from ._headers import Headers
+from ._redact import redact_url
+from ._urls import param_pairs
+
+__all__ = ["Request", "RequestBody", "encode_body"]
+
+
+RequestBody: TypeAlias = bytes | AsyncIterable[bytes] | None
+"""A request body as the connection takes it: bytes, a chunked stream, or none."""
+
+
+def _form_body(data: object) -> bytes:
+    if not isinstance(data, Mapping):
+        raise TypeError(
+            f"data= must be a mapping of form fields, not {type(data).__name__}; "
+            "pass raw bytes or text as content="
+        )
+    return urllib.parse.urlencode(param_pairs(data)).encode("ascii")
+
+
+def _json_body(value: object) -> bytes:
+    try:
+        text = jsonlib.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        return text.encode("utf-8")
+    except ValueError as exc:  # NaN/Infinity, circular references, lone surrogates
+        raise InvalidRequest(f"json= body cannot be encoded as JSON: {exc}") from exc
+
+
+def encode_body(
+    content: str | bytes | bytearray | memoryview | AsyncIterable[bytes] | None = None,
+    json: Any = None,
+    data: Mapping[str, Any] | None = None,
+) -> tuple[RequestBody, Headers]:
+    """Turn the body arguments of a request into bytes or a stream, plus headers to add.
+
+    ``content`` bytes are sent as is; ``str`` as UTF-8 with ``Content-Type: text/plain;
+    charset=utf-8``; an async iterable of bytes is streamed (chunked). ``json`` is encoded
+    compactly as UTF-8 with ``Content-Type: application/json`` (``None`` means "no JSON
+    body"). ``data`` is a form (see :data:`ParamTypes` for the values) sent as
+    ``application/x-www-form-urlencoded``. The caller adds the returned headers only
+    where it has no header of that name (``Headers.setdefault``).
+
+    >>> encode_body(json={"a": [1, 2]})
+    (b'{"a":[1,2]}', Headers([('Content-Type', 'application/json')]))
+
+    Args:
+        content: raw body.
+        json: a JSON-serialisable value.
+        data: form fields.
+
+    Returns:
+        ``(body, headers)``: the body is ``None`` when no argument was given.
+
+    Raises:
+        InvalidRequest: more than one argument was given, or ``json`` holds NaN/Infinity.
+        TypeError: ``content``/``data``/``json`` of an unsupported type.
+    """
+    given = [n for n, v in (("content", content), ("json", json), ("data", data)) if v is not None]
+    if len(given) > 1:
+        raise InvalidRequest(f"give only one of content=, json= and data=, not {', '.join(given)}")
+    if json is not None:
+        return _json_body(json), Headers([("Content-Type", "application/json")])
+    if data is not None:
+        form = _form_body(data)
+        return form, Headers([("Content-Type", "application/x-www-form-urlencoded")])
+    if content is None or isinstance(content, bytes):
+        return content, Headers()
+    if isinstance(content, bytearray | memoryview):
+        return bytes(content), Headers()
+    if isinstance(content, str):
+        text_type = [("Content-Type", "text/plain; charset=utf-8")]
+        return content.encode("utf-8"), Headers(text_type)
+    if isinstance(content, AsyncIterable):
+        return content, Headers()
+    raise TypeError(
+        f"content= must be bytes, str or an async iterable of bytes, not {type(content).__name__}"
+    )
+
+
+# --------------------------------------------------------------------------- Request
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class Request:
+    """A request as it was (or will be) sent.
+
+    Attributes:
+        method: the method, e.g. ``"GET"``.
+        url: the full ``yarl.URL``, fragment included (the fragment is not sent).
+        headers: the :class:`Headers` sent, defaults included (``Host`` and framing lines
+            are added when the head is written).
+        content: the body when it is bytes; ``None`` when there is none or it is streamed.
+        stream: the streamed body, when there is one; it can be sent only once.
+    """
+
+    method: str
+    url: yarl.URL
+    headers: Headers = field(default_factory=Headers)
+    content: bytes | None = None
+    stream: AsyncIterable[bytes] | None = None
+
+    @classmethod
+    def _trusted(
+        cls,
+        method: str,
+        url: yarl.URL,
+        headers: Headers,
+        content: bytes | None,
+        stream: AsyncIterable[bytes] | None,
+    ) -> Request:
+        """Build from values the client has already checked, skipping ``__init__``.
+
+        A frozen dataclass's ``__init__`` costs about 0.7 us (a guarded ``setattr`` per
+        field); the client builds one per request.
+        """
+        self = object.__new__(cls)
+        _set_method(self, method)
+        _set_url(self, url)
+        _set_headers(self, headers)
+        _set_content(self, content)
+        _set_stream(self, stream)
+        return self
+
+    @property
+    def body_replayable(self) -> bool:
+        """Whether the body can be sent again (no body, or a bytes body)."""
+        return self.stream is None
+
+    def __repr__(self) -> str:
+        return f"<Request({self.method!r}, {redact_url(self.url, quoted=True)})>"
+
+
+_set_method = Request.__dict__["method"].__set__  # the slots' own setters (no frozen guard)
+_set_url = Request.__dict__["url"].__set__
+_set_headers = Request.__dict__["headers"].__set__
+_set_content = Request.__dict__["content"].__set__
+_set_stream = Request.__dict__["stream"].__set__
