@@ -213,16 +213,18 @@ class _Head:
         return "close" in tokens
 
 
+_Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
 @dataclass(slots=True)
 class _Conn:
     id: int
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
-    raw: asyncio.Transport  # the TCP transport, also after a TLS upgrade
+    raw: asyncio.Transport  # writer.transport: the TLS transport over TLS
     planned: deque[Fault]
     idle_timeout: float | None = None
     idle_until_event: bool = False
-    tls_failed: bool = False
 
 
 @dataclass(slots=True)
@@ -256,7 +258,9 @@ class FaultServer:
         self.tls_failures = 0
         self.errors: list[str] = []
         self._ssl = ssl
-        self._server: asyncio.Server | None = None
+        self._server: asyncio.Server | None = None  # a plain server's
+        self._listener: socket.socket | None = None  # a TLS server's, and its accept loop
+        self._acceptor: asyncio.Task[None] | None = None
         self._plans: deque[_Plan] = deque()
         self._conns: dict[int, _Conn] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -283,9 +287,27 @@ class FaultServer:
         await self.aclose()
 
     async def start(self) -> None:
-        """Bind and listen on ``host``, port 0 (the chosen port is then ``self.port``)."""
-        self._server = await asyncio.start_server(self._handle, self.host, 0, limit=MAX_HEAD_BYTES)
-        self.port = self._server.sockets[0].getsockname()[1]
+        """Bind and listen on ``host``, port 0 (the chosen port is then ``self.port``).
+
+        A plain server is ``asyncio.start_server``. A TLS server accepts sockets itself
+        (:meth:`_accept_tls`) and makes a transport for one only once its accept action is
+        known, with the loop's own server-side handshake for ``serve``. Upgrading a stream
+        that already reads, as ``StreamWriter.start_tls`` does, races the client: a loop
+        may read as soon as it accepts (uvloop does, before the handler's first step), and
+        a ClientHello read into the StreamReader never reaches the TLS layer.
+        """
+        if self._ssl is None:
+            self._server = await asyncio.start_server(
+                self._handle, self.host, 0, limit=MAX_HEAD_BYTES
+            )
+            self.port = self._server.sockets[0].getsockname()[1]
+            return
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        listener = socket.create_server((self.host, 0), family=family, backlog=100)
+        listener.setblocking(False)
+        self._listener = listener
+        self.port = listener.getsockname()[1]
+        self._acceptor = asyncio.get_running_loop().create_task(self._accept_tls(listener))
 
     def url(self, path: str = "/", host: str | None = None) -> str:
         """Return ``http(s)://host:port/path`` for this server (``::1`` bracketed).
@@ -322,6 +344,11 @@ class FaultServer:
         self._closing = True
         if self._server is not None:
             self._server.close()
+        if self._acceptor is not None:
+            self._acceptor.cancel()
+            await asyncio.gather(self._acceptor, return_exceptions=True)
+        if self._listener is not None:
+            self._listener.close()
         while self._tasks:
             for conn in self._conns.values():
                 _abort(conn)
@@ -389,30 +416,85 @@ class FaultServer:
     # -- connection lifecycle ------------------------------------------------------------
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """``start_server``'s callback (plain servers): one connection, its streams made."""
+
+        async def streams(plan: _Plan) -> _Streams:
+            return reader, writer
+
+        await self._connection(streams, writer.transport.abort)
+
+    async def _accept_tls(self, listener: socket.socket) -> None:
+        """A TLS server's accept loop (see :meth:`start`); runs until aclose()."""
+        loop = asyncio.get_running_loop()
+        while True:
+            sock, _ = await loop.sock_accept(listener)
+            task = loop.create_task(self._handle_tls(sock))
+            self._tasks.add(task)  # aclose() waits for it, also before its first step
+
+    async def _handle_tls(self, sock: socket.socket) -> None:
+        """One connection a TLS server accepted: a transport for ``sock``, then as usual."""
+        loop = asyncio.get_running_loop()
+        ssl = self._ssl
+
+        async def streams(plan: _Plan) -> _Streams | None:
+            reader = asyncio.StreamReader(limit=MAX_HEAD_BYTES, loop=loop)
+            protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+            handshake = ssl if plan.on_accept == "serve" else None
+            try:  # from here on the loop owns sock, and closes it on failure
+                transport, _ = await loop.connect_accepted_socket(
+                    lambda: protocol, sock, ssl=handshake
+                )
+            except OSError:  # ssl.SSLError included: the handshake failed
+                self.tls_failures += 1
+                return None
+            return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
+
+        await self._connection(streams, sock.close)
+
+    async def _connection(
+        self,
+        streams: Callable[[_Plan], Awaitable[_Streams | None]],
+        discard: Callable[[], object],
+    ) -> None:
+        """Serve one accepted connection: count it, take its plan, run it, close it.
+
+        Args:
+            streams: makes its reader and writer (None: a TLS handshake failed).
+            discard: drops it unserved, when the server is already closing.
+        """
         task = asyncio.current_task()
         assert task is not None
         if self._closing:
-            writer.transport.abort()
+            discard()
+            self._tasks.discard(task)
             return
         self._tasks.add(task)
         self.connections_accepted += 1
+        cid = self.connections_accepted
         plan = self._plans.popleft() if self._plans else _Plan("serve")
-        raw = cast(asyncio.Transport, writer.transport)
-        conn = _Conn(self.connections_accepted, reader, writer, raw, deque(plan.requests))
-        self._conns[conn.id] = conn
-        self.requests_per_connection[conn.id] = 0
+        self.requests_per_connection[cid] = 0
         self.open_connections += 1
         self.peak_connections = max(self.peak_connections, self.open_connections)
         self._notify()
+        conn: _Conn | None = None
         try:
+            made = await streams(plan)
+            if made is None:
+                return
+            reader, writer = made
+            raw = cast(asyncio.Transport, writer.transport)
+            conn = _Conn(cid, reader, writer, raw, deque(plan.requests))
+            self._conns[cid] = conn
             await _close(conn, await self._run_guarded(conn, plan.on_accept))
         except asyncio.CancelledError:
             # Only aclose() cancels this task, which the server owns: abort (aclose then runs
             # the loop once more, closing the socket) and end normally, which also keeps
             # 3.11's start_server done-callback from logging the cancellation as an error.
-            _abort(conn)
+            # Cancelled in connect_accepted_socket, the loop closes the socket itself.
+            if conn is not None:
+                _abort(conn)
         finally:
-            del self._conns[conn.id]
+            self._conns.pop(cid, None)
             self._tasks.discard(task)
             self.open_connections -= 1
             self._notify()
@@ -428,7 +510,10 @@ class FaultServer:
             return False
 
     async def _run(self, conn: _Conn, on_accept: str) -> bool:
-        """Carry out the accept action, then serve; return True for a graceful close."""
+        """Carry out the accept action, then serve; return True for a graceful close.
+
+        A TLS server's ``serve`` connection arrives here with its handshake done.
+        """
         if on_accept == "reset":
             _abort_with_rst(conn)
             return False
@@ -441,14 +526,6 @@ class FaultServer:
             conn.writer.write(GARBAGE)
             await conn.writer.drain()
             return True
-        if self._ssl is not None:
-            try:
-                await conn.writer.start_tls(self._ssl)
-            except OSError:  # ssl.SSLError included
-                conn.tls_failed = True
-                self.tls_failures += 1
-                self._notify()
-                return False
         return await self._serve(conn)
 
     async def _serve(self, conn: _Conn) -> bool:
@@ -610,7 +687,7 @@ async def _wait_sent(conn: _Conn, timeout: float = 2.0) -> None:
 async def _close(conn: _Conn, graceful: bool) -> None:
     """Close the connection (FIN if graceful, else abort) and wait until its socket is."""
     transport = conn.writer.transport
-    if graceful and not conn.tls_failed and not transport.is_closing():
+    if graceful and not transport.is_closing():
         conn.writer.close()
         try:
             async with asyncio.timeout(5.0):
@@ -622,9 +699,8 @@ async def _close(conn: _Conn, graceful: bool) -> None:
 
 
 def _abort(conn: _Conn) -> None:
-    """Abort both the (TLS) transport and the TCP one under it. Idempotent."""
+    """Abort the connection's transport (over TLS, the TCP one under it too). Idempotent."""
     conn.writer.transport.abort()
-    conn.raw.abort()
 
 
 # -- responses --------------------------------------------------------------------------

@@ -158,8 +158,10 @@ async def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    from loops import run  # tests/loops.py: tests/ is sys.path[0] for a script
+
     try:
-        asyncio.run(main(sys.argv[1:]))
+        run(main(sys.argv[1:]))  # on the tests' loop (GLASSPOOL_TEST_LOOP)
     except TimeoutError:
         print("worker ran out of --max-seconds", file=sys.stderr, flush=True)
         sys.exit(3)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import re
 import socket
 import ssl
@@ -39,11 +40,18 @@ async def hang(reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
 def fake_getaddrinfo(
     monkeypatch: pytest.MonkeyPatch, answers: dict[str, list[tuple[str, int]]]
 ) -> list[str]:
-    """Make the running loop resolve names from ``answers``; return the names asked for."""
+    """Make the running loop resolve names from ``answers``; return the names asked for.
+
+    IP literals still resolve as a real resolver does: some loops' ``sock_connect`` passes
+    the address it is given through ``loop.getaddrinfo`` (uvloop does).
+    """
     loop = asyncio.get_running_loop()
+    real = loop.getaddrinfo
     asked: list[str] = []
 
     async def getaddrinfo(host: str, port: int, **kwargs: Any) -> list[Any]:
+        if _is_ip_literal(host):
+            return await real(host, port, **kwargs)
         asked.append(host)
         if host not in answers:
             raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
@@ -60,6 +68,14 @@ def fake_getaddrinfo(
 
     monkeypatch.setattr(loop, "getaddrinfo", getaddrinfo)
     return asked
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 # -- TCP -------------------------------------------------------------------------------------

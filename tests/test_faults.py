@@ -543,7 +543,7 @@ def test_failure_is_not_also_a_leak():
 def test_leak_check_fails_leaky_tests_only(pytester: pytest.Pytester) -> None:
     here = Path(__file__).parent
     package = pytester.mkpydir("tests")
-    for name in ("conftest.py", "faults.py", "nginx.py"):
+    for name in ("conftest.py", "faults.py", "loops.py", "nginx.py"):
         (package / name).write_text((here / name).read_text())
     (package / "test_inner.py").write_text(LEAKY_TESTS)
     pytester.makeini(

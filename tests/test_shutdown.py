@@ -21,6 +21,7 @@ import pytest
 
 import glasspool
 from glasspool import Client
+from tests import loops
 from tests.faults import FaultServer
 from tests.nginx import TLSCerts
 from tests.test_cancellation import EventLog, full_backlog
@@ -171,7 +172,7 @@ EXIT_SCRIPT = """\
 import asyncio, gc, sys
 import glasspool
 
-URL, STALL, VARIANT, CA = sys.argv[1:5]
+URL, STALL, VARIANT, CA, LOOP = sys.argv[1:6]
 
 
 async def drop_a_stream(client):
@@ -207,7 +208,16 @@ async def main():
         print(type(outcome).__name__)
 
 
-asyncio.run(main())
+def new_loop():
+    if LOOP == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
+with asyncio.Runner(loop_factory=new_loop) as runner:  # asyncio.run() on the tests' loop
+    runner.run(main())
 print("done")
 """
 EXPECTED_OUT = {"at-exit": "done\n", "collected": "done\n", "closed": "ClientClosed\ndone\n"}
@@ -224,7 +234,7 @@ async def test_an_unclosed_client_warns_once_naming_its_call_site_and_nothing_el
 ) -> None:
     """Run a script that leaves things unclosed; its stderr holds glasspool's warnings only.
 
-    ``at-exit``: the client is still referenced when ``asyncio.run`` closes the loop and is
+    ``at-exit``: the client is still referenced when the runner closes the loop and is
     collected at interpreter exit; ``collected``: dropped while the loop runs; ``closed``:
     closed with a request in flight. Every variant also drops one streamed response.
     """
@@ -232,6 +242,7 @@ async def test_an_unclosed_client_warns_once_naming_its_call_site_and_nothing_el
     script.write_text(EXIT_SCRIPT)
     async with FaultServer(ssl=tls_certs.server_context() if tls else None) as server:
         args = [server.url("/"), server.url("/fault/stall"), variant, str(tls_certs.ca_file)]
+        args.append(loops.name())
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-W",

@@ -49,6 +49,7 @@ import contextlib
 import io
 from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass
+from typing import cast
 
 import httptools
 
@@ -95,7 +96,7 @@ _SINK_MIN = 8 * 1024  # receive_all reads a smaller rest of a body the ordinary 
 
 _JOIN_BELOW = 16 * 1024  # receive_body joins queued chunks smaller than this ...
 _JOIN_MAX = 64 * 1024  # ... up to this many bytes, to save awaits on tiny chunks
-_WRITE_JOIN_MAX = 64 * 1024  # a fixed body up to this size goes out in one write with the head
+_WRITE_JOIN_MAX = 64 * 1024  # a body or chunk up to this size: one write with its framing
 _MAX_SIZE_DIGITS = 64  # room for chunk-size digits (leading zeros included) in a size line
 
 # Phases of the exchange.
@@ -359,6 +360,47 @@ def _close_after_loop(transport: asyncio.Transport) -> None:
     if last_step is not None and getattr(inner, "_sock", None) is not None:
         with contextlib.suppress(RuntimeError):  # TLS: handing on the loss needs the loop
             last_step(None)
+
+
+class _SinkBuffer(io.BytesIO):
+    """The ``BytesIO`` a whole body is read into, through its ``getbuffer()`` view.
+
+    Closing it while a view is alive raises ``BufferError``. That happens when the garbage
+    collector finalizes it together with a view nobody can release any more: a failed read
+    keeps the transport's slice of it in its traceback's frame, which the connection keeps
+    (``connection_lost(exc)``). Python 3.13's ``IOBase`` finalizer reports that error as
+    unraisable (3.12 ignored it); the memory goes with the view in the same collection.
+    """
+
+    __slots__ = ()
+
+    def close(self) -> None:
+        """Close, unless a view is still alive (see the class docstring)."""
+        with contextlib.suppress(BufferError):
+            super().close()
+
+
+def _write_framed(
+    transport: asyncio.Transport,
+    prefix: bytes,
+    data: bytes | bytearray | memoryview,
+    suffix: bytes,
+) -> None:
+    """Write ``prefix + data + suffix``: in one write while ``data`` is small, else in three.
+
+    Only ``write()``, never ``writelines()``: the selector transport's ``writelines()`` of
+    CPython 3.12 and 3.13 neither calls the protocol's ``pause_writing()`` at the high-water
+    mark nor stops buffering once the connection is lost, so an upload through it was never
+    held back: no write timeout, and no pause in which an early response or a reset could be
+    noticed. ``write()`` does both on every loop; a large ``data`` is not copied.
+    """
+    if len(data) <= _WRITE_JOIN_MAX:
+        transport.write(b"".join((prefix, data, suffix)))
+        return
+    transport.write(prefix)
+    transport.write(data)
+    if suffix:
+        transport.write(suffix)
 
 
 def _keepalive_timeout(value: bytes) -> float | None:
@@ -703,10 +745,14 @@ class HTTP11Connection(asyncio.BufferedProtocol):
             and self._error is None
         ):
             self._start_sink()
-            while self._sink_view is not None:
-                if self._error is not None:
-                    raise self._error
-                await self._wait_readable(read_timeout, "the response body")
+            try:
+                while self._sink_view is not None:
+                    if self._error is not None:
+                        raise self._error
+                    await self._wait_readable(read_timeout, "the response body")
+            except BaseException:
+                self._drop_sink()
+                raise
             whole, self._sink_whole = self._sink_whole, None
             # getvalue() here, not when the last read came in: the transport's slice of
             # the buffer is gone now, so the buffer is unexported and is not copied.
@@ -738,6 +784,8 @@ class HTTP11Connection(asyncio.BufferedProtocol):
                 body = b"".join(chunks)
                 chunks.clear()
             self._buffered = 0
+            if self._reading_paused:  # the body's last read passed the high-water mark
+                self._resume_reading()
             self._phase = _IDLE
             self._drop_fields()
             return body
@@ -752,7 +800,7 @@ class HTTP11Connection(asyncio.BufferedProtocol):
             # One buffer for the whole body, inside a BytesIO: CPython's getvalue() hands
             # out an unexported buffer of exactly the right size as the bytes object
             # itself, so the body is never copied again once the kernel has written it.
-            whole = io.BytesIO(bytes(total))  # its only reference: getbuffer() won't copy
+            whole = _SinkBuffer(bytes(total))  # its only reference: getbuffer() won't copy
             view = whole.getbuffer()
             pos = 0
             for chunk in self._chunks:
@@ -766,9 +814,16 @@ class HTTP11Connection(asyncio.BufferedProtocol):
         self._chunks.clear()
         self._buffered = 0
         if self._reading_paused:
-            self._reading_paused = False
-            if self._transport is not None and not self._lost:
-                self._transport.resume_reading()
+            self._resume_reading()
+
+    def _drop_sink(self) -> None:
+        """Let go of an unfinished sink (the read failed or was cancelled) now, not with
+        the connection: its view first, then the buffer (see :class:`_SinkBuffer`)."""
+        view, self._sink_view = self._sink_view, None
+        if view is not None:
+            view.release()
+        self._sink_whole = None
+        self._sink_parts = []
 
     def _new_segment(self) -> None:
         self._sink_view = memoryview(bytearray(min(self._remaining, SINK_SEGMENT)))
@@ -796,9 +851,12 @@ class HTTP11Connection(asyncio.BufferedProtocol):
     # ------------------------------------------------------------ asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """Keep the transport (called by the event loop)."""
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        """Keep the transport (called by the event loop).
+
+        Any loop's stream transport will do: uvloop's implement ``asyncio.Transport``'s
+        methods without subclassing it, so its class is not checked.
+        """
+        self._transport = cast(asyncio.Transport, transport)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         """Where the transport reads to (called by the event loop).
@@ -933,12 +991,9 @@ class HTTP11Connection(asyncio.BufferedProtocol):
         if not body:
             transport.write(head + b"0\r\n\r\n" if chunked else head)
         elif chunked:
-            transport.writelines((head, b"%x\r\n" % len(body), body, b"\r\n0\r\n\r\n"))
-        elif len(body) <= _WRITE_JOIN_MAX:
-            transport.write(b"".join((head, body)))
+            _write_framed(transport, head + b"%x\r\n" % len(body), body, b"\r\n0\r\n\r\n")
         else:
-            transport.write(head)
-            transport.write(body)
+            _write_framed(transport, head, body, b"")
 
     async def _send_stream(
         self,
@@ -954,7 +1009,7 @@ class HTTP11Connection(asyncio.BufferedProtocol):
             if not chunk:
                 continue
             if chunked:
-                transport.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
+                _write_framed(transport, b"%x\r\n" % len(chunk), chunk, b"\r\n")
             else:
                 transport.write(chunk)
             if self._write_paused or self._lost:
@@ -1503,12 +1558,16 @@ class HTTP11Connection(asyncio.BufferedProtocol):
             chunk = b"".join(parts)
         self._buffered -= len(chunk)
         if self._reading_paused and self._buffered < LOW_WATER:
-            self._reading_paused = False
-            if self._transport is not None and not self._lost:
-                self._transport.resume_reading()
+            self._resume_reading()
         return chunk
 
     def _pause_reading(self) -> None:
         self._reading_paused = True
         if self._transport is not None and not self._lost:
             self._transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        """Read again: every place that empties the body queue calls this when paused."""
+        self._reading_paused = False
+        if self._transport is not None and not self._lost:
+            self._transport.resume_reading()

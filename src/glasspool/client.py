@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import ssl
 import time
 import warnings
 import weakref
-from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any, Final, NamedTuple
 
@@ -127,6 +128,7 @@ class Client:
     ) -> None:
         self._site = call_site()
         self._closed = False
+        self._loop_watch: AsyncGenerator[None, None] | None = None  # see _watch_loop
         self._pool = Pool(
             _weak_factory(self),
             limit=limit,
@@ -563,6 +565,8 @@ class Client:
             context = context_for(key.tls if key.tls is not None else self._tls)
         if self._recv_buffer is None:
             self._recv_buffer = ReceiveBuffer()
+        if self._loop_watch is None:
+            self._loop_watch = _watch_loop(self)
         return await open_connection(
             key,
             ssl_context=context,
@@ -580,6 +584,7 @@ class Client:
         Idempotent.
         """
         self._closed = True
+        _stop_watch(self)
         await self._pool.aclose()
 
     async def __aenter__(self) -> Client:
@@ -598,6 +603,15 @@ class Client:
         # unknown keyword fails before __init__'s body runs) or no ``_pool``.
         if getattr(self, "_closed", True) or not hasattr(self, "_pool"):
             return
+        self._close_unclosed()
+
+    def _close_unclosed(self) -> None:
+        """Warn that this client was never closed, and close its connections now.
+
+        Called when it is collected, or when its event loop shuts down (:func:`_watch_loop`).
+        """
+        self._closed = True
+        _stop_watch(self)
         if self._pool._state.open:
             warnings.warn(
                 f"glasspool.Client created at {self._site} was never closed; its "
@@ -639,6 +653,42 @@ class StreamContext:
     ) -> None:
         if self._response is not None:
             await self._response.aclose()
+
+
+def _watch_loop(client: Client) -> AsyncGenerator[None, None]:
+    """Start an async generator that closes ``client`` if its event loop shuts down first.
+
+    The running loop keeps every async generator started on it (weakly), and
+    ``asyncio.run()`` and ``asyncio.Runner`` close them (``loop.shutdown_asyncgens()``)
+    before they close the loop, on any loop. A client still open then is closed with the
+    usual warning while its transports can still close normally: after the loop closed,
+    asyncio's can only fail ("Event loop is closed") and uvloop reports every one it has
+    to close itself. The generator holds the client weakly, so a forgotten client is still
+    collected while the loop runs; the client stops it when it is closed.
+    """
+    watch = _close_at_loop_shutdown(weakref.ref(client))
+    with contextlib.suppress(StopIteration):
+        watch.asend(None).send(None)  # runs to its yield; the loop's firstiter hook keeps it
+    return watch
+
+
+async def _close_at_loop_shutdown(ref: weakref.ref[Client]) -> AsyncGenerator[None, None]:
+    try:
+        yield
+    finally:  # closed by the loop's shutdown_asyncgens(), or by _stop_watch()
+        client = ref()
+        if client is not None and client._loop_watch is not None:  # the loop closes us
+            client._loop_watch = None
+            client._close_unclosed()
+
+
+def _stop_watch(client: Client) -> None:
+    """Finish the client's loop watch now (it has nothing to do once the client is closed),
+    so that it is not left for the loop to finalize, perhaps after the loop closed."""
+    watch, client._loop_watch = client._loop_watch, None
+    if watch is not None:
+        with contextlib.suppress(StopIteration):
+            watch.aclose().send(None)
 
 
 def _weak_factory(client: Client) -> Callable[[PoolKey, float | None], Awaitable[Any]]:
