@@ -2,29 +2,12 @@
 
 from __future__ import annotations
 
-import enum
-import math
 from dataclasses import dataclass
-from typing import Final
+
+from ._defaults import UNSET, Unset
+from ._validate import check_seconds
 
 __all__ = ["Timeout", "TimeoutTypes"]
-
-
-class _Unset(enum.Enum):
-    UNSET = "unset"
-
-
-_UNSET: Final = _Unset.UNSET
-
-
-def _check(name: str, value: float | None) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"Timeout {name} must be a number of seconds or None, not {value!r}")
-    if math.isnan(value) or value <= 0:
-        raise ValueError(f"Timeout {name} must be > 0 seconds or None, got {value!r}")
-    return float(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,23 +41,23 @@ class Timeout:
 
     def __init__(
         self,
-        default: float | _Unset | None = _UNSET,
+        default: float | Unset | None = UNSET,
         *,
-        connect: float | _Unset | None = _UNSET,
-        read: float | _Unset | None = _UNSET,
-        write: float | _Unset | None = _UNSET,
-        pool: float | _Unset | None = _UNSET,
+        connect: float | Unset | None = UNSET,
+        read: float | Unset | None = UNSET,
+        write: float | Unset | None = UNSET,
+        pool: float | Unset | None = UNSET,
         total: float | None = None,
     ) -> None:
         base: tuple[float | None, ...] = (10.0, 30.0, 30.0, None)
-        if not isinstance(default, _Unset):
+        if not isinstance(default, Unset):
             base = (default, default, default, default)
         given = (connect, read, write, pool)
-        values = [base[i] if isinstance(v, _Unset) else v for i, v in enumerate(given)]
+        values = [base[i] if isinstance(v, Unset) else v for i, v in enumerate(given)]
         names = ("connect", "read", "write", "pool")
         for name, v in zip(names, values, strict=True):
-            object.__setattr__(self, name, _check(name, v))
-        object.__setattr__(self, "total", _check("total", total))
+            object.__setattr__(self, name, check_seconds(f"Timeout {name}", v))
+        object.__setattr__(self, "total", check_seconds("Timeout total", total))
 
     @classmethod
     def coerce(cls, value: Timeout | float | None) -> Timeout:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import ssl
 import time
 import warnings
@@ -17,6 +16,15 @@ import yarl
 
 from ._connect import context_for, open_connection, tls_identity
 from ._decoders import collect, make_decoder
+from ._defaults import (
+    DEFAULT_EVICT_GRACE,
+    DEFAULT_KEEPALIVE_EXPIRY,
+    DEFAULT_LIMIT,
+    DEFAULT_LIMIT_PER_HOST,
+    UNSET,
+    Unset,
+    default_limit_per_host,
+)
 from ._exceptions import ClientClosed, InvalidRequest, TooManyRedirects, UnclosedResponseWarning
 from ._exchange import (
     ConnectionStream,
@@ -37,6 +45,7 @@ from ._request_head import RequestTarget, build_request_head, request_target
 from ._response import Response
 from ._timeouts import Timeout, TimeoutTypes
 from ._urls import ParamTypes, parse_url, pool_key_for
+from ._validate import check_int
 
 __all__ = ["Client", "StreamContext"]
 
@@ -44,11 +53,6 @@ IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"
 REDIRECT_DRAIN_BYTES: Final = 64 * 1024
 URL_CACHE_SIZE: Final = 1024  # parsed request URLs kept per client (see Client._target)
 DEFAULT_TIMEOUT: Final = Timeout()
-DEFAULT_LIMIT_PER_HOST: Final = 10
-
-
-class _Unset(enum.Enum):
-    UNSET = "unset"
 
 
 class _Route(NamedTuple):
@@ -58,7 +62,6 @@ class _Route(NamedTuple):
     target: RequestTarget | None
 
 
-UNSET: Final = _Unset.UNSET
 Content = str | bytes | bytearray | memoryview | AsyncIterable[bytes] | None
 
 
@@ -104,14 +107,14 @@ class Client:
     def __init__(
         self,
         *,
-        limit: int = 100,
-        limit_per_host: int | _Unset | None = UNSET,
+        limit: int = DEFAULT_LIMIT,
+        limit_per_host: int | Unset | None = UNSET,
         host_limits: Mapping[str, int] | None = None,
         timeout: TimeoutTypes = DEFAULT_TIMEOUT,
-        keepalive_expiry: float | None = 15.0,
+        keepalive_expiry: float | None = DEFAULT_KEEPALIVE_EXPIRY,
         max_lifetime: float | None = None,
         max_requests_per_connection: int | None = None,
-        evict_grace: float | None = 0.5,
+        evict_grace: float | None = DEFAULT_EVICT_GRACE,
         verify: bool | str | ssl.SSLContext = True,
         cert: str | tuple[str, str | None] | None = None,
         follow_redirects: bool = True,
@@ -142,17 +145,17 @@ class Client:
         )
         self.timeout = Timeout.coerce(timeout)
         self.follow_redirects = follow_redirects
-        self.max_redirects = _non_negative("max_redirects", max_redirects)
+        self.max_redirects = check_int("max_redirects", max_redirects, minimum=0)
         self.max_decompressed_size = max_decompressed_size
         self.base_url = None if base_url is None else parse_url(base_url)
         self._headers = default_headers()
         if headers is not None:
             self._headers.update(headers)
         self._limits = ParserLimits(
-            max_header_bytes=_positive("max_header_bytes", max_header_bytes),
-            max_headers=_positive("max_headers", max_headers),
-            max_line_bytes=_positive("max_line_bytes", max_line_bytes),
-            max_chunk_ext_bytes=_positive("max_chunk_ext_bytes", max_chunk_ext_bytes),
+            max_header_bytes=check_int("max_header_bytes", max_header_bytes),
+            max_headers=check_int("max_headers", max_headers),
+            max_line_bytes=check_int("max_line_bytes", max_line_bytes),
+            max_chunk_ext_bytes=check_int("max_chunk_ext_bytes", max_chunk_ext_bytes),
         )
         self._cert = (cert, None) if isinstance(cert, str) else cert
         self._tls = tls_identity(verify, self._cert, None)
@@ -193,8 +196,8 @@ class Client:
         content: Content = None,
         json: Any = None,
         data: Mapping[str, Any] | None = None,
-        timeout: TimeoutTypes | _Unset = UNSET,
-        follow_redirects: bool | _Unset = UNSET,
+        timeout: TimeoutTypes | Unset = UNSET,
+        follow_redirects: bool | Unset = UNSET,
     ) -> Response:
         """Send a request and read the whole response body.
 
@@ -234,8 +237,8 @@ class Client:
         content: Content = None,
         json: Any = None,
         data: Mapping[str, Any] | None = None,
-        timeout: TimeoutTypes | _Unset = UNSET,
-        follow_redirects: bool | _Unset = UNSET,
+        timeout: TimeoutTypes | Unset = UNSET,
+        follow_redirects: bool | Unset = UNSET,
     ) -> StreamContext:
         """Send a request and give the response with its body unread: ``async with``.
 
@@ -286,14 +289,14 @@ class Client:
         content: Content,
         json: Any,
         data: Mapping[str, Any] | None,
-        timeout: TimeoutTypes | _Unset,
-        follow_redirects: bool | _Unset,
+        timeout: TimeoutTypes | Unset,
+        follow_redirects: bool | Unset,
         stream: bool,
     ) -> Response:
         if self._closed:
             raise ClientClosed(f"the client is closed; cannot send {method} {redact_url(url)}")
-        t = self.timeout if isinstance(timeout, _Unset) else Timeout.coerce(timeout)
-        follow = self.follow_redirects if isinstance(follow_redirects, _Unset) else follow_redirects
+        t = self.timeout if isinstance(timeout, Unset) else Timeout.coerce(timeout)
+        follow = self.follow_redirects if isinstance(follow_redirects, Unset) else follow_redirects
         request, route = self._build_request(method, url, params, headers, content, json, data)
         if t.total is None:
             return await self._send_following(request, route, t, None, follow, stream)
@@ -715,22 +718,10 @@ def _reuse(conn: Any) -> str | None:
     return None if conn.is_reusable() else "not_reusable"
 
 
-def _default_per_host(limit: int, limit_per_host: int | _Unset | None) -> int | None:
+def _default_per_host(limit: int, limit_per_host: int | Unset | None) -> int | None:
     """``limit_per_host`` as given, or the default: 10, or ``limit`` if that is smaller."""
-    if not isinstance(limit_per_host, _Unset):
+    if not isinstance(limit_per_host, Unset):
         return limit_per_host
     if isinstance(limit, int) and not isinstance(limit, bool) and limit >= 1:
-        return min(DEFAULT_LIMIT_PER_HOST, limit)
+        return default_limit_per_host(limit)
     return DEFAULT_LIMIT_PER_HOST  # the pool reports the bad limit by name
-
-
-def _positive(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
-
-
-def _non_negative(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be an int >= 0, got {value!r}")
-    return value

@@ -229,7 +229,7 @@ def test_release_twice_is_misuse_naming_the_key() -> None:
         ({"limit": -3}, "limit must be >= 1, got -3"),
         ({"limit": 5, "limit_per_host": 6}, "limit_per_host=6 is greater than limit=5"),
         ({"limit": 5, "host_limits": {"x.test": 9}}, r"host_limits\['x.test'\]=9"),
-        ({"keepalive_expiry": -1.0}, "keepalive_expiry must be > 0 seconds or None, got -1.0"),
+        ({"keepalive_expiry": -1.0}, "keepalive_expiry must be >= 0 seconds or None, got -1.0"),
         ({"max_lifetime": 0}, "max_lifetime must be > 0"),
     ],
 )

@@ -19,6 +19,12 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
+from .._defaults import (
+    DEFAULT_EVICT_GRACE,
+    DEFAULT_KEEPALIVE_EXPIRY,
+    DEFAULT_LIMIT,
+    DEFAULT_MAX_PASSOVERS,
+)
 from .._events import PoolEvent, PoolListener
 from .._exceptions import ClientClosed, PoolTimeout
 from .._stats import HostStats, HostsView, PoolStats
@@ -90,14 +96,14 @@ class Pool:
         self,
         connection_factory: ConnectionFactory,
         *,
-        limit: int = 100,
+        limit: int = DEFAULT_LIMIT,
         limit_per_host: int | None = None,
         host_limits: Mapping[str, int] | None = None,
-        keepalive_expiry: float | None = 15.0,
+        keepalive_expiry: float | None = DEFAULT_KEEPALIVE_EXPIRY,
         max_lifetime: float | None = None,
         max_requests_per_connection: int | None = None,
-        max_passovers: int = 16,
-        evict_grace: float | None = 0.5,
+        max_passovers: int = DEFAULT_MAX_PASSOVERS,
+        evict_grace: float | None = DEFAULT_EVICT_GRACE,
         shared_limits: SharedLimits | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:

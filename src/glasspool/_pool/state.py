@@ -64,8 +64,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .._defaults import (
+    DEFAULT_EVICT_GRACE,
+    DEFAULT_KEEPALIVE_EXPIRY,
+    DEFAULT_LIMIT,
+    DEFAULT_MAX_PASSOVERS,
+)
 from .._events import PoolEvent
 from .._exceptions import PoolMisuse
+from .._validate import check_limit as _check_limit
+from .._validate import check_seconds as _check_seconds
 from .key import PoolKey
 
 __all__ = [
@@ -203,26 +211,6 @@ class _Host:
         return self.connecting + self.in_use + len(self.idle)
 
 
-def _check_limit(name: str, value: object, upper: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, not {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    if upper is not None and value > upper:
-        raise ValueError(f"{name}={value} is greater than limit={upper}")
-    return value
-
-
-def _check_seconds(name: str, value: float | None, *, allow_zero: bool = False) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number of seconds or None, not {value!r}")
-    if value < 0 or (value == 0 and not allow_zero) or value != value:
-        raise ValueError(f"{name} must be > 0 seconds or None, got {value!r}")
-    return float(value)
-
-
 class PoolState:
     """The pool's bookkeeping and policy; see the module docstring.
 
@@ -249,15 +237,15 @@ class PoolState:
 
     def __init__(
         self,
-        limit: int = 100,
+        limit: int = DEFAULT_LIMIT,
         limit_per_host: int | None = None,
         host_limits: Mapping[str, int] | None = None,
-        keepalive_expiry: float | None = 15.0,
+        keepalive_expiry: float | None = DEFAULT_KEEPALIVE_EXPIRY,
         max_lifetime: float | None = None,
         max_requests_per_connection: int | None = None,
-        max_passovers: int = 16,
+        max_passovers: int = DEFAULT_MAX_PASSOVERS,
         emit: Emit | None = None,
-        evict_grace: float | None = 0.5,
+        evict_grace: float | None = DEFAULT_EVICT_GRACE,
     ) -> None:
         self.limit = _check_limit("limit", limit)
         self.limit_per_host = (

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from .._defaults import DEFAULT_LIMIT, DEFAULT_LIMIT_PER_HOST, UNSET, default_limit_per_host
 from .._version import __version__
 from ._compare import aiohttp_missing, print_comparison, run_aiohttp
 from ._demo import DemoError, run_demo
@@ -36,8 +37,6 @@ _EPILOG = (
     "for the fetch options. Exit codes: 0 ok, 1 a request failed, 2 usage error, 130 "
     "interrupted."
 )
-DEFAULT_PER_HOST = 10
-_NOT_GIVEN = object()  # --limit-per-host absent (argparse never converts a non-str default)
 _RICH_MISSING = "--live needs the 'rich' package: pip install 'glasspool[cli]'"
 
 
@@ -58,8 +57,8 @@ def _per_host(text: str) -> int | None:
 def _resolve_per_host(args: argparse.Namespace) -> int | None:
     """``--limit-per-host``, its default capped at ``--limit``; an explicit value above it
     is a usage error naming both."""
-    if args.limit_per_host is _NOT_GIVEN:  # the default, never above --limit
-        return min(DEFAULT_PER_HOST, int(args.limit))
+    if args.limit_per_host is UNSET:  # argparse never converts a non-str default
+        return default_limit_per_host(int(args.limit))
     per_host: int | None = args.limit_per_host
     if per_host is not None and per_host > args.limit:
         raise UsageError(f"--limit-per-host {per_host} is greater than --limit {args.limit}")
@@ -95,14 +94,14 @@ _GET_OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
     ),
     (
         ("--limit",),
-        {"type": _positive_int, "default": 100, "metavar": "N",
-         "help": "open connections overall, idle included (default 100)"},
+        {"type": _positive_int, "default": DEFAULT_LIMIT, "metavar": "N",
+         "help": f"open connections overall, idle included (default {DEFAULT_LIMIT})"},
     ),
     (
         ("--limit-per-host",),
-        {"type": _per_host, "default": _NOT_GIVEN, "metavar": "N",
+        {"type": _per_host, "default": UNSET, "metavar": "N",
          "help": "open connections per host, idle included; 'none' = no limit (default: "
-         "10, or --limit if that is lower)"},
+         f"{DEFAULT_LIMIT_PER_HOST}, or --limit if that is lower)"},
     ),
     (
         ("--timeout",),

@@ -12,6 +12,7 @@ from typing import Protocol
 
 import yarl
 
+from .._defaults import DEFAULT_LIMIT, DEFAULT_LIMIT_PER_HOST
 from .._exceptions import GlasspoolError
 from .._fleet import RedisLimits
 from .._pool.asyncio import Pool
@@ -49,8 +50,8 @@ class GetOptions:
     urls: tuple[str, ...]
     repeat: int = 1
     concurrency: int = 10
-    limit: int = 100
-    limit_per_host: int | None = 10
+    limit: int = DEFAULT_LIMIT
+    limit_per_host: int | None = DEFAULT_LIMIT_PER_HOST
     timeout: float | None = None
     output: Path | None = None
     live: bool = False
