@@ -8,8 +8,11 @@ reused by a request that asked for verification.
 
 from __future__ import annotations
 
-import ssl
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    import ssl
 
 __all__ = ["PoolKey", "TLSIdentity"]
 
