@@ -29,7 +29,7 @@ from glasspool.cli._live import LiveReporter
 from glasspool.cli._narrate import TEMPLATES, Narrator
 from glasspool.cli._server import DemoServer
 from glasspool.cli._summary import Result, percentile, summarize, summary_lines
-from glasspool.cli._text import Printer, stats_table
+from glasspool.cli._text import Printer
 
 T = TypeVar("T")
 HELLO = b"Hello, world!"
@@ -271,16 +271,6 @@ def test_narrator_picks_the_variant_from_neighbouring_events() -> None:
     assert "went straight to the oldest request waiting for host A" in handoff[1]
     plain = narrator.sentences([event("released", "eof", 3, 0)], "13-byte body")
     assert plain[0].startswith("Connection 3 went back to the pool: its 13-byte body")
-
-
-def test_stats_table_rows_and_columns() -> None:
-    host = glasspool.HostStats(5, 1, 2, 3, 4, 0, 0, 0, 0, 0)
-    stats = glasspool.PoolStats(25, 5, 6, 1, 2, 3, 4, 19, HostsView({A: host}))
-    rows = stats_table(stats, lambda k: "host A")
-    assert rows[0].split() == ["open", "in", "use", "idle", "connecting", "waiting", "available"]
-    assert rows[1].split()[-6:] == ["6", "2", "3", "1", "4", "19"]
-    assert rows[2].startswith("host A http://127.0.0.1:8001 (limit 5)")
-    assert rows[2].split()[-6:] == ["6", "2", "3", "1", "4", "0"]
 
 
 class FakeTTY(io.StringIO):

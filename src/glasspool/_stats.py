@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Final
 
 from ._pool.key import PoolKey
 
-__all__ = ["HostStats", "HostsView", "PoolStats"]
+__all__ = ["TABLE_COLUMNS", "HostStats", "HostsView", "PoolStats"]
+
+TABLE_COLUMNS: Final = ("open", "in use", "idle", "connecting", "waiting", "available")
+"""The count columns of :meth:`PoolStats.table`, left to right."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,19 +119,43 @@ class PoolStats:
                 return stats
         return None
 
-    def table(self) -> str:
-        """A plain-text table of the global and per-key counts, for printing."""
-        head = (
-            f"{'key':<34} {'open':>4} {'use':>4} {'idle':>4} {'conn':>4} {'wait':>4} {'avail':>5}"
-        )
-        rows = [head]
-        rows.append(
-            f"{'(all) limit=' + str(self.limit):<34} {self.open:>4} {self.in_use:>4} "
-            f"{self.idle:>4} {self.connecting:>4} {self.waiting:>4} {self.available:>5}"
-        )
-        for key, h in self.hosts.items():
-            rows.append(
-                f"{key!s:<34} {h.open:>4} {h.in_use:>4} {h.idle:>4} "
-                f"{h.connecting:>4} {h.waiting:>4} {h.available:>5}"
+    def table(self, names: Callable[[PoolKey], str | None] | None = None) -> str:
+        """A plain-text table of the counts: all keys, then one row per key.
+
+        The columns are :data:`TABLE_COLUMNS`; a key's row is labelled ``str(key)`` and its
+        limit when it has one. ``glasspool demo`` prints this table after every step.
+
+        >>> key = PoolKey("http", "127.0.0.1", 8001)
+        >>> host = HostStats(5, 0, 1, 2, 0, 3, 1, 4, 0, 5)
+        >>> print(PoolStats(25, 5, 3, 0, 1, 2, 0, 22, HostsView({key: host})).table())
+                                         open  in use  idle  connecting  waiting  available
+        all hosts (limit 25)                3       1     2           0        0         22
+        http://127.0.0.1:8001 (limit 5)     3       1     2           0        0          3
+
+        Args:
+            names: gives a key a short label shown before ``str(key)`` ("host A"), or
+                ``None`` for none.
+
+        Returns:
+            The rows joined with newlines, without a trailing one.
+        """
+        rows: list[tuple[str, tuple[int, ...]]] = [
+            (
+                f"all hosts (limit {self.limit})",
+                (self.open, self.in_use, self.idle, self.connecting, self.waiting, self.available),
             )
-        return "\n".join(rows)
+        ]
+        for key, h in self.hosts.items():
+            short = names(key) if names is not None else None
+            label = f"{short} {key}" if short else str(key)
+            limit = "" if h.limit is None else f" (limit {h.limit})"
+            counts = (h.open, h.in_use, h.idle, h.connecting, h.waiting, h.available)
+            rows.append((label + limit, counts))
+        width = max(len(label) for label, _ in rows)
+        sizes = [max(len(c), 4) for c in TABLE_COLUMNS]
+        head = "  ".join(f"{c:>{n}}" for c, n in zip(TABLE_COLUMNS, sizes, strict=True))
+        lines = [f"{'':<{width}}  {head}"]
+        for label, values in rows:
+            cells = "  ".join(f"{v:>{n}}" for v, n in zip(values, sizes, strict=True))
+            lines.append(f"{label:<{width}}  {cells}")
+        return "\n".join(lines)

@@ -23,7 +23,7 @@ from ..client import Client
 from ..timeline import Timeline
 from ._narrate import Narrator
 from ._server import HELLO, DemoServer, loopback_hosts
-from ._text import Printer, stats_table
+from ._text import Printer
 
 __all__ = [
     "LIMIT",
@@ -224,7 +224,7 @@ def _print_step(run: DemoRun, step: Step, note: str) -> None:
     stats = run.client.pool.stats()
     run.snapshots.append(Snapshot(step.label, step.title, stats))
     p.line("client.pool.stats():")
-    for row in stats_table(stats, run.name):
+    for row in stats.table(run.name).splitlines():
         p.line("  " + row)
 
 

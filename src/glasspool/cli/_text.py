@@ -1,19 +1,16 @@
-"""Plain-text output for the CLI: a line printer that styles only real terminals, and the
-``stats()`` table."""
+"""Plain-text output for the CLI: a line printer that styles only real terminals.
+
+The ``stats()`` table is ``PoolStats.table()``, the one renderer of it.
+"""
 
 from __future__ import annotations
 
 import os
 import textwrap
-from collections.abc import Callable
 from typing import Final, TextIO
 
-from .._pool.key import PoolKey
-from .._stats import PoolStats
+__all__ = ["Printer", "wants_color"]
 
-__all__ = ["COLUMNS", "Printer", "stats_table", "wants_color"]
-
-COLUMNS: Final = ("open", "in use", "idle", "connecting", "waiting", "available")
 WRAP: Final = 92
 BOLD: Final = "\x1b[1m"
 DIM: Final = "\x1b[2m"
@@ -64,38 +61,3 @@ class Printer:
         )
         for item in lines or [pad]:
             self.line(item)
-
-
-def stats_table(
-    stats: PoolStats, names: Callable[[PoolKey], str | None] | None = None
-) -> list[str]:
-    """The public ``stats()`` snapshot as aligned text rows: all keys, then one per key.
-
-    Args:
-        stats: ``client.pool.stats()``.
-        names: gives a key's short label ("host A") or ``None``; ``str(key)`` is always shown.
-
-    Returns:
-        The header row and one row per line of the table, without newlines.
-    """
-    rows: list[tuple[str, tuple[int, ...]]] = [
-        (
-            f"all hosts (limit {stats.limit})",
-            (stats.open, stats.in_use, stats.idle, stats.connecting, stats.waiting),
-        )
-    ]
-    avail = [stats.available]
-    for key, h in stats.hosts.items():
-        short = names(key) if names is not None else None
-        label = f"{short} {key}" if short else str(key)
-        limit = "" if h.limit is None else f" (limit {h.limit})"
-        rows.append((label + limit, (h.open, h.in_use, h.idle, h.connecting, h.waiting)))
-        avail.append(h.available)
-    width = max(len(label) for label, _ in rows)
-    head = "  ".join(f"{c:>{max(len(c), 4)}}" for c in COLUMNS)
-    out = [f"{'':<{width}}  {head}"]
-    for (label, counts), available in zip(rows, avail, strict=True):
-        cells = [*counts, available]
-        line = "  ".join(f"{v:>{max(len(c), 4)}}" for v, c in zip(cells, COLUMNS, strict=True))
-        out.append(f"{label:<{width}}  {line}")
-    return out
