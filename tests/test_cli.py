@@ -12,10 +12,8 @@ import io
 import re
 import subprocess
 import sys
-import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
 
 import pytest
 from rich.console import Console
@@ -27,42 +25,11 @@ from glasspool.cli import main
 from glasspool.cli._get import GetOptions, run_get
 from glasspool.cli._live import LiveReporter
 from glasspool.cli._narrate import TEMPLATES, Narrator
-from glasspool.cli._server import DemoServer
 from glasspool.cli._summary import Result, percentile, summarize, summary_lines
 from glasspool.cli._text import Printer
+from tests.demoserver import HELLO, CountingDemoServer, DemoServer, ThreadedServer
 
-T = TypeVar("T")
-HELLO = b"Hello, world!"
 A = PoolKey("http", "127.0.0.1", 8001)
-
-
-class ThreadedServer:
-    """A DemoServer running in its own event loop on a background thread."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="demo-server")
-        self.server: DemoServer
-
-    def __enter__(self) -> ThreadedServer:
-        self.thread.start()
-        self.server = self._call(DemoServer("127.0.0.1").start())
-        return self
-
-    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)
-
-    def url(self, path: str) -> str:
-        return self.server.url(path)
-
-    def release_held(self) -> None:
-        self.loop.call_soon_threadsafe(self.server.release_held)
-
-    def __exit__(self, *exc: object) -> None:
-        self._call(self.server.aclose())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
 
 
 @pytest.fixture
@@ -538,7 +505,7 @@ async def test_live_view_shows_waiting_requests_while_they_wait() -> None:
 
 
 async def test_demo_server_rejects_what_it_does_not_serve() -> None:
-    async with DemoServer() as srv, glasspool.Client() as client:
+    async with CountingDemoServer() as srv, glasspool.Client() as client:
         answers = {
             path: await client.get(srv.url(path))
             for path in ("/nope", "/bytes/x", "/status/99", "/delay/999999")

@@ -11,11 +11,9 @@ from __future__ import annotations
 import asyncio
 import io
 import sys
-import threading
 import uuid
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
 
 import pytest
 import redis
@@ -26,10 +24,9 @@ from glasspool.cli import main
 from glasspool.cli._get import GetOptions, fleet_limits, run_get
 from glasspool.cli._live import FLEET_COLUMN, LiveReporter
 from glasspool.cli._narrate import Narrator
-from glasspool.cli._server import DemoServer
+from tests.demoserver import DemoServer, ThreadedServer
 from tests.redisproc import RedisProcess
 
-T = TypeVar("T")
 HOST = "127.0.0.1"  # every loopback server here listens on it: one fleet budget
 OTHER_WORKER_TTL_MS = 60_000
 
@@ -50,35 +47,9 @@ def namespace() -> str:
     return f"cli{uuid.uuid4().hex[:12]}"
 
 
-class ThreadedServer:
-    """A DemoServer in its own event loop on a background thread (``main()`` runs its own)."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="cli-fleet-server")
-        self.server: DemoServer
-
-    def __enter__(self) -> ThreadedServer:
-        self.thread.start()
-        self.server = self._call(DemoServer(HOST).start())
-        return self
-
-    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)
-
-    def url(self, path: str) -> str:
-        return self.server.url(path)
-
-    def __exit__(self, *exc: object) -> None:
-        self._call(self.server.aclose())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
-
-
 @pytest.fixture
 def server() -> Iterator[ThreadedServer]:
-    with ThreadedServer() as running:
+    with ThreadedServer(HOST) as running:
         yield running
 
 

@@ -12,8 +12,8 @@ import pytest
 
 import glasspool
 from glasspool import Pool, PoolEvent, PoolKey
-from glasspool.cli._server import DemoServer
 from glasspool.timeline import Timeline, _Builder
+from tests.demoserver import DemoServer
 
 A = PoolKey("http", "a.test", 80)
 B = PoolKey("http", "b.test", 80)

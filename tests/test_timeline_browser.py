@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 import glasspool
-from glasspool.cli._server import DemoServer, loopback_hosts
 from glasspool.timeline import Timeline
+from tests.demoserver import DemoServer, loopback_hosts
 
 DOCS_IMAGE = Path(__file__).resolve().parent.parent / "docs" / "img" / "timeline.png"
 CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "/usr/bin/chromium")

@@ -1,4 +1,4 @@
-"""A small loopback HTTP/1.1 server for ``glasspool demo`` (and the CLI's tests).
+"""A small loopback HTTP/1.1 server for ``glasspool demo``.
 
 Plain asyncio streams, ``GET`` only, keep-alive, ``Content-Length`` framing. It exists so
 the demo needs no internet and can make the pool queue on cue: ``/hold`` answers only when
@@ -82,8 +82,6 @@ class DemoServer:
     def __init__(self, host: str = "127.0.0.1") -> None:
         self.host = host
         self.port = 0
-        self.requests = 0
-        self.connections = 0
         self.held = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
@@ -151,7 +149,6 @@ class DemoServer:
         assert task is not None
         self._tasks.add(task)
         self._writers.add(writer)
-        self.connections += 1
         try:
             while not self._closing and await self._one(reader, writer):
                 pass
@@ -168,8 +165,20 @@ class DemoServer:
         """Serve one request; return whether to keep the connection open."""
         head = await reader.readuntil(b"\r\n\r\n")
         method, _, rest = head.decode("latin-1").partition(" ")
-        path = rest.partition(" ")[0]
-        self.requests += 1
+        return await self.answer(method, rest.partition(" ")[0], reader, writer)
+
+    async def answer(
+        self, method: str, path: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
+        """Answer one request whose head has been read, by its route.
+
+        Args:
+            method, path: from the request line, as sent.
+            reader, writer: the connection, for a route that reads or streams.
+
+        Returns:
+            Whether to keep the connection open for another request.
+        """
         if method != "GET":
             return await _send(writer, 405, b"GET only\n")
         name, _, arg = path.lstrip("/").partition("/")
