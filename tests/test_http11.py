@@ -8,6 +8,7 @@ import gc
 import socket
 import struct
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import pytest
 
@@ -957,3 +958,47 @@ async def test_a_body_cut_off_in_receive_all_leaves_nothing_the_collector_report
             await conn.receive_all(read_timeout=5)
     del conn
     gc.collect()
+
+
+class _LateWhen:
+    """A timer handle whose ``when()`` is later than the time it was armed for."""
+
+    def __init__(self, handle: asyncio.TimerHandle) -> None:
+        self.handle = handle
+
+    def when(self) -> float:
+        return self.handle.when() + 0.25  # uvloop: up to half a millisecond; here, plenty
+
+    def cancel(self) -> None:
+        self.handle.cancel()
+
+
+async def test_a_timer_whose_when_is_late_still_serves_the_next_reads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # uvloop's TimerHandle.when() counts whole milliseconds: for a deadline computed in the
+    # same millisecond it can be a little later than the time asked for. The lazy read
+    # timer must still be reused, not armed anew for every read.
+    loop = asyncio.get_running_loop()
+    real_call_at = loop.call_at
+    armed: list[_LateWhen] = []
+
+    def call_at(when: float, callback: Any, *args: Any, context: Any = None) -> _LateWhen:
+        armed.append(_LateWhen(real_call_at(when, callback, *args, context=context)))
+        return armed[-1]
+
+    monkeypatch.setattr(loop, "call_at", call_at)
+    conn = HTTP11Connection(PoolKey("http", "example.test", 80))
+    conn.connection_made(_Transport())
+    try:
+        for _ in range(5):
+            await conn.send_request(request(), None, chunked=False, write_timeout=5)
+            waiting = asyncio.ensure_future(conn.receive_head(method="GET", read_timeout=30))
+            await asyncio.sleep(0)  # the reader parks (and arms or reuses the timer)
+            conn.data_received(OK)
+            assert (await waiting).status == 200
+            assert await conn.receive_body(read_timeout=30) == b"hello"
+            assert await conn.receive_body(read_timeout=30) == b""
+        assert len(armed) == 1
+    finally:
+        conn.close()

@@ -464,6 +464,7 @@ class HTTP11Connection(asyncio.BufferedProtocol):
         "_phase",
         "_read_deadline",
         "_read_timer",
+        "_read_timer_at",
         "_read_what",
         "_reading_paused",
         "_reason",
@@ -517,6 +518,7 @@ class HTTP11Connection(asyncio.BufferedProtocol):
         self._waiter: asyncio.Future[None] | None = None
         self._read_deadline: float | None = None  # of the wait in progress, if it has one
         self._read_timer: asyncio.TimerHandle | None = None  # fires at or before it
+        self._read_timer_at = 0.0  # the time it was armed for (not its when(): see below)
         self._read_what = ("", 0.0)  # what the wait is for, and its timeout (the message)
         self._drain_waiter: asyncio.Future[None] | None = None
         self._error: BaseException | None = None
@@ -1075,7 +1077,10 @@ class HTTP11Connection(asyncio.BufferedProtocol):
         is pending at or before this wait's deadline. A timer left over from an earlier
         wait fires early, finds the deadline of the current wait (if any) still ahead
         and re-arms itself there, so a read costs a clock read, not a timer, while the
-        same timeout is used again and again.
+        same timeout is used again and again. The time a timer was armed for is kept
+        here: ``TimerHandle.when()`` need not return it exactly (uvloop's counts whole
+        milliseconds, so it can lie a hair after a deadline computed in the same
+        millisecond, and every wait would arm a new timer).
         """
         fut = self._loop.create_future()
         self._waiter = fut
@@ -1084,10 +1089,10 @@ class HTTP11Connection(asyncio.BufferedProtocol):
             self._read_deadline = deadline
             self._read_what = (what, timeout)
             timer = self._read_timer
-            if timer is None or timer.when() > deadline:
+            if timer is None or self._read_timer_at > deadline:
                 if timer is not None:
                     timer.cancel()
-                self._read_timer = self._loop.call_at(deadline, self._on_read_timer)
+                self._arm_read_timer(deadline)
         try:
             await fut
         finally:
@@ -1102,7 +1107,7 @@ class HTTP11Connection(asyncio.BufferedProtocol):
         if deadline is None or fut is None or fut.done():
             return  # no timed wait in progress; the next one arms a new timer
         if self._loop.time() < deadline:
-            self._read_timer = self._loop.call_at(deadline, self._on_read_timer)
+            self._arm_read_timer(deadline)
             return
         what, timeout = self._read_what
         self._broken = True
@@ -1112,6 +1117,10 @@ class HTTP11Connection(asyncio.BufferedProtocol):
                 f"{timeout}s (read timeout)"
             )
         )
+
+    def _arm_read_timer(self, deadline: float) -> None:
+        self._read_timer = self._loop.call_at(deadline, self._on_read_timer)
+        self._read_timer_at = deadline
 
     def _cancel_read_timer(self) -> None:
         timer = self._read_timer
