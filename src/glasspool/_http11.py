@@ -347,11 +347,13 @@ class ReceiveBuffer:
 def _close_after_loop(transport: asyncio.Transport) -> None:
     """Close the socket under ``transport`` although its event loop is already closed.
 
-    That happens when a client is collected at interpreter exit, after ``asyncio.run()``
-    closed the loop: ``abort()`` then raises "Event loop is closed" from ``call_soon`` and
-    leaves the socket to an unclosed-transport warning. For CPython's selector transports
-    (under TLS too) the transport's own last step closes the socket at once; other
-    transports are left to their ``__del__``.
+    That happens when a client is collected after its loop was closed without
+    ``loop.shutdown_asyncgens()`` (``asyncio.run()`` and ``asyncio.Runner`` run it, and the
+    client closes itself there: ``client._watch_loop``): ``abort()`` then raises "Event loop
+    is closed" from ``call_soon`` and leaves the socket to an unclosed-transport warning.
+    For CPython's selector transports (under TLS too) the transport's own last step closes
+    the socket at once, found by duck typing on their private attributes; other transports
+    are left to their ``__del__`` (uvloop closes its own when its loop closes).
     """
     with contextlib.suppress(RuntimeError):  # "Event loop is closed", after marking it
         transport.abort()
