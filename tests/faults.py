@@ -655,7 +655,19 @@ async def _read_body(conn: _Conn, head: _Head, fault: Fault) -> bytes:
     return await conn.reader.readexactly(length)
 
 
+def _check_open(conn: _Conn) -> None:
+    """Raise ConnectionResetError if the client already went away.
+
+    asyncio's transports drop a write after the connection was lost (``drain()`` then
+    raises ConnectionResetError); uvloop's raise RuntimeError, which would be recorded as a
+    server error. Checking first ends the connection the same way on both.
+    """
+    if conn.writer.transport.is_closing():
+        raise ConnectionResetError(f"connection {conn.id}: the client closed it")
+
+
 async def _send(conn: _Conn, data: bytes) -> None:
+    _check_open(conn)
     conn.writer.write(data)
     await conn.writer.drain()
 
@@ -820,6 +832,7 @@ async def _reset(server: FaultServer, conn: _Conn, head: _Head, fault: Fault, ri
 async def _half_close(
     server: FaultServer, conn: _Conn, head: _Head, fault: Fault, rid: int
 ) -> bool:
+    _check_open(conn)
     conn.writer.write_eof()
     await _drain_until_eof(conn)
     return False
@@ -864,6 +877,7 @@ async def _early_413(server: FaultServer, conn: _Conn, head: _Head, fault: Fault
     await _send(conn, _response(conn, head, rid, _id_body(rid), status=413, extra=extra))
     linger = fault.number("linger", 0)
     if linger:
+        _check_open(conn)
         conn.writer.write_eof()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(linger):
