@@ -173,6 +173,15 @@ def test_glasspool_imports_without_redis_py() -> None:
     assert done.stdout.strip() == "ok", done.stderr
 
 
+def test_shared_limits_unavailable_is_one_class_wherever_it_is_imported_from() -> None:
+    import glasspool._exceptions
+
+    assert glasspool.SharedLimitsUnavailable is SharedLimitsUnavailable
+    assert glasspool._exceptions.SharedLimitsUnavailable is SharedLimitsUnavailable
+    assert issubclass(SharedLimitsUnavailable, glasspool.GlasspoolError)
+    assert not issubclass(SharedLimitsUnavailable, glasspool.ConnectError)
+
+
 def test_module_doctests_pass() -> None:
     result = doctest.testmod(fleet)
     assert result.attempted >= 5

@@ -21,6 +21,7 @@ from ._exceptions import (
     ResponseNotRead,
     ResponseTooLarge,
     ServerDisconnected,
+    SharedLimitsUnavailable,
     StreamConsumed,
     TimeoutError,
     TLSError,
@@ -30,7 +31,7 @@ from ._exceptions import (
     WriteError,
     WriteTimeout,
 )
-from ._fleet import RedisLimits, SharedLimitsUnavailable
+from ._fleet import RedisLimits
 from ._headers import Headers
 from ._pool.asyncio import Pool
 from ._pool.key import PoolKey, TLSIdentity

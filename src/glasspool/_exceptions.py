@@ -25,6 +25,7 @@ with ``from`` so the original cause stays visible in tracebacks.
     ├── HTTPStatusError
     ├── ResponseNotRead (also RuntimeError)
     ├── StreamConsumed (also RuntimeError)
+    ├── SharedLimitsUnavailable
     └── ClientClosed (also PoolError)
 """
 
@@ -57,6 +58,7 @@ __all__ = [
     "ResponseNotRead",
     "ResponseTooLarge",
     "ServerDisconnected",
+    "SharedLimitsUnavailable",
     "StreamConsumed",
     "TLSError",
     "TimeoutError",
@@ -211,6 +213,23 @@ class StreamConsumed(GlasspoolError, RuntimeError):
     A streamed body can be read once. ``read()`` keeps the decoded bytes, so
     ``aiter_bytes()`` works any number of times after it, but ``aiter_raw()`` does not.
     """
+
+
+class SharedLimitsUnavailable(GlasspoolError):
+    """Redis, which holds the fleet-wide limits, could not be used.
+
+    Raised by ``acquire()`` when Redis is unreachable at first use (whatever the
+    ``on_unavailable`` policy), when it is lost mid-run under ``on_unavailable="fail"``,
+    and when Redis rejects a lease script (a misconfigured server, a key of the wrong type).
+
+    Attributes:
+        url: the Redis URL, with any password (in the userinfo, or a ``password`` or
+            ``ssl_password`` query argument) replaced by ``***``.
+    """
+
+    def __init__(self, message: str, *, url: str) -> None:
+        super().__init__(message)
+        self.url = url
 
 
 class ClientClosed(PoolError):

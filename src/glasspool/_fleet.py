@@ -44,7 +44,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from ._exceptions import ClientClosed, GlasspoolError, PoolTimeout
+from ._exceptions import ClientClosed, PoolTimeout, SharedLimitsUnavailable
 from ._pool.asyncio import Lease, SharedLimits  # Seam 4 protocols, defined by the pool
 from ._pool.key import PoolKey
 from ._redact import redact_url
@@ -71,23 +71,6 @@ _READ_S = 1.0  # longest single pub/sub read; bounds how late the reader notices
 _RECONNECT_S = 0.25  # pause between pub/sub reconnect attempts while Redis is down
 _RETRY_S = 0.25  # renewal retry interval after a failed renewal (if below lease_ttl / 3)
 _CLOSE_WAIT_S = 5.0  # how long aclose() waits for acquirers to leave before closing Redis
-
-
-class SharedLimitsUnavailable(GlasspoolError):
-    """Redis, which holds the fleet-wide limits, could not be used.
-
-    Raised by ``acquire()`` when Redis is unreachable at first use (whatever the
-    ``on_unavailable`` policy), when it is lost mid-run under ``on_unavailable="fail"``,
-    and when Redis rejects a lease script (a misconfigured server, a key of the wrong type).
-
-    Attributes:
-        url: the Redis URL, with any password (in the userinfo, or a ``password`` or
-            ``ssl_password`` query argument) replaced by ``***``.
-    """
-
-    def __init__(self, message: str, *, url: str) -> None:
-        super().__init__(message)
-        self.url = url
 
 
 class _RedisUnreachable(SharedLimitsUnavailable):
