@@ -28,7 +28,7 @@ import pytest
 import redis.asyncio as aioredis
 
 import glasspool
-import glasspool._fleet as fleet
+import glasspool._fleet.limits
 from glasspool._exceptions import ClientClosed, PoolTimeout
 from glasspool._fleet import (
     Lease,
@@ -37,6 +37,7 @@ from glasspool._fleet import (
     SharedLimits,
     SharedLimitsUnavailable,
 )
+from glasspool._fleet.scripts import KEY_GRACE_MS, HostKeys
 from glasspool._pool.key import PoolKey
 from tests.faults import FaultServer
 from tests.redisproc import RedisProcess, free_port
@@ -98,8 +99,8 @@ async def make_limits(redis_server: RedisProcess, namespace: str) -> AsyncIterat
         await limits.aclose()
 
 
-def keys_of(namespace: str, host: str = "fleet.test") -> fleet._HostKeys:
-    return fleet._HostKeys.build(namespace, host)
+def keys_of(namespace: str, host: str = "fleet.test") -> HostKeys:
+    return HostKeys.build(namespace, host)
 
 
 async def wait_until(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 5) -> None:
@@ -183,7 +184,7 @@ def test_shared_limits_unavailable_is_one_class_wherever_it_is_imported_from() -
 
 
 def test_module_doctests_pass() -> None:
-    result = doctest.testmod(fleet)
+    result = doctest.testmod(glasspool._fleet.limits)
     assert result.attempted >= 5
     assert result.failed == 0
 
@@ -299,7 +300,7 @@ async def test_keys_carry_an_expiry_and_vanish_when_released(
     limits = make_limits(limit_per_host=1, lease_ttl=2.0)
     lease = await limits.acquire(KEY, timeout=1)
     ttl_ms = await inspect.pttl(keys_of(namespace).leases)
-    assert 0 < ttl_ms <= 2000 + fleet._KEY_GRACE_MS
+    assert 0 < ttl_ms <= 2000 + KEY_GRACE_MS
     await lease.release()
     assert await inspect.keys(f"{namespace}:*") == []
 

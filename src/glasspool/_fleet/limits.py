@@ -1,33 +1,7 @@
-"""Fleet-wide per-host connection limits, shared by many workers through Redis.
+"""RedisLimits, the fleet-wide per-host limits kept in Redis, and the RedisLease it grants.
 
-A per-host limit in one process becomes ``limit x workers`` once a crawler runs many
-processes. :class:`RedisLimits` keeps one budget per host name in Redis instead: before a
-pool opens a connection it takes a *lease* on a shared slot, and it gives the lease back
-when the connection closes. Reusing an idle connection never touches Redis.
-
-Design (``docs/fleet.md`` has the long version):
-
-* Per host, Redis holds a sorted set of leases scored by expiry time, a FIFO queue of
-  tickets (a sorted set scored by arrival) and the tickets' expiry times. All keys of one
-  host share a ``{host}`` hash tag. Time is always Redis' own ``TIME``, so worker clocks
-  never matter.
-* Acquire is one Lua script: purge expired leases and tickets, join the queue if not in it
-  yet, and take a slot only if this ticket's rank in the queue is below the free capacity.
-  So a waiter never jumps the queue, and a released slot goes to the oldest ticket.
-* Release is one Lua script: remove the lease (and any ticket), then ``PUBLISH`` the
-  ticket(s) the free capacity now admits, each on its owner's own channel, so exactly the
-  waiter(s) next in line retry. Waiters also re-check every ``lease_ttl / 4`` seconds, so
-  a lost message delays a waiter, never hangs it.
-* One background task per :class:`RedisLimits` renews all live leases every
-  ``lease_ttl / 3`` seconds in one script call. A worker that dies (even by SIGKILL)
-  stops renewing, and its slots free themselves within ``lease_ttl``.
-
-Invariants (checked by tests/test_fleet.py against a real redis-server):
-
-* F1: for every host, the leases that have not expired number at most the limit that
-  the granting worker passed, at the moment of every grant.
-* F2: a ticket is granted only while fewer tickets are ahead of it than slots are free.
-* F3: a waiter that times out or is cancelled leaves neither a ticket nor a lease.
+The package docstring (``glasspool._fleet``) gives the design; ``scripts.py`` holds what
+runs inside Redis, ``connection.py`` the client and the pub/sub wake-ups.
 """
 
 from __future__ import annotations
@@ -40,35 +14,33 @@ import math
 import os
 import socket
 import uuid
-from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass
+from collections.abc import Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
-from ._exceptions import ClientClosed, PoolTimeout, SharedLimitsUnavailable
-from ._pool.asyncio import Lease, SharedLimits  # Seam 4 protocols, defined by the pool
-from ._pool.key import PoolKey
-from ._redact import redact_url
+from .._exceptions import ClientClosed, PoolTimeout, SharedLimitsUnavailable
+from .._pool.key import PoolKey
+from .._redact import redact_url
+from .connection import Waker, import_redis
+from .scripts import (
+    ACQUIRE_LUA,
+    RELEASE_ALL_LUA,
+    RELEASE_LUA,
+    RENEW_LUA,
+    Attempt,
+    HostKeys,
+    Scripts,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from redis.asyncio import Redis
-    from redis.asyncio.client import PubSub
     from redis.commands.core import AsyncScript
 
-__all__ = [
-    "Lease",
-    "RedisLease",
-    "RedisLimits",
-    "SharedLimits",
-    "SharedLimitsUnavailable",
-]
+__all__ = ["OnUnavailable", "RedisLease", "RedisLimits"]
 
 logger = logging.getLogger("glasspool.fleet")
 
 OnUnavailable = Literal["fail", "local"]
 
-_KEY_GRACE_MS = 1000  # a Redis key outlives its latest member's expiry by this much
-_READ_S = 1.0  # longest single pub/sub read; bounds how late the reader notices close()
-_RECONNECT_S = 0.25  # pause between pub/sub reconnect attempts while Redis is down
 _RETRY_S = 0.25  # renewal retry interval after a failed renewal (if below lease_ttl / 3)
 _CLOSE_WAIT_S = 5.0  # how long aclose() waits for acquirers to leave before closing Redis
 
@@ -77,221 +49,7 @@ class _RedisUnreachable(SharedLimitsUnavailable):
     """A connectivity failure (refused, reset, timed out), as opposed to a rejected script."""
 
 
-# -- Lua scripts --------------------------------------------------------------------------
-# Every script reads the clock from Redis (TIME), in milliseconds, so worker clocks never
-# matter. Scores of the lease and ticket sets are expiry times; scores of the queue are
-# arrival numbers. `keep_until` lets a key expire once its newest member has. `notify`
-# tells the owner of each ticket that the free capacity now admits (the tickets at the
-# head of the queue) to retry: it publishes "<ticket> <in use>" on the owner's own channel
-# "<namespace>:wake:<worker id>" (a ticket is "<worker id>:<n>"). Nobody else wakes.
-
-_PRELUDE = f"""
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-local function keep_until(key, source)
-  local top = redis.call('ZRANGE', source, -1, -1, 'WITHSCORES')
-  if top[2] then
-    redis.call('PEXPIREAT', key, math.floor(tonumber(top[2])) + {_KEY_GRACE_MS})
-  end
-end
-local function notify(queue, wake_prefix, in_use, limit)
-  if in_use >= limit then return end
-  local heads = redis.call('ZRANGE', queue, 0, limit - in_use - 1)
-  for i = 1, #heads do
-    local owner = string.match(heads[i], '^(.+):%d+$')
-    if owner then redis.call('PUBLISH', wake_prefix .. owner, heads[i] .. ' ' .. in_use) end
-  end
-end
-"""
-
-# KEYS: leases, queue, tickets. ARGV: id, limit, ttl_ms, wake_prefix.
-# Returns {granted, in_use, rank, waiting}.
-_ACQUIRE_LUA = (
-    _PRELUDE
-    + """
-local leases, queue, tickets = KEYS[1], KEYS[2], KEYS[3]
-local id, limit, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local now = now_ms()
-local purged = redis.call('ZREMRANGEBYSCORE', leases, '-inf', now)
-local stale = redis.call('ZRANGEBYSCORE', tickets, '-inf', now)
-for i = 1, #stale do
-  redis.call('ZREM', queue, stale[i])
-  redis.call('ZREM', tickets, stale[i])
-end
-local rank = redis.call('ZRANK', queue, id)
-if not rank then
-  local last = redis.call('ZRANGE', queue, -1, -1, 'WITHSCORES')
-  local seq = 1
-  if last[2] then seq = tonumber(last[2]) + 1 end
-  redis.call('ZADD', queue, seq, id)
-  rank = redis.call('ZRANK', queue, id)
-end
-local in_use = redis.call('ZCARD', leases)
-local granted = 0
-if rank < limit - in_use then
-  redis.call('ZREM', queue, id)
-  redis.call('ZREM', tickets, id)
-  redis.call('ZADD', leases, now + ttl, id)
-  in_use = in_use + 1
-  granted = 1
-else
-  redis.call('ZADD', tickets, now + ttl, id)
-end
-if purged + #stale > 0 then notify(queue, ARGV[4], in_use, limit) end
-keep_until(leases, leases)
-keep_until(queue, tickets)
-keep_until(tickets, tickets)
-return {granted, in_use, rank, redis.call('ZCARD', queue)}
-"""
-)
-
-# KEYS: leases, queue, tickets. ARGV: id, wake_prefix, limit. Returns {freed, in_use}.
-# Removes a lease, or a waiter's ticket (and a lease granted to it at the same instant).
-_RELEASE_LUA = (
-    _PRELUDE
-    + """
-local freed = redis.call('ZREM', KEYS[1], ARGV[1])
-local unqueued = redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('ZREM', KEYS[3], ARGV[1])
-local in_use = redis.call('ZCARD', KEYS[1])
-if freed + unqueued > 0 then notify(KEYS[2], ARGV[2], in_use, tonumber(ARGV[3])) end
-return {freed, in_use}
-"""
-)
-
-# KEYS: leases_1, queue_1, leases_2, queue_2, ... ARGV: ttl_ms, wake_prefix, then per host:
-# n, limit, n lease ids. Upserts every lease (a lease that had expired and was purged comes
-# back, since its connection is still open). Returns per host: n re-added flags, in_use,
-# queue length.
-_RENEW_LUA = (
-    _PRELUDE
-    + """
-local now = now_ms()
-local ttl, wake_prefix = tonumber(ARGV[1]), ARGV[2]
-local out = {}
-local pos = 3
-for k = 1, #KEYS, 2 do
-  local n, limit = tonumber(ARGV[pos]), tonumber(ARGV[pos + 1])
-  pos = pos + 2
-  local purged = redis.call('ZREMRANGEBYSCORE', KEYS[k], '-inf', now)
-  for i = 1, n do
-    out[#out + 1] = redis.call('ZADD', KEYS[k], now + ttl, ARGV[pos])
-    pos = pos + 1
-  end
-  local in_use = redis.call('ZCARD', KEYS[k])
-  out[#out + 1] = in_use
-  out[#out + 1] = redis.call('ZCARD', KEYS[k + 1])
-  if purged > 0 then notify(KEYS[k + 1], wake_prefix, in_use, limit) end
-  keep_until(KEYS[k], KEYS[k])
-end
-return out
-"""
-)
-
-# KEYS: leases_1, queue_1, ... ARGV: wake_prefix, then per host: n, limit, n lease ids.
-# Returns 1.
-_RELEASE_ALL_LUA = (
-    _PRELUDE
-    + """
-local wake_prefix = ARGV[1]
-local pos = 2
-for k = 1, #KEYS, 2 do
-  local n, limit = tonumber(ARGV[pos]), tonumber(ARGV[pos + 1])
-  pos = pos + 2
-  local freed = 0
-  for i = 1, n do
-    freed = freed + redis.call('ZREM', KEYS[k], ARGV[pos])
-    pos = pos + 1
-  end
-  if freed > 0 then notify(KEYS[k + 1], wake_prefix, redis.call('ZCARD', KEYS[k]), limit) end
-end
-return 1
-"""
-)
-
-
-# -- small values -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _HostKeys:
-    """The Redis keys of one host; ``{host}`` is the Redis Cluster hash tag."""
-
-    host: str
-    leases: str
-    queue: str
-    tickets: str
-
-    @classmethod
-    def build(cls, namespace: str, host: str) -> _HostKeys:
-        """Name the keys of ``host`` under ``namespace``."""
-        prefix = f"{namespace}:{{{host}}}"
-        return cls(host, f"{prefix}:leases", f"{prefix}:queue", f"{prefix}:tickets")
-
-
-@dataclass(frozen=True, slots=True)
-class _Attempt:
-    """What one run of the acquire script saw."""
-
-    granted: bool
-    in_use: int
-    rank: int
-    waiting: int
-
-
-@dataclass(frozen=True, slots=True)
-class _Scripts:
-    """The registered Lua scripts (EVALSHA, falling back to loading them on NOSCRIPT)."""
-
-    acquire: AsyncScript
-    release: AsyncScript
-    renew: AsyncScript
-    release_all: AsyncScript
-
-
-@dataclass(frozen=True, slots=True)
-class _RedisApi:
-    """The parts of redis-py this module uses, imported only when RedisLimits is built."""
-
-    make_client: Callable[[str, float], Redis]
-    unreachable: tuple[type[BaseException], ...]
-    redis_error: type[BaseException]
-
-
-def _import_redis() -> _RedisApi:
-    """Import redis-py's asyncio client, which is the optional ``glasspool[redis]`` extra.
-
-    Returns:
-        the constructors and exception classes RedisLimits needs.
-
-    Raises:
-        ImportError: redis-py is not installed; the message names the extra.
-    """
-    try:
-        import redis.asyncio as aioredis
-        from redis import exceptions
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
-    except ImportError as exc:
-        raise ImportError(
-            "glasspool.RedisLimits needs redis-py (redis.asyncio), which is not installed; "
-            "install the extra: pip install 'glasspool[redis]'"
-        ) from exc
-
-    def make_client(url: str, socket_timeout: float) -> Redis:
-        # One immediate retry on a fresh connection: enough to get past a connection that
-        # died with a restarted server, without hiding an outage behind back-off.
-        return aioredis.Redis.from_url(
-            url,
-            socket_connect_timeout=socket_timeout,
-            socket_timeout=socket_timeout,
-            retry=Retry(NoBackoff(), 1),
-        )
-
-    unreachable = (exceptions.ConnectionError, exceptions.TimeoutError, OSError)
-    return _RedisApi(make_client, unreachable, exceptions.RedisError)
+# -- settings -----------------------------------------------------------------------------
 
 
 def _normalise_host(name: str) -> str:
@@ -303,13 +61,6 @@ def _normalise_host(name: str) -> str:
     '::1'
     """
     return name.strip().removeprefix("[").removesuffix("]").rstrip(".").lower()
-
-
-def _text(value: object) -> str:
-    """Decode a pub/sub field that may be bytes (decode_responses=False) or str."""
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return str(value)
 
 
 def _check_limit(what: str, value: object) -> int:
@@ -394,137 +145,6 @@ class RedisLease:
         return f"<RedisLease {self.lease_id} host={self.host!r} {state}{local}>"
 
 
-# -- pub/sub wake-ups ---------------------------------------------------------------------
-
-
-class _Waker:
-    """Wakes the local task whose ticket a notice names; one pub/sub channel per worker.
-
-    The scripts publish ``"<ticket> <in use>"`` on ``<namespace>:wake:<worker id>`` when a
-    ticket of this worker reaches the head of its host's queue with a slot free, so a
-    notice costs one delivery, to its owner only. The channel is subscribed the first time
-    a task here has to wait and stays subscribed until :meth:`aclose` (redis-py
-    resubscribes after a reconnect). Waiters must not rely on a notice arriving (one
-    published while the subscription was down is lost), so they re-check on a timer too.
-    """
-
-    def __init__(
-        self,
-        pubsub: PubSub,
-        channel: str,
-        on_notice: Callable[[str, int], None],
-        confirm_s: float,
-    ) -> None:
-        self._pubsub = pubsub
-        self._channel = channel
-        self._on_notice = on_notice  # (host, in use) from every notice
-        self._confirm_s = confirm_s
-        self._waiters: dict[str, tuple[str, asyncio.Event]] = {}  # ticket -> (host, event)
-        self._confirmed = asyncio.Event()  # set once Redis confirmed the SUBSCRIBE
-        self._reader: asyncio.Task[None] | None = None
-        self._subscribing: asyncio.Task[None] | None = None
-        self._closed = False
-
-    def register(self, ticket: str, host: str) -> asyncio.Event:
-        """Register a waiting ticket; its event is set when a notice names it."""
-        event = asyncio.Event()
-        self._waiters[ticket] = (host, event)
-        return event
-
-    def unregister(self, ticket: str) -> None:
-        """Forget a ticket (granted, timed out or cancelled)."""
-        self._waiters.pop(ticket, None)
-
-    def is_listening(self) -> bool:
-        """Whether Redis has confirmed the subscription (and it has not been lost since)."""
-        return self._confirmed.is_set()
-
-    async def ensure(self) -> None:
-        """Subscribe unless Redis already confirmed it; wait at most ``confirm_s`` for that.
-
-        A failure is left to the waiters' timers (the next ``ensure`` tries again).
-        """
-        if self._confirmed.is_set() or self._closed:
-            return
-        subscribing = self._subscribing
-        if subscribing is None or subscribing.done():
-            subscribing = asyncio.create_task(self._subscribe(), name="glasspool-fleet-subscribe")
-            self._subscribing = subscribing
-        # The SUBSCRIBE runs in a task of its own: it serves every waiter of this worker,
-        # and redis-py (8.1) can swallow a cancellation that arrives during the command
-        # (subscribe() then returns normally), which left a cancelled acquire() waiting
-        # on. Shielded, a cancelled waiter stops here and the command finishes cleanly.
-        try:
-            await asyncio.shield(subscribing)
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is None or task.cancelling():
-                raise  # this waiter was cancelled
-            return  # aclose() stopped the subscription; the waiter finds the limiter closed
-        try:
-            async with asyncio.timeout(self._confirm_s):
-                await self._confirmed.wait()
-        except TimeoutError:
-            pass
-
-    async def _subscribe(self) -> None:
-        try:
-            await self._pubsub.subscribe(self._channel)
-        except Exception as exc:  # the waiter's timer covers a failed subscription
-            logger.debug("SUBSCRIBE %s failed: %r", self._channel, exc)
-            return
-        if (self._reader is None or self._reader.done()) and not self._closed:
-            self._reader = asyncio.create_task(self._read_loop(), name="glasspool-fleet-pubsub")
-
-    def wake_all(self) -> None:
-        """Set every waiter's event (on close, and when the subscription is lost)."""
-        for _, event in self._waiters.values():
-            event.set()
-
-    async def _read_loop(self) -> None:
-        """Read notices until closed; reconnect (redis-py resubscribes) after a failure."""
-        while not self._closed:
-            try:
-                message = await self._pubsub.get_message(timeout=_READ_S)
-            except Exception as exc:  # any failure: note it, back off, read again
-                logger.debug("pub/sub read failed: %r", exc)
-                self._confirmed.clear()
-                self.wake_all()
-                await asyncio.sleep(_RECONNECT_S)  # back-off between reconnect attempts
-                continue
-            if message is not None:
-                self._dispatch(message)
-
-    def _dispatch(self, message: Mapping[str, Any]) -> None:
-        """Act on one pub/sub message: a notice, or a subscribe confirmation."""
-        kind = _text(message.get("type"))
-        if kind == "subscribe":
-            self._confirmed.set()
-        elif kind == "message":
-            ticket, _, in_use = _text(message.get("data")).partition(" ")
-            waiter = self._waiters.get(ticket)
-            if waiter is not None:
-                waiter[1].set()
-                if in_use.isdigit():
-                    self._on_notice(waiter[0], int(in_use))
-
-    async def aclose(self) -> None:
-        """Stop the reader and close the subscriber connection. Idempotent."""
-        self._closed = True
-        self.wake_all()
-        for task in (self._subscribing, self._reader):
-            if task is not None:
-                task.cancel()
-                try:
-                    await task
-                except asyncio.CancelledError:
-                    pass
-        try:
-            await self._pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]  # typed in newer redis-py
-        except Exception as exc:  # closing must finish even if the socket is broken
-            logger.debug("closing the pub/sub connection failed: %r", exc)
-
-
 # -- the limiter --------------------------------------------------------------------------
 
 
@@ -575,7 +195,7 @@ class RedisLimits:
         on_unavailable: OnUnavailable = "fail",
         client: Redis | None = None,
     ) -> None:
-        api = _import_redis()
+        api = import_redis()
         _check_config(namespace, lease_ttl, on_unavailable)
         self._limit = _check_limit("limit_per_host", limit_per_host)
         self._overrides = _check_overrides(overrides)
@@ -589,16 +209,16 @@ class RedisLimits:
         self._owns_client = client is None
         self._redis: Redis = client or api.make_client(url, min(5.0, max(1.0, lease_ttl / 3)))
         register = self._redis.register_script
-        self._scripts = _Scripts(
-            register(_ACQUIRE_LUA),
-            register(_RELEASE_LUA),
-            register(_RENEW_LUA),
-            register(_RELEASE_ALL_LUA),
+        self._scripts = Scripts(
+            register(ACQUIRE_LUA),
+            register(RELEASE_LUA),
+            register(RENEW_LUA),
+            register(RELEASE_ALL_LUA),
         )
         machine = "_".join(socket.gethostname().split()) or "host"  # no spaces: notices split
         self._worker_id = f"{machine}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._wake_prefix = f"{namespace}:wake:"
-        self._waker = _Waker(
+        self._waker = Waker(
             self._redis.pubsub(),
             self._wake_prefix + self._worker_id,
             self._on_notice,
@@ -612,7 +232,7 @@ class RedisLimits:
         self._live: dict[str, dict[str, RedisLease]] = {}  # host -> lease id -> live lease
         self._fleet_seen: dict[str, int] = {}  # host -> in use fleet-wide, as last seen
         self._fleet_waiting: dict[str, int] = {}  # host -> queued fleet-wide, as last seen
-        self._keys: dict[str, _HostKeys] = {}  # host -> its Redis keys
+        self._keys: dict[str, HostKeys] = {}  # host -> its Redis keys
         self._renewal: tuple[frozenset[str], asyncio.Future[None]] | None = None  # in flight
         self._renewer: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
@@ -786,7 +406,7 @@ class RedisLimits:
         # notice for this ticket can be missed, so a refusal needs no second attempt.
         event = self._waker.register(ticket, host)
         listening = self._waker.is_listening()
-        in_flight: asyncio.Task[_Attempt] | None = None
+        in_flight: asyncio.Task[Attempt] | None = None
         try:
             while True:
                 event.clear()  # before the attempt: a notice during it is kept
@@ -817,7 +437,7 @@ class RedisLimits:
         finally:
             self._waker.unregister(ticket)
 
-    async def _attempt(self, keys: _HostKeys, lease_id: str, limit: int) -> _Attempt:
+    async def _attempt(self, keys: HostKeys, lease_id: str, limit: int) -> Attempt:
         """Run the acquire script once for ``lease_id``'s ticket."""
         reply = await self._run(
             self._scripts.acquire,
@@ -826,14 +446,14 @@ class RedisLimits:
         )
         granted, in_use, rank, waiting = (int(x) for x in reply)
         self._fleet_seen[keys.host], self._fleet_waiting[keys.host] = in_use, waiting
-        return _Attempt(bool(granted), in_use, rank, waiting)
+        return Attempt(bool(granted), in_use, rank, waiting)
 
     async def _abandon(
         self,
-        keys: _HostKeys,
+        keys: HostKeys,
         lease_id: str,
         limit: int,
-        in_flight: asyncio.Task[_Attempt] | None,
+        in_flight: asyncio.Task[Attempt] | None,
     ) -> None:
         """Remove a waiter's ticket and any slot granted to it in the same instant.
 
@@ -854,7 +474,7 @@ class RedisLimits:
         return lease
 
     def _timeout_message(
-        self, key: PoolKey, host: str, limit: int, waited: float, last: _Attempt
+        self, key: PoolKey, host: str, limit: int, waited: float, last: Attempt
     ) -> str:
         return (
             f"shared limit {limit} reached for host {host!r}: no fleet-wide slot for "
@@ -883,7 +503,7 @@ class RedisLimits:
         limit = self._limit_for_host(lease.host)
         await self._release_in_redis(self._keys_for(lease.host), lease.lease_id, limit)
 
-    async def _release_in_redis(self, keys: _HostKeys, lease_id: str, limit: int) -> None:
+    async def _release_in_redis(self, keys: HostKeys, lease_id: str, limit: int) -> None:
         """Run the release script; an unreachable Redis is logged, not raised."""
         try:
             reply = await self._run(
@@ -1050,10 +670,10 @@ class RedisLimits:
         """Cache the in-use count a notice carries."""
         self._fleet_seen[host] = in_use
 
-    def _keys_for(self, host: str) -> _HostKeys:
+    def _keys_for(self, host: str) -> HostKeys:
         keys = self._keys.get(host)
         if keys is None:
-            keys = self._keys[host] = _HostKeys.build(self._namespace, host)
+            keys = self._keys[host] = HostKeys.build(self._namespace, host)
         return keys
 
     def _limit_for_host(self, host: str) -> int:
