@@ -371,3 +371,138 @@ def test_available_counts_only_idle_a_key_may_evict_now() -> None:
 def test_evict_grace_is_validated() -> None:
     with pytest.raises(ValueError, match="evict_grace"):
         PoolState(evict_grace=-1)
+
+
+# ------------------------------------------------- waiting for a fleet-wide lease (FLEET)
+
+
+def fleet_waiter(pool: PoolState, key: PoolKey, now: float = 0.0, full: bool = False) -> Waiter:
+    waiter, _ = pool.request(key, now)
+    assert waiter.state is WaiterState.CONNECTING
+    assert pool.fleet_wait(waiter, now, full) == []
+    assert waiter.state is WaiterState.FLEET
+    return waiter
+
+
+def test_fleet_wait_keeps_the_reserved_slot_and_reports_a_full_fleet() -> None:
+    pool, events = make(limit=5)
+    first = fleet_waiter(pool, A, 1.0, full=True)
+    event = events[-1]
+    assert (event.kind, event.reason) == ("queued", "shared_limit")
+    assert (event.key, event.time, event.waiting) == (A, 1.0, 0)
+    fleet_waiter(pool, A, 2.0)  # the fleet is not known to be full: no event
+    assert kinds(events) == [("connecting", None), ("queued", "shared_limit"), ("connecting", None)]
+    assert (pool.fleet_waiting, pool.connecting, pool.open, pool.waiting) == (2, 2, 2, 0)
+    assert next(iter(pool.hosts()[A].fleet.values())) is first
+    pool._check_invariants(2.0)
+
+
+def test_fleet_granted_goes_on_to_open_the_connection() -> None:
+    pool, events = make(limit=5)
+    waiter = fleet_waiter(pool, A)
+    assert pool.fleet_granted(waiter, 1.0) == []
+    assert waiter.state is WaiterState.CONNECTING and pool.fleet_waiting == 0
+    pool._check_invariants(1.0)
+    pool.connected(waiter, 1.5)
+    assert kinds(events)[-1] == ("acquired", "new") and pool.in_use == 1
+    pool._check_invariants(1.5)
+
+
+@pytest.mark.parametrize(("cancel", "reason"), [(False, "error"), (True, "cancelled")])
+def test_no_fleet_lease_gives_the_slot_to_the_next_waiter(cancel: bool, reason: str) -> None:
+    pool, events = make(limit=1)
+    waiter = fleet_waiter(pool, A)
+    queued, _ = pool.request(B, 0.5)
+    assert queued.state is WaiterState.QUEUED
+    actions = pool.cancel(waiter, 1.0) if cancel else pool.fleet_failed(waiter, 1.0, "error")
+    assert actions == [Close(waiter.conn, reason), Wake(queued)]  # type: ignore[arg-type]
+    assert ("closed", reason) in kinds(events)
+    assert waiter.state is WaiterState.DONE and queued.state is WaiterState.CONNECTING
+    assert pool.fleet_waiting == 0 and pool.cancel(waiter, 2.0) == []
+    pool._check_invariants(1.0)
+
+
+def test_a_connection_of_its_key_coming_back_is_adopted_by_the_oldest_fleet_waiter() -> None:
+    pool, events = make(limit=5)
+    holder = open_conn(pool, A)
+    first, second = fleet_waiter(pool, A, 1.0), fleet_waiter(pool, A, 2.0)
+    reserved = first.conn
+    actions = pool.release(holder, 3.0)
+    assert actions == [Close(reserved, "cancelled"), Wake(first)]  # type: ignore[arg-type]
+    assert first.state is WaiterState.ACTIVE and first.reused and first.conn is holder.conn
+    assert second.state is WaiterState.FLEET
+    assert kinds(events)[-3:] == [
+        ("released", "eof"),
+        ("acquired", "reused"),
+        ("closed", "cancelled"),
+    ]
+    assert (pool.fleet_waiting, pool.connecting, pool.in_use, pool.idle) == (1, 1, 1, 0)
+    pool._check_invariants(3.0)
+
+
+def test_a_queued_waiter_of_the_key_takes_a_connection_before_a_fleet_waiter() -> None:
+    pool, _ = make(limit=5, limit_per_host=2)
+    holder = open_conn(pool, A)
+    fleet = fleet_waiter(pool, A, 1.0)
+    queued, _ = pool.request(A, 2.0)  # the per-host limit counts the FLEET waiter's slot
+    assert queued.state is WaiterState.QUEUED
+    assert pool.release(holder, 3.0) == [Wake(queued)]
+    assert queued.conn is holder.conn and fleet.state is WaiterState.FLEET
+    pool._check_invariants(3.0)
+    pool.release(queued, 4.0)  # no QUEUED waiter left: the FLEET waiter adopts it
+    assert fleet.state is WaiterState.ACTIVE and fleet.conn is holder.conn
+    pool._check_invariants(4.0)
+
+
+def test_fleet_wait_adopts_an_idle_connection_of_its_key_at_once() -> None:
+    pool, events = make(limit=5)
+    holder = open_conn(pool, A)
+    waiter, _ = pool.request(A, 1.0)  # a new slot: the only connection is in use
+    pool.release(holder, 2.0)  # idles: nobody waits for a fleet-wide lease yet
+    reserved = waiter.conn
+    actions = pool.fleet_wait(waiter, 3.0, full=True)
+    assert actions == [Close(reserved, "cancelled"), Wake(waiter)]  # type: ignore[arg-type]
+    assert waiter.state is WaiterState.ACTIVE and waiter.conn is holder.conn
+    assert ("queued", "shared_limit") not in kinds(events)  # it never waited
+    assert pool.fleet_waiting == 0
+    pool._check_invariants(3.0)
+
+
+def test_fleet_wait_closes_an_expired_idle_connection_and_serves_the_freed_slot() -> None:
+    pool, _ = make(limit=3, keepalive_expiry=1.0, evict_grace=5.0)
+    holder = open_conn(pool, A)
+    waiter, _ = pool.request(A, 0.0)
+    open_conn(pool, B)
+    queued, _ = pool.request(B, 0.0)  # the global limit is full; A's idle one is young
+    pool.release(holder, 0.0)
+    assert queued.state is WaiterState.QUEUED
+    actions = pool.fleet_wait(waiter, 2.0)  # the expiry timer has not run yet
+    assert actions == [Close(holder.conn, "expired"), Wake(queued)]  # type: ignore[arg-type]
+    assert waiter.state is WaiterState.FLEET and queued.state is WaiterState.CONNECTING
+    pool._check_invariants(2.0)
+
+
+def test_fleet_operations_in_the_wrong_state_are_misuse_naming_the_states() -> None:
+    pool, _ = make(limit=5)
+    active = open_conn(pool, A)
+    with pytest.raises(PoolMisuse, match=r"fleet_granted\(\) on a request for .*a\.test.* active"):
+        pool.fleet_granted(active, 1.0)
+    with pytest.raises(PoolMisuse, match=r"fleet_wait.*active, not connecting"):
+        pool.fleet_wait(active, 1.0)
+    waiter = fleet_waiter(pool, A)
+    with pytest.raises(PoolMisuse, match=r"fleet_wait.*fleet, not connecting"):
+        pool.fleet_wait(waiter, 1.0)
+    with pytest.raises(PoolMisuse, match=r"connected.*fleet, not connecting"):
+        pool.connected(waiter, 1.0)
+    pool._check_invariants(1.0)
+
+
+def test_closing_the_client_closes_a_fleet_waiters_slot() -> None:
+    pool, events = make(limit=5)
+    waiter = fleet_waiter(pool, A)
+    dropped, _ = pool.close_all(1.0)
+    assert dropped == []  # its slot is closed with the requests in flight
+    assert pool.close_in_use(waiter, 1.0) == [Close(waiter.conn, "client_closed")]  # type: ignore[arg-type]
+    assert waiter.state is WaiterState.DONE and kinds(events)[-1] == ("closed", "client_closed")
+    assert (pool.fleet_waiting, pool.open) == (0, 0)
+    pool._check_invariants(1.0)

@@ -7,6 +7,7 @@ a list of actions for the I/O layer (``_pool/asyncio.py``) to carry out:
 
 - ``Wake(waiter)``: the waiter was given a connection. ``waiter.conn.state`` says whether
   it is an open connection to use (``IN_USE``) or a reserved slot to open (``CONNECTING``).
+  A waiter in ``FLEET`` is woken only when it adopts an open connection (``IN_USE``).
 - ``Close(conn, reason)``: close that connection's socket.
 
 Invariants (checked by ``_check_invariants()`` after every step in the stateful tests):
@@ -17,11 +18,19 @@ I3  waiters are served first in, first out among those whose limits allow: the r
     holds, for every key with waiters and per-key headroom, its oldest waiter; a new
     request never goes ahead of a queued waiter that could be served.
 I4  every connection is in exactly one state (CONNECTING, IN_USE, IDLE) and in exactly one
-    per-key container; closed connections are in none.
+    per-key container; closed connections are in none. A waiter is in exactly one state:
+    a QUEUED one is in its key's queue (``waiters``) only, a FLEET one in its key's fleet
+    line (``fleet``) only, and a FLEET waiter's connection is a reserved slot of its key
+    (CONNECTING), so it counts against I1 and I2 while it waits for its lease.
 I5  no waiter waits while capacity for it exists: a key with waiters has no idle
     connection, and a waiter with per-key headroom exists only while open == limit and no
-    idle connection may be evicted for it (I8).
-I6  the per-key counters equal a recount, and the totals equal the sum over keys.
+    idle connection may be evicted for it (I8). A key with FLEET waiters has no idle
+    connection either: one that is idle when the wait begins, or comes back while it lasts
+    and is not taken first (by a QUEUED waiter of the key, or evicted for another key at
+    once), is adopted by the oldest of them (see "Shared limits" below).
+I6  the per-key counters equal a recount, and the totals equal the sum over keys
+    (``waiting`` counts QUEUED waiters, ``fleet_waiting`` FLEET ones; a FLEET waiter's
+    reserved slot is also in ``connecting``).
 I7  every idle connection with an expiry has its entry in the expiry heap, at or before
     that expiry (``conn.heap_at``); a connection has at most one live entry.
 I8  eviction does not thrash. An idle connection of another key is closed (``evicted``) to
@@ -43,6 +52,22 @@ grace runs out (``evict_deadline``, served by ``expire``). Preferring the same k
 a reconnect, but may pass over an older waiter of another key that only the global limit
 holds back; that waiter is passed over at most ``max_passovers`` times, after which the
 released connection is closed (``evicted``) and the slot goes to it.
+
+Shared limits. With fleet-wide limits (``glasspool.RedisLimits``), a request that holds a
+reserved slot must take a fleet-wide lease before it opens its connection. ``fleet_wait``
+moves it from CONNECTING to FLEET, where it keeps its slot (a ``queued`` event with reason
+``shared_limit`` says so when the fleet is known to be full). ``fleet_granted`` sends it
+back to CONNECTING to open the connection; ``fleet_failed`` (no lease: timeout, error) and
+``cancel`` give the slot back like a failed connect. While it waits, a connection of its
+key is better than a new one: the key's oldest FLEET waiter *adopts* it (``acquired``
+``reused``; its reserved slot is given back, ``closed`` ``cancelled``; ``Wake``). A
+connection of a key that comes back clean goes, in this order: to the key's oldest
+QUEUED waiter (the same-key hand-over above, with its pass-over bound), which has nothing
+yet; else it is parked idle, where a waiter of another key that I8 lets evict it at once
+may take it; else the key's oldest FLEET waiter adopts it, first in, first out among the
+key's FLEET waiters. A FLEET waiter also adopts an idle connection of its key that is
+there when its wait begins. The lease itself is the I/O layer's business: this file only
+records who waits for one.
 
 Data structures keep every operation O(1) or O(log n): per-key ordered dicts of idle
 connections and of waiters, one global ordered dict of idle connections (oldest first, for
@@ -101,6 +126,7 @@ class WaiterState(enum.Enum):
 
     QUEUED = "queued"  # waiting for a slot
     CONNECTING = "connecting"  # holds a reserved slot and must open the connection
+    FLEET = "fleet"  # holds a reserved slot and waits for a fleet-wide lease to open it
     ACTIVE = "active"  # holds an open connection
     DONE = "done"  # released its connection, or was cancelled
 
@@ -183,6 +209,7 @@ class _Host:
     __slots__ = (
         "closed",
         "connecting",
+        "fleet",
         "heap_seq",
         "idle",
         "in_use",
@@ -202,6 +229,8 @@ class _Host:
         self.in_use = 0
         self.idle: OrderedDict[int, Conn] = OrderedDict()  # most recently used at the end
         self.waiters: OrderedDict[int, Waiter] = OrderedDict()  # oldest first
+        # FLEET waiters (each holds a reserved slot), in the order their wait began
+        self.fleet: OrderedDict[int, Waiter] = OrderedDict()
         self.heap_seq = -1  # seq of the waiter this key was last pushed on the ready heap with
         self.starve_seq = -1  # the same for the starving heap
         self.opened = self.reused = self.closed = self.requests = 0
@@ -280,6 +309,7 @@ class PoolState:
         self.connecting = 0
         self.in_use = 0
         self.waiting = 0
+        self.fleet_waiting = 0
 
     # ----------------------------------------------------------------- helpers
 
@@ -475,6 +505,79 @@ class PoolState:
         self._serve_ready(now, actions)
         return actions
 
+    def fleet_wait(self, waiter: Waiter, now: float, full: bool = False) -> list[Action]:
+        """``waiter`` holds a reserved slot and must take a fleet-wide lease to open it.
+
+        It moves to FLEET and keeps its slot until :meth:`fleet_granted`,
+        :meth:`fleet_failed` or :meth:`cancel`, or until it adopts a connection of its key
+        that comes back (``Wake(waiter)``, the connection ``IN_USE``). An idle connection of
+        its key that is there already is adopted at once: reusing never needs a lease.
+
+        Args:
+            full: the lease source last saw the host's fleet-wide limit full; the wait is
+                then reported as ``queued`` with reason ``shared_limit``.
+
+        Returns:
+            The actions; ``waiter.state`` is ``ACTIVE`` if it adopted a connection, else
+            ``FLEET``.
+
+        Raises:
+            PoolMisuse: the waiter does not hold a reserved slot (``CONNECTING``).
+        """
+        conn = self._expect(waiter, WaiterState.CONNECTING, "fleet_wait")
+        host = self._hosts[conn.key]
+        waiter.state = WaiterState.FLEET
+        host.fleet[waiter.seq] = waiter
+        self.fleet_waiting += 1
+        actions: list[Action] = []
+        if host.idle:
+            self._adopt(host, now, actions)
+        if full and waiter.state is WaiterState.FLEET:
+            self._event("queued", host, None, "shared_limit", now)
+        return actions
+
+    def fleet_granted(self, waiter: Waiter, now: float) -> list[Action]:
+        """``waiter`` got its fleet-wide lease: it goes on to open its connection
+        (``CONNECTING``; then :meth:`connected` or :meth:`connect_failed`)."""
+        self._expect(waiter, WaiterState.FLEET, "fleet_granted")
+        self._leave_fleet(waiter)
+        return []
+
+    def fleet_failed(self, waiter: Waiter, now: float, reason: str = "error") -> list[Action]:
+        """``waiter`` got no fleet-wide lease (timed out, the lease source failed, or it was
+        cancelled): its reserved slot is given back (``closed`` with ``reason``) and goes to
+        the next waiter, as after a failed connect."""
+        self._expect(waiter, WaiterState.FLEET, "fleet_failed")
+        self._leave_fleet(waiter)
+        return self.connect_failed(waiter, now, reason)
+
+    def _leave_fleet(self, waiter: Waiter) -> None:
+        """Take a FLEET waiter out of its key's fleet line; it holds its slot (CONNECTING)."""
+        del self._hosts[waiter.key].fleet[waiter.seq]
+        self.fleet_waiting -= 1
+        waiter.state = WaiterState.CONNECTING
+
+    def _adopt(self, host: _Host, now: float, actions: list[Action]) -> None:
+        """Serve ``host``'s oldest FLEET waiter with its most recently used idle connection.
+
+        The waiter's reserved slot is given back (``closed`` ``cancelled``) and the
+        connection handed over (``acquired`` ``reused``); the freed slot goes to the next
+        waiter. Expired idle connections met on the way are closed; if none is left,
+        nobody is served.
+        """
+        mark = len(actions)
+        taken = self._take_idle(host, now, actions)
+        if taken is not None:
+            _, waiter = host.fleet.popitem(last=False)
+            self.fleet_waiting -= 1
+            reserved = waiter.conn
+            assert reserved is not None
+            self._hand(waiter, taken, host, now)
+            self._close(reserved, host, "cancelled", now, actions)
+            actions.append(Wake(waiter))
+        if len(actions) > mark:  # a slot was freed
+            self._serve_ready(now, actions)
+
     def adopt_idle(self, waiter: Waiter, now: float) -> list[Action]:
         """Serve a waiter that holds a reserved slot with an idle connection of its key.
 
@@ -597,6 +700,8 @@ class PoolState:
         self._push_expiry(conn)
         if self.waiting:
             self._serve_ready(now, actions)  # a global-limit waiter may evict it at once
+        if host.fleet and host.idle:
+            self._adopt(host, now, actions)  # a FLEET waiter of its key takes it (I5)
 
     def _push_expiry(self, conn: Conn) -> None:
         """Make sure the expiry heap has an entry for ``conn`` at or before its expiry (I7).
@@ -692,8 +797,9 @@ class PoolState:
         """The request behind ``waiter`` was cancelled or timed out before it used its slot.
 
         A queued waiter leaves the queue (``dequeued``). A reserved slot is given up
-        (``closed`` with ``reason``). An open connection handed to it passes on, unused,
-        to the next waiter of its key or back to the idle set. Idempotent.
+        (``closed`` ``cancelled``), also while it waits for a fleet-wide lease. An open
+        connection handed to it passes on, unused, to the next waiter of its key or back to
+        the idle set. Idempotent.
         """
         actions: list[Action] = []
         if waiter.state is WaiterState.QUEUED:
@@ -705,6 +811,8 @@ class PoolState:
             self._mark_ready(host)
         elif waiter.state is WaiterState.CONNECTING:
             return self.connect_failed(waiter, now, "cancelled")
+        elif waiter.state is WaiterState.FLEET:
+            return self.fleet_failed(waiter, now, "cancelled")
         elif waiter.state is WaiterState.ACTIVE:
             assert waiter.conn is not None
             waiter.conn.requests -= 1
@@ -787,10 +895,13 @@ class PoolState:
         return dropped, actions
 
     def close_in_use(self, waiter: Waiter, now: float) -> list[Action]:
-        """Close the connection a request holds or is opening because the client closed."""
+        """Close the connection a request holds or is opening (or waits for a fleet-wide
+        lease to open) because the client closed."""
         conn = waiter.conn
         if conn is None or conn.state not in (ConnState.IN_USE, ConnState.CONNECTING):
             return []
+        if waiter.state is WaiterState.FLEET:
+            self._leave_fleet(waiter)
         actions: list[Action] = []
         self._close(conn, self._hosts[conn.key], "client_closed", now, actions)
         waiter.state = WaiterState.DONE
@@ -830,7 +941,7 @@ class PoolState:
     def _check_invariants(self, now: float | None = None) -> None:
         """Assert I1-I8 (the time-dependent half of I8 only if ``now`` is given), naming the
         offending key and counts."""
-        tot = {"connecting": 0, "in_use": 0, "idle": 0, "waiting": 0}
+        tot = {"connecting": 0, "in_use": 0, "idle": 0, "waiting": 0, "fleet": 0}
         for key, host in self._hosts.items():
             assert host.open <= host.limit, f"I2: {key} open={host.open} > limit {host.limit}"
             tot["connecting"] += host.connecting
@@ -843,6 +954,8 @@ class PoolState:
                 self._check_expiry_entry(conn)
             for waiter in host.waiters.values():
                 assert waiter.state is WaiterState.QUEUED, f"I4: {waiter!r} queued in {key}"
+            self._check_fleet(host)
+            tot["fleet"] += len(host.fleet)
             if host.waiters:
                 assert not host.idle, f"I5: {key} has {len(host.waiters)} waiters and idle"
                 if host.open < host.limit:
@@ -856,9 +969,28 @@ class PoolState:
         assert self.connecting == tot["connecting"], f"I6: connecting {self.connecting} != {tot}"
         assert self.in_use == tot["in_use"], f"I6: in_use {self.in_use} != {tot}"
         assert self.waiting == tot["waiting"], f"I6: waiting {self.waiting} != {tot}"
+        assert self.fleet_waiting == tot["fleet"], f"I6: fleet {self.fleet_waiting} != {tot}"
         open_ = tot["connecting"] + tot["in_use"] + tot["idle"]
         assert self.open == open_, f"I6: open {self.open} != recount {open_}"
         assert self.open <= self.limit, f"I1: open {self.open} > limit {self.limit}"
+
+    def _check_fleet(self, host: _Host) -> None:
+        """Assert I4 and I5 for the FLEET waiters of ``host``."""
+        key = host.key
+        for seq, waiter in host.fleet.items():
+            conn = waiter.conn
+            assert waiter.state is WaiterState.FLEET, f"I4: {waiter!r} in the fleet line of {key}"
+            assert waiter.seq == seq and waiter.key == key, f"I4: {waiter!r} filed under {key}"
+            assert seq not in host.waiters, f"I4: {waiter!r} both queued and in the fleet line"
+            assert conn is not None and conn.state is ConnState.CONNECTING, (
+                f"I4: FLEET {waiter!r} holds {conn!r}, not a reserved slot"
+            )
+        assert len(host.fleet) <= host.connecting, (
+            f"I6: {key} has {len(host.fleet)} FLEET waiters but {host.connecting} connecting"
+        )
+        assert not (host.fleet and host.idle), (
+            f"I5: {key} has {len(host.fleet)} FLEET waiters and {len(host.idle)} idle"
+        )
 
     def _check_no_eviction_due(self, host: _Host, now: float | None) -> None:
         """Assert that no idle connection may be evicted for waiting ``host`` (I5, I8)."""
