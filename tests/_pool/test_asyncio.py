@@ -469,6 +469,8 @@ class FakeFleet:
         self.held: Counter[PoolKey] = Counter()
         self.freed: dict[PoolKey, asyncio.Event] = {}
         self.withdrawn = 0
+        self.refuse: Exception | None = None  # raised by the next acquire() that would wait
+        self.closed = False
 
     def limit_for(self, key: PoolKey) -> int | None:
         return 1
@@ -479,8 +481,12 @@ class FakeFleet:
     async def acquire(self, key: PoolKey, timeout: float | None) -> FakeLease:
         try:
             while self.held[key] >= 1:
+                if self.refuse is not None:
+                    raise self.refuse
                 event = self.freed.setdefault(key, asyncio.Event())
                 await event.wait()
+                if self.closed:
+                    raise ClientClosed("the fake fleet is closed")
         except asyncio.CancelledError:
             self.withdrawn += 1
             raise
@@ -488,7 +494,9 @@ class FakeFleet:
         return FakeLease(self, key)
 
     async def aclose(self) -> None:
-        pass
+        self.closed = True
+        for event in self.freed.values():
+            event.set()
 
 
 class FakeLease:
@@ -500,6 +508,25 @@ class FakeLease:
         self.fleet.freed.pop(self.key, asyncio.Event()).set()
 
 
+async def until(check: Callable[[], bool], what: str) -> None:
+    """Let the event loop run (no time passes) until ``check()`` is true."""
+    for _ in range(100):
+        if check():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(f"never happened: {what}")
+
+
+async def fleet_waits(pool: Pool, key: PoolKey) -> None:
+    """Let the event loop run until a request for ``key`` waits for a fleet-wide slot."""
+
+    def waiting() -> bool:
+        host = pool.stats().hosts.get(key)
+        return host is not None and host.fleet_waiting == 1
+
+    await until(waiting, f"a request for {key} waits on the fleet")
+
+
 async def test_request_waiting_on_fleet_takes_a_released_connection_of_its_key() -> None:
     fleet = FakeFleet()
     events: list[PoolEvent] = []
@@ -507,10 +534,7 @@ async def test_request_waiting_on_fleet_takes_a_released_connection_of_its_key()
     pool.add_listener(events.append)
     first = await pool.acquire(A)
     second = asyncio.create_task(pool.acquire(A))
-    for _ in range(100):
-        if pool._fleet_waiting:
-            break
-        await asyncio.sleep(0)
+    await fleet_waits(pool, A)
     assert ("queued", "shared_limit") in [(e.kind, e.reason) for e in events]
     waiting = pool.stats().hosts[A]
     assert (waiting.fleet_waiting, waiting.connecting, waiting.in_use) == (1, 1, 1)
@@ -555,3 +579,63 @@ async def test_key_without_connection_is_not_made_to_wait_for_a_grace() -> None:
     assert pool.stats().hosts[A].closed == 1
     pool.release(b)
     await pool.aclose()
+
+
+async def test_a_fleet_waiter_cancelled_just_after_it_adopted_a_connection_gives_it_back() -> None:
+    fleet = FakeFleet()
+    pool = Pool(Factory(), limit=10, limit_per_host=5, shared_limits=fleet)
+    first = await pool.acquire(A)
+    second = asyncio.create_task(pool.acquire(A))
+    await fleet_waits(pool, A)
+    pool.release(first)  # adopted by the waiting request, cancelled before it resumes
+    second.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await second
+    at_rest(pool)
+    assert pool.stats().idle == 1
+    await until(lambda: fleet.withdrawn == 1, "the fleet request is withdrawn")
+    again = await pool.acquire(A)
+    assert again.reused and again.conn is first.conn
+    pool.release(again)
+    await pool.aclose()
+
+
+@pytest.mark.parametrize("how", ["refused", "cancelled"])
+async def test_a_request_without_a_fleet_slot_gives_its_reserved_slot_back(how: str) -> None:
+    fleet = FakeFleet()
+    events: list[PoolEvent] = []
+    pool = Pool(Factory(), limit=1, shared_limits=fleet)
+    pool.add_listener(events.append)
+    fleet.held[B] = 1  # someone else holds B's only fleet-wide slot
+    second = asyncio.create_task(pool.acquire(B))
+    await fleet_waits(pool, B)
+    queued = asyncio.create_task(pool.acquire(A))  # waits for the slot B's request holds
+    await until(lambda: pool.stats().waiting == 1, "the request for A is queued")
+    if how == "cancelled":
+        second.cancel()
+    else:
+        fleet.refuse = PoolTimeout("no fleet-wide slot for b.test")
+        fleet.freed[B].set()
+    with pytest.raises(asyncio.CancelledError if how == "cancelled" else PoolTimeout):
+        await second
+    reason = "cancelled" if how == "cancelled" else "error"
+    assert ("closed", B, reason) in [(e.kind, e.key, e.reason) for e in events]
+    assert pool.stats().hosts[B].fleet_waiting == 0
+    lease = await asyncio.wait_for(queued, 5)  # the slot went on to the next request
+    pool.release(lease)
+    at_rest(pool)
+    await pool.aclose()
+
+
+async def test_closing_the_pool_ends_a_fleet_wait_with_client_closed() -> None:
+    fleet = FakeFleet()
+    pool = Pool(Factory(), limit=10, shared_limits=fleet)
+    first = await pool.acquire(A)
+    second = asyncio.create_task(pool.acquire(A))
+    await fleet_waits(pool, A)
+    await pool.aclose()
+    with pytest.raises(ClientClosed):
+        await second
+    stats = pool.stats()
+    assert (stats.open, stats.hosts[A].fleet_waiting) == (0, 0)
+    pool.release(first)  # a late release after close is harmless

@@ -4,8 +4,10 @@ All policy lives in ``state.py``; this module only waits, wakes, opens and close
 of a slot changes hands in exactly two places, each guarded so that no cancellation leaks
 it: ``_wait()`` (a queued request becomes the owner when its future completes, and gives
 the slot back if it is cancelled or times out at any point before it returns) and
-``_open()`` (a reserved slot becomes an open connection, or is given back if the connect
-fails or is cancelled).
+``_open()`` (a reserved slot becomes an open connection, or is given back if the wait for
+a fleet-wide lease or the connect fails or is cancelled). With shared limits, the wait for
+a lease is the waiter's FLEET state in ``state.py``; this module only asks the
+``SharedLimits`` for the lease and reports the outcome.
 """
 
 from __future__ import annotations
@@ -125,8 +127,6 @@ class Pool:
         self._leases: dict[int, Lease] = {}
         self._lease_tasks: set[asyncio.Task[None]] = set()
         self._connects: set[asyncio.Future[Any]] = set()  # factory calls under way
-        # requests holding a reserved slot while they wait for a fleet-wide lease
-        self._fleet_waiting: dict[PoolKey, dict[Waiter, asyncio.Future[None]]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._closed = False
@@ -222,7 +222,7 @@ class Pool:
                 shared_limit=shared_limit,
                 fleet_in_use=fleet,
                 leases=leases,
-                fleet_waiting=len(self._fleet_waiting.get(key, ())),
+                fleet_waiting=len(h.fleet),
             )
         return PoolStats(
             limit=st.limit,
@@ -377,17 +377,13 @@ class Pool:
         conn = waiter.conn
         assert conn is not None
         try:
-            if self._shared is not None:
-                lease = await self._fleet_lease(waiter, timeout)
-                if lease is None:
-                    return  # served by an idle connection of its key meanwhile
-                self._leases[conn.id] = lease
+            if self._shared is not None and not await self._fleet_lease(waiter, timeout):
+                return  # served by an idle connection of its key instead
             handle = await self._connect(waiter.key, connect_timeout)
         except BaseException as exc:
             self._active.discard(waiter)
             if not self._closed:
-                reason = "cancelled" if isinstance(exc, asyncio.CancelledError) else "error"
-                self._run(self._state.connect_failed(waiter, self._clock(), reason))
+                self._give_up(waiter, exc)
             self._drop_lease(conn)
             raise
         if self._closed:
@@ -399,39 +395,67 @@ class Pool:
         handle.on_lost = lambda: self._on_lost(conn)
         self._state.connected(waiter, self._clock())
 
-    async def _fleet_lease(self, waiter: Waiter, timeout: float | None) -> Lease | None:
-        """Take a fleet-wide slot for a new connection, unless an idle one turns up first.
+    def _give_up(self, waiter: Waiter, exc: BaseException) -> None:
+        """Give back what ``waiter`` holds after its fleet wait or connect failed or was
+        cancelled: the reserved slot, or a connection adopted just before a cancellation."""
+        reason = "cancelled" if isinstance(exc, asyncio.CancelledError) else "error"
+        now = self._clock()
+        if waiter.state is WaiterState.FLEET:
+            self._run(self._state.fleet_failed(waiter, now, reason))
+        elif waiter.state is WaiterState.CONNECTING:
+            self._run(self._state.connect_failed(waiter, now, reason))
+        else:  # it adopted a connection as it was cancelled: that passes on, unused
+            conn = waiter.conn
+            self._run(self._state.cancel(waiter, now))
+            if conn is not None and conn.state is ConnState.IDLE:
+                self._schedule_expiry(conn)
 
-        While the fleet is full, a connection of the same key released here is handed to
-        this waiter instead (see :meth:`release`), and the fleet request is withdrawn.
+    async def _fleet_lease(self, waiter: Waiter, timeout: float | None) -> bool:
+        """Take a fleet-wide slot for a new connection, unless a connection turns up first.
+
+        The waiter is in FLEET (``state.fleet_wait``) meanwhile: a connection of its key
+        that comes back (or is idle already) is adopted by it, which wakes it
+        (``Wake``), and the fleet request is withdrawn.
 
         Returns:
-            The lease, or ``None`` when the waiter was served by an idle connection.
+            True with the lease recorded for ``waiter.conn``, or False when the waiter
+            was served by a connection of its key instead.
+
+        Raises:
+            Whatever the lease source raises (``PoolTimeout``, ``SharedLimitsUnavailable``,
+            ``ClientClosed``); the waiter is still in FLEET then, for the caller to undo.
+            ClientClosed: the pool closed while the lease was granted.
         """
-        assert self._shared is not None
+        assert self._shared is not None and waiter.conn is not None
         key = waiter.key
         limit = self._shared.limit_for(key)
         fleet, _ = self._shared.snapshot(key)
-        if limit is not None and fleet is not None and fleet >= limit:
-            self._emit_shared_queued(key)
+        full = limit is not None and fleet is not None and fleet >= limit
+        now = self._clock()
+        if self._state.idle:
+            self._drop_closed_idle(key, now)
+        self._run(self._state.fleet_wait(waiter, now, full))
+        if waiter.state is not WaiterState.FLEET:
+            return False  # an idle connection of its key was there
         task = asyncio.ensure_future(self._shared.acquire(key, timeout))
         adopted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._fleet_waiting.setdefault(key, {})[waiter] = adopted
+        waiter.payload = adopted  # a Wake (adoption) completes it
         try:
             await asyncio.wait((task, adopted), return_when=asyncio.FIRST_COMPLETED)
         except BaseException:
             self._withdraw(task)
             raise
         finally:
-            waiting = self._fleet_waiting.get(key)
-            if waiting is not None:
-                waiting.pop(waiter, None)
-                if not waiting:
-                    del self._fleet_waiting[key]
-        if adopted.done():
+            waiter.payload = None
+        if waiter.state is not WaiterState.FLEET:
             self._withdraw(task)
-            return None
-        return task.result()
+            if waiter.state is WaiterState.ACTIVE:
+                return False
+            raise ClientClosed(f"the client was closed while connecting to {key}")
+        lease = task.result()
+        self._leases[waiter.conn.id] = lease
+        self._state.fleet_granted(waiter, self._clock())
+        return True
 
     def _withdraw(self, task: asyncio.Future[Lease]) -> None:
         """Cancel a fleet request without waiting for it; a lease it got anyway goes back.
@@ -448,22 +472,6 @@ class Pool:
         release = asyncio.ensure_future(task.result().release())
         self._lease_tasks.add(release)
         release.add_done_callback(self._lease_released)
-
-    def _emit_shared_queued(self, key: PoolKey) -> None:
-        if self._state.emit is not None:
-            host = self._state.hosts()[key]
-            event = PoolEvent("queued", key, None, "shared_limit", self._clock(), len(host.waiters))
-            self._state.emit(event)
-
-    def _adopt_for_fleet_waiter(self, conn: Conn) -> None:
-        """Hand an idle connection to the oldest request of its key waiting on the fleet."""
-        waiting = self._fleet_waiting.get(conn.key)
-        if not waiting or conn.state is not ConnState.IDLE:
-            return
-        waiter, adopted = next(iter(waiting.items()))
-        del waiting[waiter]
-        self._run(self._state.adopt_idle(waiter, self._clock()))
-        adopted.set_result(None)
 
     async def _connect(self, key: PoolKey, connect_timeout: float | None) -> Any:
         """Run the connection factory in a child task, which :meth:`aclose` cancels.
@@ -520,12 +528,9 @@ class Pool:
         if actions:
             self._run(actions)
         if conn is not None and conn.state is ConnState.IDLE:
-            if self._fleet_waiting:
-                self._adopt_for_fleet_waiter(conn)
-            if conn.state is ConnState.IDLE:
-                self._schedule_expiry(conn)
-                if self._state.waiting:
-                    self._schedule_eviction()
+            self._schedule_expiry(conn)
+            if self._state.waiting:
+                self._schedule_eviction()
 
     def _on_lost(self, conn: Conn) -> None:
         if conn.state is ConnState.IDLE and not self._closed:

@@ -578,25 +578,6 @@ class PoolState:
         if len(actions) > mark:  # a slot was freed
             self._serve_ready(now, actions)
 
-    def adopt_idle(self, waiter: Waiter, now: float) -> list[Action]:
-        """Serve a waiter that holds a reserved slot with an idle connection of its key.
-
-        Used while the slot waits on a fleet-wide (shared) limit: a connection of the same
-        key that comes back is better than a new one. The reserved slot is given back
-        (``closed`` ``cancelled``) and the idle connection handed over (``acquired``
-        ``reused``). Nothing happens if the key has no idle connection.
-        """
-        reserved = self._expect(waiter, WaiterState.CONNECTING, "adopt_idle")
-        host = self._hosts[reserved.key]
-        actions: list[Action] = []
-        taken = self._take_idle(host, now, actions)
-        if taken is None:
-            return actions
-        self._hand(waiter, taken, host, now)
-        self._close(reserved, host, "cancelled", now, actions)
-        self._serve_ready(now, actions)
-        return actions
-
     def _expect(self, waiter: Waiter, state: WaiterState, op: str) -> Conn:
         if waiter.state is not state or waiter.conn is None:
             raise PoolMisuse(
