@@ -465,22 +465,25 @@ async def test_stats_hosts_accepts_key_string_and_host_name() -> None:
 class FakeFleet:
     """A SharedLimits with one slot per host, held in this process (no Redis)."""
 
-    def __init__(self) -> None:
+    def __init__(self, slots: int = 1) -> None:
+        self.slots = slots
         self.held: Counter[PoolKey] = Counter()
         self.freed: dict[PoolKey, asyncio.Event] = {}
+        self.asked = 0
         self.withdrawn = 0
         self.refuse: Exception | None = None  # raised by the next acquire() that would wait
         self.closed = False
 
     def limit_for(self, key: PoolKey) -> int | None:
-        return 1
+        return self.slots
 
     def snapshot(self, key: PoolKey) -> tuple[int | None, int]:
         return self.held[key], self.held[key]
 
     async def acquire(self, key: PoolKey, timeout: float | None) -> FakeLease:
+        self.asked += 1
         try:
-            while self.held[key] >= 1:
+            while self.held[key] >= self.slots:
                 if self.refuse is not None:
                     raise self.refuse
                 event = self.freed.setdefault(key, asyncio.Event())
@@ -624,6 +627,21 @@ async def test_a_request_without_a_fleet_slot_gives_its_reserved_slot_back(how: 
     lease = await asyncio.wait_for(queued, 5)  # the slot went on to the next request
     pool.release(lease)
     at_rest(pool)
+    await pool.aclose()
+
+
+async def test_a_request_given_a_slot_takes_an_idle_connection_of_its_key_over_a_lease() -> None:
+    fleet = FakeFleet(slots=2)
+    pool = Pool(Factory(), limit=10, limit_per_host=2, shared_limits=fleet)
+    first, second = await pool.acquire(A), await pool.acquire(A)
+    third = asyncio.create_task(pool.acquire(A))
+    await until(lambda: pool.stats().waiting == 1, "the third request is queued")
+    pool.release(first, close_reason="not_reusable")  # its slot goes to the third request
+    pool.release(second)  # idle before the third request goes on to take a lease
+    lease = await asyncio.wait_for(third, 5)
+    assert lease.reused and lease.conn is second.conn
+    assert fleet.asked == 2  # no lease was asked for the third
+    pool.release(lease)
     await pool.aclose()
 
 
