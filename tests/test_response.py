@@ -376,3 +376,36 @@ async def test_json_of_a_streamed_response() -> None:
     r, _ = streamed([gz(json.dumps(payload).encode())], [("Content-Encoding", "gzip")])
     await r.read()
     assert r.json() == payload
+
+
+# -- filled by the exchange that owns the connection (its own methods, not attributes) -----
+
+
+async def test_drain_reads_and_drops_the_raw_body_up_to_a_limit() -> None:
+    r, stream = streamed([b"ab", b"cd"], headers=[("Content-Encoding", "gzip")])
+    await r._drain(10)
+    assert (stream.reads, stream.closes) == (3, 1)  # to its end (b""), then closed
+    assert (r.content, r.num_bytes_downloaded, r.is_closed) == (b"", 4, True)
+    r, stream = streamed([b"ab", b"cd", b"ef"])
+    await r._drain(3)
+    assert (stream.reads, stream.closes) == (2, 1)  # stopped after passing 3 bytes
+    assert (r.content, r.num_bytes_downloaded, r.is_closed) == (b"", 4, True)
+    with pytest.raises(StreamConsumed):
+        async for _ in r.aiter_raw():
+            pass
+
+
+async def test_set_body_keeps_a_whole_raw_body_and_lets_the_stream_go() -> None:
+    r, stream = streamed([])
+    r._set_body(b"whole")
+    assert (r.content, r.num_bytes_downloaded, r.is_closed) == (b"whole", 5, True)
+    assert await r.read() == b"whole"
+    assert stream.closes == 0  # the stream read it to its end: nothing to close
+    r._set_received(0.25, content_encoding=False)
+    assert r.elapsed.total_seconds() == 0.25
+
+
+async def test_a_head_without_content_encoding_is_not_searched_for_one() -> None:
+    r, _ = streamed([b"raw"], headers=[("Content-Encoding", "gzip")])
+    r._set_received(0.0, content_encoding=False)  # what the head parser saw: none
+    assert await r.read() == b"raw"

@@ -11,7 +11,7 @@ import codecs
 import datetime
 import http
 import json as jsonlib
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from contextlib import aclosing
 from types import TracebackType
 from typing import Any, Protocol
@@ -34,7 +34,8 @@ class BodyStream(Protocol):
     ``read_chunk()`` returns the next chunk, ``b""`` once the body is complete.
     ``aclose()`` releases what the stream holds; it is idempotent, and is also called
     after the end was reached (then it has nothing left to do). A stream may also offer
-    ``async read_rest() -> bytes``, the whole rest of the body at once; :meth:`Response.read`
+    ``async read_rest() -> bytes``, the whole rest of the body at once, after which the stream
+    has ended and holds nothing (``aclose()`` is not called then); :meth:`Response.read`
     uses it when there is no Content-Encoding to undo; and ``decode_check()``, the timeouts
     to check between the steps of decoding the body (see ``_exchange.decode_check``).
     """
@@ -151,6 +152,7 @@ class Response:
         self._max_decompressed_size = max_decompressed_size
         self._num_bytes_downloaded = 0
         self._text: str | None = None
+        self._may_be_coded = True  # False: the head had no Content-Encoding field
 
     # ----------------------------------------------------------------- metadata
 
@@ -165,6 +167,17 @@ class Response:
     @elapsed.setter
     def elapsed(self, value: datetime.timedelta) -> None:
         self._elapsed = value
+
+    def _set_received(self, elapsed_s: float, *, content_encoding: bool) -> None:
+        """What the client saw while receiving the head.
+
+        Args:
+            elapsed_s: :attr:`elapsed` in seconds (the ``timedelta`` is made if it is read).
+            content_encoding: whether the head has a Content-Encoding field; without one,
+                the headers are not searched for it.
+        """
+        self._elapsed = elapsed_s
+        self._may_be_coded = content_encoding
 
     @property
     def headers(self) -> Headers:
@@ -295,24 +308,30 @@ class Response:
         if self._content is None:
             read_rest = getattr(self._stream, "read_rest", None)
             if read_rest is not None and self._content_coding() is None:
-                self._content = await self._read_rest(read_rest)
-            else:
-                chunks = [chunk async for chunk in self.aiter_bytes()]
-                self._content = b"".join(chunks)
+                # the body with no coding to undo, read whole: the same checks and the
+                # same closing as iterating it (_raw_chunks)
+                self._claim_stream()
+                try:
+                    body: bytes = await read_rest()
+                except BaseException:
+                    await self.aclose()
+                    raise
+                self._set_body(body)
+                return body
+            chunks = [chunk async for chunk in self.aiter_bytes()]
+            self._content = b"".join(chunks)
         return self._content
 
-    async def _read_rest(self, read_rest: Callable[[], Awaitable[bytes]]) -> bytes:
-        """:meth:`read` of a body with no coding to undo, from a stream that reads it whole.
+    def _set_body(self, raw: bytes) -> None:
+        """Keep ``raw``, the whole body with no coding to undo, as :attr:`content`.
 
-        The same checks and the same closing as iterating it (:meth:`_raw_chunks`).
+        Its stream read it to the end (``read_rest()``), so the stream has ended and is
+        let go without ``aclose()``.
         """
-        self._claim_stream()
-        try:
-            body = await read_rest()
-        finally:
-            await self.aclose()
-        self._num_bytes_downloaded += len(body)
-        return body
+        self._stream_consumed = self._closed = True
+        self._stream = None
+        self._num_bytes_downloaded += len(raw)
+        self._content = raw
 
     async def aiter_bytes(self, chunk_size: int | None = None) -> AsyncGenerator[bytes, None]:
         """Yield the decoded body; after :meth:`read`, yield the kept content again.
@@ -374,6 +393,22 @@ class Response:
             raise
         await self.aclose()
 
+    async def _drain(self, limit: int) -> None:
+        """Read and drop the raw body (a redirect's), so that its connection can be reused.
+
+        A body longer than ``limit`` bytes is not read to its end: the response is closed
+        after the chunk that passes ``limit`` (and its stream with it, before the end).
+        Afterwards ``content`` is ``b""`` and ``num_bytes_downloaded`` counts what was read.
+        """
+        received = 0
+        raw = self._raw_chunks()
+        async with aclosing(raw):
+            async for chunk in raw:
+                received += len(chunk)
+                if received > limit:
+                    break
+        self._content = b""
+
     def _claim_stream(self) -> None:
         if self._stream_consumed:
             raise StreamConsumed(f"the body of {self!r} was already streamed; it is read once")
@@ -414,6 +449,8 @@ class Response:
 
     def _content_coding(self) -> str | None:
         """The Content-Encoding to undo, or ``None`` for identity."""
+        if not self._may_be_coded:
+            return None
         coding = ", ".join(self._header_values("content-encoding")).strip()
         return None if coding.lower() in ("", "identity") else coding
 
@@ -428,8 +465,9 @@ class Response:
         if self._closed:
             return
         self._closed = True
-        if self._stream is not None:
-            await self._stream.aclose()
+        stream, self._stream = self._stream, None  # what it held is let go with it
+        if stream is not None:
+            await stream.aclose()
 
     async def __aenter__(self) -> Response:
         return self
