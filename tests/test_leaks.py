@@ -20,13 +20,13 @@ import pytest
 
 import glasspool
 from glasspool import Client, Timeout
-from glasspool._exchange import ConnectionStream
+from glasspool._exchange import Exchange
 from glasspool._http11 import HTTP11Connection
 from glasspool._pool.state import Conn, Waiter
 from tests.faults import FaultServer
 from tests.test_cancellation import EventLog, assert_at_rest
 
-TRACKED = (HTTP11Connection, Conn, Waiter, ConnectionStream, Client)
+TRACKED = (HTTP11Connection, Conn, Waiter, Exchange, Client)
 
 
 def live() -> Counter[str]:

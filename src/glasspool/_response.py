@@ -37,7 +37,8 @@ class BodyStream(Protocol):
     ``async read_rest() -> bytes``, the whole rest of the body at once, after which the stream
     has ended and holds nothing (``aclose()`` is not called then); :meth:`Response.read`
     uses it when there is no Content-Encoding to undo; and ``decode_check()``, the timeouts
-    to check between the steps of decoding the body (see ``_exchange.decode_check``).
+    to check between the steps of decoding the body (see ``_timeouts.decode_check``).
+    The client's stream is its ``_exchange.Exchange``, which owns the connection.
     """
 
     async def read_chunk(self) -> bytes: ...

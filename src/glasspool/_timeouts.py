@@ -1,13 +1,26 @@
-"""Timeout settings: one value per phase of a request."""
+"""Timeout settings (one value per phase of a request), and the ``total`` deadline's rules.
+
+The ``total`` deadline is a loop time (``loop.time() + total``) fixed when a request starts.
+It is enforced in two ways, both here: :func:`within_deadline` around an await (the client
+wraps a whole request in it, the exchange each body read of a streamed response), and
+:func:`decode_check` between the steps of decoding a body, where no await would notice it.
+"""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from ._defaults import UNSET, Unset
+from ._exceptions import ReadTimeout, TotalTimeout
+from ._redact import redact_url
 from ._validate import check_seconds
 
-__all__ = ["Timeout", "TimeoutTypes"]
+__all__ = ["Timeout", "TimeoutTypes", "decode_check", "total_timeout", "within_deadline"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,3 +83,56 @@ class Timeout:
 
 
 TimeoutTypes = Timeout | float | int | None
+
+
+def total_timeout(url: object, total: float | None) -> TotalTimeout:
+    """The error for a request to ``url`` that passed its ``total`` deadline."""
+    return TotalTimeout(f"request to {redact_url(url)} passed its total timeout of {total:g}s")
+
+
+async def within_deadline(
+    awaitable: Awaitable[T], deadline: float | None, total: float | None, url: object
+) -> T:
+    """Await ``awaitable``; at ``deadline`` (loop time) cancel it and raise ``TotalTimeout``.
+
+    A checkpoint. What the cancellation leaves behind is the awaitable's business: inside,
+    it sees a ``CancelledError``. An ``asyncio.timeout()`` of the caller's that expires
+    first is not turned into ``TotalTimeout``.
+
+    Raises:
+        TotalTimeout: the deadline passed (chained from the ``TimeoutError``).
+    """
+    if deadline is None:
+        return await awaitable
+    try:
+        async with asyncio.timeout_at(deadline) as scope:
+            return await awaitable
+    except TimeoutError as exc:
+        if scope.expired():
+            raise total_timeout(url, total) from exc
+        raise
+
+
+def decode_check(
+    url: object, deadline: float | None, total: float | None, read_timeout: float | None
+) -> Callable[[float, float], None] | None:
+    """The timeouts that apply between the steps of decoding a body (``_decoders.paced``).
+
+    ``deadline`` (loop time) is the ``total`` deadline. ``read_timeout`` bounds a gap in
+    the response's progress: decoding that yields no bytes for that long (data that
+    decompresses to nothing) is a gap like a silent socket. None when neither applies.
+    """
+    if deadline is None and read_timeout is None:
+        return None
+
+    def check(now: float, idle_since: float) -> None:
+        if deadline is not None and now >= deadline:
+            raise total_timeout(url, total)
+        if read_timeout is not None and now - idle_since >= read_timeout:
+            raise ReadTimeout(
+                f"decoding the body from {redact_url(url)} produced no bytes for "
+                f"{read_timeout:g}s "
+                "(read timeout)"
+            )
+
+    return check

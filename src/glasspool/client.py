@@ -1,11 +1,17 @@
-"""The Client: what users call. Glues the pool, connections, models, redirects and timeouts."""
+"""The Client: what users call. The request surface over the pool and its exchanges.
+
+The client turns arguments into a :class:`Request`, follows redirects, retries a request
+whose reused connection turned out stale, and holds the ``total`` deadline around it all.
+Each attempt runs on a ``_exchange.Exchange``, which owns its connection from the pool's
+hand-over to its release; the client never gives a connection back itself, and fills no
+``Response`` attributes (see "The life of a request" in docs/internals.md).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import ssl
-import time
 import warnings
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Mapping
@@ -15,7 +21,6 @@ from typing import Any, Final, NamedTuple
 import yarl
 
 from ._connect import context_for, open_connection, tls_identity
-from ._decoders import collect, make_decoder
 from ._defaults import (
     DEFAULT_EVICT_GRACE,
     DEFAULT_KEEPALIVE_EXPIRY,
@@ -26,14 +31,7 @@ from ._defaults import (
     default_limit_per_host,
 )
 from ._exceptions import ClientClosed, InvalidRequest, TooManyRedirects, UnclosedResponseWarning
-from ._exchange import (
-    ConnectionStream,
-    call_site,
-    close_reason_for,
-    decode_check,
-    is_stale_failure,
-    total_timeout,
-)
+from ._exchange import Exchange, call_site
 from ._headers import Headers, HeaderTypes, default_headers
 from ._http11 import HTTP11Connection, ParserLimits, ReceiveBuffer
 from ._pool.asyncio import Pool, SharedLimits
@@ -43,7 +41,7 @@ from ._redirects import REDIRECT_STATUSES, redirect_request
 from ._request import Request, RequestBody, encode_body
 from ._request_head import RequestTarget, build_request_head, request_target
 from ._response import Response
-from ._timeouts import Timeout, TimeoutTypes
+from ._timeouts import Timeout, TimeoutTypes, within_deadline
 from ._urls import ParamTypes, parse_url, pool_key_for
 from ._validate import check_int
 
@@ -300,15 +298,9 @@ class Client:
         request, route = self._build_request(method, url, params, headers, content, json, data)
         if t.total is None:
             return await self._send_following(request, route, t, None, follow, stream)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + t.total
-        try:
-            async with asyncio.timeout_at(deadline) as scope:
-                return await self._send_following(request, route, t, deadline, follow, stream)
-        except TimeoutError as exc:
-            if scope.expired():
-                raise total_timeout(request.url, t.total) from exc
-            raise
+        deadline = asyncio.get_running_loop().time() + t.total
+        following = self._send_following(request, route, t, deadline, follow, stream)
+        return await within_deadline(following, deadline, t.total, request.url)
 
     def _build_request(
         self,
@@ -373,18 +365,25 @@ class Client:
         follow: bool,
         stream: bool,
     ) -> Response:
+        """Send ``request`` and follow its redirects; the last response's body is read
+        (``stream`` false) or handed to the caller unread."""
         history: list[Response] = []
         stripped = False
         while True:
-            response = await self._send_single(request, route, t, deadline, stream, follow)
+            exchange, response = await self._send(request, route, t, deadline)
             # The status first: most responses are no redirect, and need no header index.
             if not follow or response.status not in REDIRECT_STATUSES:
                 location = None
             else:
                 location = response.headers.get("location")
-            if location is None:
+            if location is None:  # a 3xx without Location is a final response
+                if stream:
+                    exchange.hand_over()
+                else:
+                    await exchange.read_body(response)
                 response.history = history
                 return response
+            await response._drain(REDIRECT_DRAIN_BYTES)  # so its connection can be reused
             history.append(response)
             if len(history) > self.max_redirects:
                 raise TooManyRedirects(
@@ -392,33 +391,35 @@ class Client:
                     f"{redact_url(request.url)} to {redact_url(location, quoted=True)}",
                     history=history,
                 )
-            plan = redirect_request(
-                response.status,
-                request.method,
-                request.url,
-                location,
-                request.headers,
-                request.body_replayable,
-                stripped,
-            )
-            stripped = plan.stripped
-            request = Request(
-                plan.method,
-                plan.url,
-                plan.headers,
-                content=request.content if plan.keep_body else None,
-            )
-            route = _Route(pool_key_for(plan.url, self._tls), None)
+            request, route, stripped = self._redirected(request, response, location, stripped)
 
-    async def _send_single(
-        self,
-        request: Request,
-        route: _Route,
-        t: Timeout,
-        deadline: float | None,
-        stream: bool,
-        follow: bool,
-    ) -> Response:
+    def _redirected(
+        self, request: Request, response: Response, location: str, stripped: bool
+    ) -> tuple[Request, _Route, bool]:
+        """The request that follows ``response`` to ``location`` (``_redirects`` rules), its
+        route, and whether credentials have been stripped on the way so far."""
+        plan = redirect_request(
+            response.status,
+            request.method,
+            request.url,
+            location,
+            request.headers,
+            request.body_replayable,
+            stripped,
+        )
+        content = request.content if plan.keep_body else None
+        follow = Request(plan.method, plan.url, plan.headers, content=content)
+        return follow, _Route(pool_key_for(plan.url, self._tls), None), plan.stripped
+
+    async def _send(
+        self, request: Request, route: _Route, t: Timeout, deadline: float | None
+    ) -> tuple[Exchange, Response]:
+        """Send one request and receive its head, on an exchange that holds the connection.
+
+        A request that fails on a reused connection before any response byte (the server
+        closed it as the request went out) is sent once more, on a new connection, if its
+        method is idempotent and its body can be replayed.
+        """
         body: bytes | AsyncIterable[bytes] | None = request.content
         if request.stream is not None:
             body = request.stream
@@ -431,134 +432,23 @@ class Client:
             chunked=chunked,
             target=route.target,
         )
-        key = route.key
         retry_ok = request.method in IDEMPOTENT_METHODS and request.body_replayable
         for attempt in (0, 1):
-            lease = await self._pool.acquire(key, timeout=t.pool, connect_timeout=t.connect)
-            conn: HTTP11Connection = lease.conn.handle  # type: ignore[union-attr]
-            started = time.perf_counter()
+            exchange = await Exchange.start(self._pool, route.key, t, deadline, request.url)
             try:
-                await conn.send_request(head, body, chunked=chunked, write_timeout=t.write)
-                rhead = await conn.receive_head(method=request.method, read_timeout=t.read)
+                response = await exchange.send(
+                    request,
+                    head,
+                    body,
+                    chunked=chunked,
+                    max_decompressed_size=self.max_decompressed_size,
+                )
             except BaseException as exc:
-                self._pool.release(lease, reason="error", close_reason=close_reason_for(exc))
-                closed = self._pool.closed  # aclose() broke it: not a stale connection
-                if attempt == 0 and retry_ok and not closed and is_stale_failure(exc, lease, conn):
-                    continue
-                self._raise_closed(exc, request)
-                raise
-            break
-        response = Response(
-            rhead.status,
-            reason=rhead.reason,
-            raw_headers=rhead.headers,
-            url=request.url,
-            http_version=rhead.http_version,
-            request=request,
-            stream=None if not stream else self._stream_for(lease, conn, t, deadline, request),
-            max_decompressed_size=self.max_decompressed_size,
-        )
-        response._elapsed = time.perf_counter() - started  # seconds: a timedelta when read
-        if follow and response.is_redirect:  # a 3xx without Location is a final response
-            await self._drain_redirect(response, lease, conn, t, stream)
-        elif not stream:
-            coded = rhead.has_content_encoding
-            response._content = await self._read_body(response, lease, conn, t, coded, deadline)
-        return response
-
-    def _stream_for(
-        self, lease: Any, conn: Any, t: Timeout, deadline: float | None, request: Request
-    ) -> ConnectionStream:
-        return ConnectionStream(
-            self._pool,
-            lease,
-            conn,
-            read_timeout=t.read,
-            deadline=deadline,
-            total=t.total,
-            url=request.url,
-            site=call_site(),
-        )
-
-    async def _read_body(
-        self,
-        response: Response,
-        lease: Any,
-        conn: Any,
-        t: Timeout,
-        coded: bool,
-        deadline: float | None,
-    ) -> bytes:
-        """Read and decode a whole body, then give the connection back (``eof``).
-
-        ``coded``: whether the head has a Content-Encoding field (else none is looked for).
-        ``deadline``: the loop time of the ``total`` deadline, checked while decoding.
-        """
-        try:  # make_decoder raises for a bad Content-Encoding: the lease must go back too
-            coding = response._content_coding() if coded else None
-            body: bytes | None
-            if coding is None:  # the body as it comes, in one piece
-                body = conn.receive_all_nowait()
-                if body is None:  # not all here yet: wait (a checkpoint)
-                    body = await conn.receive_all(read_timeout=t.read)
-                response._num_bytes_downloaded = len(body)
-            else:
-                body = await self._read_decoded(response, conn, t, coding, deadline)
-        except BaseException as exc:
-            self._pool.release(lease, reason="error", close_reason=close_reason_for(exc))
-            self._raise_closed(exc, response.request)
-            raise
-        self._pool.release(lease, reason="eof", close_reason=_reuse(conn))
-        return body
-
-    async def _read_decoded(
-        self, response: Response, conn: Any, t: Timeout, coding: str, deadline: float | None
-    ) -> bytes:
-        """Decode the body as it arrives, so a decompression cap stops the read early.
-
-        ``response.num_bytes_downloaded`` counts the encoded bytes as they are received.
-        """
-        decoder = make_decoder(coding, max_size=self.max_decompressed_size)
-        # Bounded steps: the loop runs between them, and the timeouts are checked there.
-        check = decode_check(response.url, deadline, t.total, t.read)
-        chunks: list[bytes] = []
-        while True:
-            chunk = conn.receive_body_nowait()
-            if chunk is None:  # nothing buffered: wait (a checkpoint)
-                chunk = await conn.receive_body(read_timeout=t.read)
-            if not chunk:
-                break
-            response._num_bytes_downloaded += len(chunk)
-            await collect(decoder.decode_steps(chunk), check, chunks)
-        await collect(decoder.flush_steps(), check, chunks)
-        return b"".join(chunks)
-
-    async def _drain_redirect(
-        self, response: Response, lease: Any, conn: Any, t: Timeout, stream: bool
-    ) -> None:
-        """Read a redirect's body (raw, capped) so its connection can be reused."""
-        received = 0
-        try:
-            while chunk := await conn.receive_body(read_timeout=t.read):
-                received += len(chunk)
-                response._num_bytes_downloaded = received
-                if received > REDIRECT_DRAIN_BYTES:
-                    self._pool.release(lease, reason="closed", close_reason="not_reusable")
-                    break
-            else:
-                self._pool.release(lease, reason="eof", close_reason=_reuse(conn))
-        except BaseException as exc:
-            self._pool.release(lease, reason="error", close_reason=close_reason_for(exc))
-            self._raise_closed(exc, response.request)
-            raise
-        response._content = b""
-        response._stream = None
-        response._closed = True
-
-    def _raise_closed(self, exc: BaseException, request: Request | None) -> None:
-        if self._pool.closed and not isinstance(exc, asyncio.CancelledError | ClientClosed):
-            url = redact_url(request.url) if request is not None else "?"
-            raise ClientClosed(f"the client was closed while {url} was in flight") from exc
+                if attempt == 1 or not retry_ok or not exchange.failed_stale(exc):
+                    raise
+                continue
+            return exchange, response
+        raise AssertionError("unreachable: the second attempt returns or raises")
 
     async def _connect(self, key: PoolKey, connect_timeout: float | None) -> HTTP11Connection:
         # The key's TLS identity, not the client's, sets up the handshake: a connection is
@@ -712,10 +602,6 @@ def _weak_factory(client: Client) -> Callable[[PoolKey, float | None], Awaitable
         return await method(key, connect_timeout)
 
     return connect
-
-
-def _reuse(conn: Any) -> str | None:
-    return None if conn.is_reusable() else "not_reusable"
 
 
 def _default_per_host(limit: int, limit_per_host: int | Unset | None) -> int | None:
