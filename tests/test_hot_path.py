@@ -22,10 +22,11 @@ import glasspool
 from glasspool._connect import open_connection
 from glasspool._exceptions import InvalidRequest, ReadTimeout
 from glasspool._headers import Headers
-from glasspool._http11 import HTTP11Connection, ReceiveBuffer, _keepalive_timeout
+from glasspool._http11 import HTTP11Connection, ReceiveBuffer
+from glasspool._http11.framing import ResponseReader, _keepalive_timeout
+from glasspool._http11.request_head import build_request_head, request_target
 from glasspool._pool.key import PoolKey
 from glasspool._pool.state import Close, PoolState, Waiter, WaiterState
-from glasspool._request_head import build_request_head, request_target
 from glasspool._urls import parse_url
 from tests.rawserver import RawServer, read_request
 
@@ -176,20 +177,11 @@ def special_state(special: list[tuple[str, bytes]]) -> tuple[object, ...]:
     return cl, te, te_count, close, keep, hint
 
 
-def bare_connection() -> HTTP11Connection:
-    """A connection object that is never connected (only its parsing helpers are used)."""
-
-    async def make() -> HTTP11Connection:
-        return HTTP11Connection(PoolKey("http", "127.0.0.1", 80))
-
-    return asyncio.run(make())
-
-
-def fields_of(conn: HTTP11Connection, head: bytes) -> tuple[object, ...]:
-    conn._reset_head_state()
-    conn._read_fields(head)
-    special = (conn._cl, conn._te, conn._te_count, conn._conn_close, conn._conn_keep_alive)
-    return conn._reason, conn._headers, (*special, conn._ka_timeout)
+def fields_of(reader: ResponseReader, head: bytes) -> tuple[object, ...]:
+    reader._reset_head_state()
+    reader._read_fields(head)
+    special = (reader._cl, reader._te, reader._te_count, reader._conn_close)
+    return reader._reason, reader._headers, (*special, reader._conn_keep_alive, reader._ka_timeout)
 
 
 def callback_fields(head: bytes) -> tuple[object, ...] | None:
@@ -217,7 +209,7 @@ TRICKY_HEADS = [
 def test_fields_match_what_llhttp_reports(head: bytes) -> None:
     expected = callback_fields(head)
     assert expected is not None, "llhttp refused a head this test expects it to accept"
-    assert fields_of(bare_connection(), head) == expected
+    assert fields_of(ResponseReader(), head) == expected
 
 
 NAMES = st.one_of(
@@ -246,10 +238,10 @@ def test_fields_match_llhttp_for_any_head_it_accepts(
     assume(b"\n " not in head and b"\n\t" not in head)  # obs-fold: unfolded before llhttp
     expected = callback_fields(head)
     assume(expected is not None)
-    assert fields_of(CONN, head) == expected
+    assert fields_of(READER, head) == expected
 
 
-CONN = bare_connection()
+READER = ResponseReader()
 
 
 # -- the validated header block cached on a Headers ------------------------------------------
@@ -534,9 +526,10 @@ async def test_an_idle_connection_keeps_no_fields_of_its_last_response() -> None
         head = await conn.receive_head(method="GET", read_timeout=5)
         assert head.headers[0] == ("X-Big", "x" * 500)
         assert await conn.receive_body(read_timeout=5) == b"ok"
-        assert conn._head is head  # still there until the end is handed out
+        assert conn._reader.head is head  # still there until the end is handed out
         assert await conn.receive_body(read_timeout=5) == b""
-        assert conn._head is None and conn._headers == []
+        assert conn._head is None and conn._reader.head is None
+        assert conn._reader._headers == []
         assert head.headers[0] == ("X-Big", "x" * 500)  # the caller's copy is untouched
         assert conn.is_reusable()
 

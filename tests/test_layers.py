@@ -62,7 +62,6 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (  # bottom first
             "_http11",
             "_redirects",
             "_request",
-            "_request_head",
             "_response",
             "_syntax",
             "_urls",

@@ -2,7 +2,7 @@
 
 ``multidict.CIMultiDict`` is the case-insensitive index behind :class:`Headers`. It is
 built only when someone looks a header up, so a response whose headers nobody reads never
-pays for one. Checking names and values for the wire is ``_request_head``'s job.
+pays for one. Checking names and values for the wire is ``_http11.request_head``'s job.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ class Headers:
     def __init__(self, headers: HeaderTypes | None = None) -> None:
         self._pairs: list[tuple[str, str]] | None = _collect_pairs(headers)
         self._index_md: CIMultiDict[str] | None = None
-        self._block: object = None  # _request_head caches the wire form here; mutations drop it
+        self._block: object = None  # request_head caches the wire form here; mutations drop it
 
     @classmethod
     def _from_raw(cls, pairs: list[tuple[str, str]]) -> Headers:

@@ -34,12 +34,12 @@ from ._exceptions import ClientClosed, InvalidRequest, TooManyRedirects, Unclose
 from ._exchange import Exchange, call_site
 from ._headers import Headers, HeaderTypes, default_headers
 from ._http11 import HTTP11Connection, ParserLimits, ReceiveBuffer
+from ._http11.request_head import RequestTarget, build_request_head, request_target
 from ._pool.asyncio import Pool, SharedLimits
 from ._pool.key import PoolKey, TLSIdentity
 from ._redact import redact_url
 from ._redirects import REDIRECT_STATUSES, redirect_request
 from ._request import Request, RequestBody, encode_body
-from ._request_head import RequestTarget, build_request_head, request_target
 from ._response import Response
 from ._timeouts import Timeout, TimeoutTypes, within_deadline
 from ._urls import ParamTypes, parse_url, pool_key_for

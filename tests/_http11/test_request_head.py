@@ -1,4 +1,4 @@
-"""Tests for glasspool._request_head: the request head's checks and its bytes on the wire."""
+"""Tests for glasspool._http11.request_head: the request head's checks and its bytes on the wire."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from glasspool._exceptions import InvalidRequest, InvalidURL
 from glasspool._headers import Headers, HeaderTypes
-from glasspool._request_head import build_request_head
+from glasspool._http11.request_head import build_request_head
 from glasspool._urls import parse_url
 
 TCHAR = "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"

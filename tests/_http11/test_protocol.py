@@ -1,4 +1,9 @@
-"""HTTP11Connection against byte-exact responses from a loopback RawServer."""
+"""glasspool._http11.protocol: HTTP11Connection against byte-exact responses over sockets.
+
+What the bytes mean is tested without sockets in test_framing.py; here, what the connection
+does with them: sending, waiting, timeouts, the peer going away, flow control and the sinks
+of ``receive_all``, and that the reader's verdicts reach the caller.
+"""
 
 from __future__ import annotations
 
@@ -33,6 +38,7 @@ from glasspool._http11 import (
     ResponseHead,
 )
 from glasspool._pool.key import PoolKey
+from tests._http11.test_framing import CAPS, INVALID, SMALL
 from tests.rawserver import Handler, RawServer, Reply, read_request
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
@@ -98,36 +104,6 @@ async def test_content_length_response_is_parsed_exactly() -> None:
         assert srv.requests == [request("POST", b"Content-Length: 5\r\n") + b"data!"]
 
 
-@pytest.mark.parametrize(
-    ("fields", "unfolded"),
-    [
-        (b"X: a\r\n b\r\n", [("X", "a b")]),
-        (b"X: a\r\n\tb\r\n", [("X", "a b")]),
-        (b"X: a \t\r\n \t b\r\n\t\tc\r\nY: d\r\n", [("X", "a b c"), ("Y", "d")]),
-        (b"X:\r\n b\r\n", [("X", "b")]),
-        (b"Connection: keep-alive,\r\n close\r\n", [("Connection", "keep-alive, close")]),
-    ],
-    ids=["space", "tab", "several", "empty first line", "connection"],
-)
-async def test_obs_fold_is_replaced_with_a_space(
-    fields: bytes, unfolded: list[tuple[str, str]]
-) -> None:
-    """RFC 9112 section 5.2: a user agent replaces each obs-fold with SP."""
-    reply = b"HTTP/1.1 200 OK\r\n" + fields + b"Content-Length: 5\r\n\r\nhello"
-    head, body, reusable = await fetch_one([reply])
-    assert head.headers == [*unfolded, ("Content-Length", "5")]
-    assert body == b"hello"
-    assert reusable == (b"close" not in fields)
-
-
-async def test_chunked_response_with_extensions_and_trailers() -> None:
-    reply = CHUNKED + b"5;name=val\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n"
-    head, body, reusable = await fetch_one([reply])
-    assert head.headers == [("Transfer-Encoding", "chunked")]  # trailers are not headers
-    assert body == b"hello world"
-    assert reusable
-
-
 async def test_response_trickled_one_byte_at_a_time() -> None:
     replies = [
         CHUNKED + b"3;a=b\r\nabc\r\n0000A\r\n0123456789\r\n0\r\nT: 1\r\n\r\n",
@@ -163,30 +139,6 @@ async def test_head_request_has_no_body_and_the_connection_is_reused() -> None:
         assert srv.connections == 1
 
 
-@pytest.mark.parametrize("status", [204, 304])
-async def test_no_body_statuses(status: int) -> None:
-    reply = f"HTTP/1.1 {status} X\r\nContent-Length: 10\r\n\r\n".encode()
-    async with RawServer(replies=[reply, OK]) as srv, connected(srv) as conn:
-        head, body = await fetch(conn)
-        assert (head.status, body, conn.is_reusable()) == (status, b"", True)
-        assert (await fetch(conn))[1] == b"hello"
-
-
-async def test_interim_responses_are_skipped() -> None:
-    reply = (
-        b"HTTP/1.1 100 Continue\r\n\r\n"
-        b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>\r\n\r\n"
-        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
-    )
-    head, body, reusable = await fetch_one([reply])
-    assert (head.status, head.headers, body, reusable) == (
-        200,
-        [("Content-Length", "2")],
-        b"ok",
-        True,
-    )
-
-
 async def test_two_sequential_requests_share_one_connection() -> None:
     async with RawServer(replies=[OK, CHUNKED + b"2\r\nhi\r\n0\r\n\r\n"]) as srv:
         async with connected(srv) as conn:
@@ -199,36 +151,14 @@ async def test_two_sequential_requests_share_one_connection() -> None:
         assert srv.received == [bytearray(request() * 2)]
 
 
-@pytest.mark.parametrize(
-    ("reply", "reusable"),
-    [
-        (b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", False),
-        (b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok", True),
-        (b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok", False),
-        (b"HTTP/1.1 200 OK\r\nConnection: Upgrade, CLOSE\r\nContent-Length: 2\r\n\r\nok", False),
-        (b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok", True),
-    ],
-)
-async def test_keep_alive_rules(reply: bytes, reusable: bool) -> None:
-    head, body, is_reusable = await fetch_one([reply])
-    assert (body, is_reusable) == (b"ok", reusable)
-    assert head.http_version == reply[:8].decode()
-
-
-@pytest.mark.parametrize(
-    ("value", "hint"),
-    [
-        (b"timeout=5, max=100", 5.0),
-        (b"max=3, timeout=2.5", 2.5),
-        (b"max=3", None),
-        (b"timeout=x", None),
-    ],
-)
-async def test_keep_alive_timeout_hint(value: bytes, hint: float | None) -> None:
-    reply = b"HTTP/1.1 200 OK\r\nKeep-Alive: " + value + b"\r\nContent-Length: 0\r\n\r\n"
-    async with RawServer(replies=[reply]) as srv, connected(srv) as conn:
+async def test_keep_alive_timeout_hint_reaches_the_pool_attribute() -> None:
+    reply = b"HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5, max=100\r\nContent-Length: 0\r\n\r\n"
+    async with RawServer(replies=[reply, OK]) as srv, connected(srv) as conn:
+        assert conn.keepalive_hint_s is None
         await fetch(conn)
-        assert conn.keepalive_hint_s == hint
+        assert conn.keepalive_hint_s == 5.0
+        await fetch(conn)  # no Keep-Alive field: the last hint stands
+        assert conn.keepalive_hint_s == 5.0
 
 
 async def test_bytes_after_the_response_make_it_not_reusable() -> None:
@@ -277,112 +207,44 @@ async def test_on_lost_is_called_once() -> None:
 
 # -- rejected responses ----------------------------------------------------------------------
 
-H = b"HTTP/1.1 200 OK\r\n"
-INVALID = [
-    ("CL and TE", H + b"Content-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n", "Content-Length"),
-    ("TE and CL", H + b"Transfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n", "Content-Length"),
-    ("CL not a number", H + b"Content-Length: 1x\r\n\r\nhi", "Content-Length"),
-    ("CL negative", H + b"Content-Length: -2\r\n\r\nhi", "Content-Length"),
-    ("CL list", H + b"Content-Length: 2, 2\r\n\r\nhi", "Content-Length"),
-    ("CL repeated, differs", H + b"Content-Length: 2\r\nContent-Length: 3\r\n\r\nhi", "Duplicate"),
-    ("CL repeated, same", H + b"Content-Length: 2\r\nContent-Length: 2\r\n\r\nhi", "Duplicate"),
-    ("TE gzip", H + b"Transfer-Encoding: gzip\r\n\r\nhi", "only a single 'chunked'"),
-    (
-        "TE gzip, chunked",
-        H + b"Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
-        "'gzip, chunked'",
-    ),
-    ("TE chunked twice", H + b"Transfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n", "single"),
-    ("TE repeated", H + b"Transfer-Encoding: chunked\r\n" * 2 + b"\r\n0\r\n\r\n", "repeated 2"),
-    ("TE in HTTP/1.0", b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "1.0"),
-    ("chunk size not hex", CHUNKED + b"zz\r\nhi\r\n0\r\n\r\n", "bad chunk size b'zz'"),
-    ("chunk size negative", CHUNKED + b"-2\r\nhi\r\n0\r\n\r\n", "bad chunk size b'-2'"),
-    ("chunk size with 0x", CHUNKED + b"0x2\r\nhi\r\n0\r\n\r\n", "bad chunk size b'0x2'"),
-    ("chunk size empty", CHUNKED + b"\r\nhi\r\n0\r\n\r\n", "bad chunk size b''"),
-    ("chunk size overflow", CHUNKED + b"1" * 17 + b"\r\nhi\r\n", "64 bits"),
-    ("chunk size bare LF", CHUNKED + b"2\nhi\r\n0\r\n\r\n", "bare LF"),
-    ("chunk data no CRLF", CHUNKED + b"2\r\nhiXX0\r\n\r\n", "not followed by CRLF"),
-    ("chunk data bare LF", CHUNKED + b"2\r\nhi\n0\r\n\r\n", "not followed by CRLF"),
-    ("chunk ext invalid", CHUNKED + b"2;a b\r\nhi\r\n0\r\n\r\n", "chunk extension"),
-    ("trailer bare LF", CHUNKED + b"0\r\nX: 1\n\r\n", "malformed response"),
-    ("bare LF status line", b"HTTP/1.1 200 OK\nContent-Length: 0\r\n\r\n", "bare LF"),
-    ("bare LF header", H + b"Content-Length: 0\n\r\n", "bare LF"),
-    ("bare LF everywhere", b"HTTP/1.1 200 OK\nContent-Length: 0\n\n", "bare LF"),
-    ("obs-fold in CL", H + b"Content-Length:\r\n 0\r\n\r\n", "obs-fold in Content-Length"),
-    ("obs-fold in CL value", H + b"Content-Length: 1\r\n\t0\r\n\r\n", "obs-fold in Content"),
-    (
-        "obs-fold in TE",
-        H + b"Transfer-Encoding:\r\n chunked\r\n\r\n0\r\n\r\n",
-        "obs-fold in Transfer-Encoding",
-    ),
-    ("obs-fold after status", H + b" X: a\r\nContent-Length: 0\r\n\r\n", "status line"),
-    ("NUL in value", H + b"X: a\0b\r\nContent-Length: 0\r\n\r\n", "NUL"),
-    ("CR in value", H + b"X: a\rb\r\nContent-Length: 0\r\n\r\n", "malformed response"),
-    ("CTL in value", H + b"X: a\x01b\r\nContent-Length: 0\r\n\r\n", "header value char"),
-    ("space before colon", H + b"X : a\r\nContent-Length: 0\r\n\r\n", "header token"),
-    ("HTTP/2.0", b"HTTP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n", "unsupported HTTP version"),
-    ("HTTP/0.9", b"HTTP/0.9 200 OK\r\nContent-Length: 0\r\n\r\n", "unsupported HTTP version"),
-    ("HTTP/1.2", b"HTTP/1.2 200 OK\r\nContent-Length: 0\r\n\r\n", "unsupported HTTP version"),
-    ("lowercase http", b"http/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", "HTTP/1.x status line"),
-    ("leading CRLF", b"\r\n" + OK, "HTTP/1.x status line"),
-    ("not HTTP", b"SSH-2.0-OpenSSH_9.6\r\n\r\n", "HTTP/1.x status line"),
-    ("status 600", b"HTTP/1.1 600 X\r\nContent-Length: 0\r\n\r\n", "600 from"),
-    ("status 099", b"HTTP/1.1 099 X\r\nContent-Length: 0\r\n\r\n", "99 from"),
-    ("status 2 digits", b"HTTP/1.1 20 OK\r\nContent-Length: 0\r\n\r\n", "malformed status"),
-    ("status 101", b"HTTP/1.1 101 Switching\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n", "101"),
-    ("reason CTL", b"HTTP/1.1 200 O\x01K\r\nContent-Length: 0\r\n\r\n", "reason phrase"),
-    ("reason DEL", b"HTTP/1.1 200 O\x7fK\r\nContent-Length: 0\r\n\r\n", "reason phrase"),
-]
+# The reader's verdicts reach the caller, and the connection is spent (every case, and the
+# state each error names: test_framing.py).
+REJECTED = {"status 600", "TE gzip", "chunk size not hex", "trailer bare LF", "chunk ext invalid"}
+TOO_LARGE = {"header bytes, no end yet", "1xx line", "trailer count", "chunk extension"}
 
 
 @pytest.mark.parametrize(
-    ("reply", "message"), [c[1:] for c in INVALID], ids=[c[0] for c in INVALID]
+    ("reply", "message", "state"),
+    [c[1:] for c in INVALID if c[0] in REJECTED],
+    ids=[c[0] for c in INVALID if c[0] in REJECTED],
 )
-async def test_invalid_responses_raise_protocol_error(reply: bytes, message: str) -> None:
+async def test_invalid_responses_raise_protocol_error(
+    reply: bytes, message: str, state: str
+) -> None:
     async with RawServer(replies=[reply]) as srv, connected(srv) as conn:
         with pytest.raises(ProtocolError, match=message) as info:
             await fetch(conn)
+        assert str(info.value).endswith(f"(in {state})")
         assert srv.host in str(info.value) or "chunk" in str(info.value)
         assert not conn.is_reusable()
 
 
-CAPS = [
-    ("header line", H + b"X: " + b"a" * 100 + b"\r\n\r\n", "max_line_bytes=64"),
-    ("status line", b"HTTP/1.1 200 " + b"a" * 100 + b"\r\n\r\n", "max_line_bytes=64"),
-    ("header line, no end yet", H + b"X: " + b"a" * 100, "max_line_bytes=64"),
-    ("header bytes", H + b"X: aaaaaaaa\r\n" * 30 + b"\r\n", "max_header_bytes=256"),
-    ("header bytes, no end yet", H + b"X: aaaaaaaa\r\n" * 30, "max_header_bytes=256"),
-    ("header count", H + b"X: a\r\n" * 11 + b"\r\n", "11 header lines, more than max_headers=10"),
-    (
-        "1xx heads count",
-        b"HTTP/1.1 103 Hints\r\nLink: <aaaaaaaaaaaaaaaaaaaa>\r\n\r\n" * 6 + OK,
-        "1xx",
-    ),
-    (
-        "1xx header count",
-        b"HTTP/1.1 103 Hints\r\n" + b"L: a\r\n" * 11 + b"\r\n" + OK,
-        "max_headers=10",
-    ),
-    ("1xx line", b"HTTP/1.1 103 Hints\r\nLink: " + b"a" * 70 + b"\r\n\r\n" + OK, "max_line_bytes"),
-    ("trailer line", CHUNKED + b"0\r\nT: " + b"a" * 100 + b"\r\n\r\n", "trailer line"),
-    ("trailer count", CHUNKED + b"0\r\n" + b"T: a\r\n" * 11 + b"\r\n", "trailer lines"),
-    ("trailer bytes", CHUNKED + b"0\r\n" + (b"T: " + b"a" * 50 + b"\r\n") * 6, "trailer section"),
-    ("chunk extension", CHUNKED + b"2;" + b"a" * 40 + b"\r\nhi\r\n0\r\n\r\n", "extension of 41"),
-    ("chunk size line, no end", CHUNKED + b"2;" + b"a" * 200, "max_chunk_ext_bytes=32"),
-]
-
-
-@pytest.mark.parametrize(("reply", "message"), [c[1:] for c in CAPS], ids=[c[0] for c in CAPS])
-async def test_size_caps_raise_response_too_large(reply: bytes, message: str) -> None:
+@pytest.mark.parametrize(
+    ("reply", "message", "state"),
+    [c[1:] for c in CAPS if c[0] in TOO_LARGE],
+    ids=[c[0] for c in CAPS if c[0] in TOO_LARGE],
+)
+async def test_size_caps_raise_response_too_large(reply: bytes, message: str, state: str) -> None:
     limits = {
-        "max_line_bytes": 64,
-        "max_header_bytes": 256,
-        "max_headers": 10,
-        "max_chunk_ext_bytes": 32,
+        "max_line_bytes": SMALL.max_line_bytes,
+        "max_header_bytes": SMALL.max_header_bytes,
+        "max_headers": SMALL.max_headers,
+        "max_chunk_ext_bytes": SMALL.max_chunk_ext_bytes,
     }
     async with RawServer(replies=[reply]) as srv, connected(srv, **limits) as conn:
-        with pytest.raises(ResponseTooLarge, match=message):
+        with pytest.raises(ResponseTooLarge, match=message) as info:
             await fetch(conn)
+        assert str(info.value).endswith(f"(in {state})")
         assert not conn.is_reusable()
 
 

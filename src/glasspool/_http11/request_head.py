@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING
 
 import yarl
 
-from ._exceptions import InvalidRequest
-from ._redact import redact_url
-from ._syntax import (
+from .._exceptions import InvalidRequest
+from .._redact import redact_url
+from .._syntax import (
     DEFAULT_PORTS,
     URL_FORBIDDEN,
     VALUE_FORBIDDEN,
@@ -27,7 +27,7 @@ from ._syntax import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ._headers import Headers
+    from .._headers import Headers
 
 __all__ = ["RequestTarget", "build_request_head", "request_target"]
 
