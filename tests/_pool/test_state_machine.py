@@ -1,4 +1,9 @@
-"""Hypothesis stateful test of the sans-IO pool: random operations, invariants after each."""
+"""Hypothesis stateful test of the sans-IO pool: random operations, invariants after each.
+
+Some requests wait for a fleet-wide lease (``fleet_wait``) before they connect, as with
+``RedisLimits``; a fake lease source grants, refuses or cancels those leases, and the
+machine keeps its own line of them per key to check who adopts a connection that comes back.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +15,14 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from glasspool import PoolEvent, PoolKey
-from glasspool._pool.state import Close, ConnState, PoolState, Waiter, WaiterState, Wake
+from glasspool._pool.state import Close, Conn, ConnState, PoolState, Waiter, WaiterState, Wake
 
 KEYS = [PoolKey("http", f"h{i}.test", 80) for i in range(4)]
 EXAMPLES = int(os.environ.get("GLASSPOOL_STATE_EXAMPLES", "500"))
+
+
+def conn_holder(waiters: list[Waiter], conn: Conn) -> Waiter | None:
+    return next((w for w in waiters if w.conn is conn and w.state is WaiterState.ACTIVE), None)
 
 
 class PoolMachine(RuleBasedStateMachine):
@@ -27,6 +36,8 @@ class PoolMachine(RuleBasedStateMachine):
         self.event_open: Counter[PoolKey] = Counter()
         self.event_total_open = 0
         self.closed_ids: set[int] = set()
+        # the fake lease source: per key, the requests waiting for a lease, oldest first
+        self.fleet_line: dict[PoolKey, list[Waiter]] = {key: [] for key in KEYS}
 
     @initialize(
         limit=st.integers(1, 6),
@@ -36,6 +47,7 @@ class PoolMachine(RuleBasedStateMachine):
         max_requests=st.one_of(st.none(), st.integers(1, 4)),
         passovers=st.integers(0, 3),
         grace=st.one_of(st.none(), st.just(0.0), st.floats(0.1, 3)),
+        warm=st.lists(st.sampled_from(["active", "connecting", "fleet", "idle"]), max_size=4),
     )
     def setup(
         self,
@@ -46,6 +58,7 @@ class PoolMachine(RuleBasedStateMachine):
         max_requests: int | None,
         passovers: int,
         grace: float | None,
+        warm: list[str],
     ) -> None:
         if per_host is not None:
             per_host = min(per_host, limit)
@@ -60,6 +73,19 @@ class PoolMachine(RuleBasedStateMachine):
             emit=self.on_event,
             evict_grace=grace,
         )
+        # Start with requests of one key that hold connections in use, reserved slots,
+        # slots waiting for a lease, or connections back idle (in that order), so that
+        # same-key hand-overs and adoptions are a step or two away.
+        first = [self._request(KEYS[0]) for _ in warm]
+        for state, waiter in zip(warm, first, strict=True):
+            if waiter.state is not WaiterState.CONNECTING:
+                continue
+            if state in ("active", "idle"):
+                self.apply(self.pool.connected(waiter, self.now))
+            if state == "fleet":
+                self._fleet_wait(waiter, full=True)
+            elif state == "idle":
+                self.apply(self.pool.release(waiter, self.now))
 
     def on_event(self, event: PoolEvent) -> None:
         self.events.append(event)
@@ -77,7 +103,13 @@ class PoolMachine(RuleBasedStateMachine):
     def apply(self, actions: list[Wake | Close]) -> None:
         for action in actions:
             if isinstance(action, Wake):
-                assert action.waiter.state in (WaiterState.CONNECTING, WaiterState.ACTIVE)
+                waiter = action.waiter
+                assert waiter.state in (WaiterState.CONNECTING, WaiterState.ACTIVE)
+                line = self.fleet_line[waiter.key]
+                if waiter in line:  # it adopted a connection of its key: the oldest first
+                    assert line[0] is waiter, f"{waiter} adopted ahead of {line[0]}"
+                    assert waiter.state is WaiterState.ACTIVE and waiter.reused
+                    line.remove(waiter)
             else:
                 assert action.conn.state is ConnState.CLOSED
 
@@ -88,9 +120,20 @@ class PoolMachine(RuleBasedStateMachine):
 
     @rule(key=st.sampled_from(KEYS))
     def request(self, key: PoolKey) -> None:
+        self._request(key)
+
+    @precondition(lambda self: any(h.open for h in self.pool.hosts().values()))
+    @rule(data=st.data())
+    def request_busy_key(self, data: st.DataObject) -> None:
+        """A request for a key that has connections: same-key hand-overs and adoptions."""
+        busy = [key for key, host in self.pool.hosts().items() if host.open]
+        self._request(data.draw(st.sampled_from(busy)))
+
+    def _request(self, key: PoolKey) -> Waiter:
         waiter, actions = self.pool.request(key, self.now)
         self.apply(actions)
         self.waiters.append(waiter)
+        return waiter
 
     @precondition(lambda self: self.in_state(WaiterState.CONNECTING))
     @rule(data=st.data(), ok=st.booleans())
@@ -109,8 +152,68 @@ class PoolMachine(RuleBasedStateMachine):
     )
     def release(self, data: st.DataObject, close: str | None, hint: float | None) -> None:
         waiter = data.draw(st.sampled_from(self.in_state(WaiterState.ACTIVE)))
+        conn = waiter.conn
+        assert conn is not None
+        queued = next(iter(self.pool.hosts()[waiter.key].waiters.values()), None)
+        line = list(self.fleet_line[waiter.key])
         reason = "eof" if close is None else "error"
         self.apply(self.pool.release(waiter, self.now, reason, close, hint))
+        if conn.state is ConnState.CLOSED:
+            return  # not reusable, expired, or evicted for another key
+        # Back clean: to the oldest QUEUED waiter of its key, else the oldest FLEET one.
+        taker = queued or (line[0] if line else None)
+        if taker is not None:
+            assert taker.state is WaiterState.ACTIVE and taker.conn is conn, (
+                f"{conn} came back and went to {conn_holder(self.waiters, conn)}, not {taker}"
+            )
+
+    # ------------------------------------------------ the fake fleet-wide lease source
+
+    @rule(key=st.sampled_from(KEYS), full=st.booleans())
+    def request_with_shared_limits(self, key: PoolKey, full: bool) -> None:
+        """A request in a pool with shared limits: a reserved slot waits for a lease."""
+        waiter = self._request(key)
+        if waiter.state is WaiterState.CONNECTING:
+            self._fleet_wait(waiter, full)
+
+    @precondition(lambda self: self.in_state(WaiterState.CONNECTING))
+    @rule(data=st.data(), full=st.booleans(), prefer_idle=st.booleans())
+    def fleet_wait(self, data: st.DataObject, full: bool, prefer_idle: bool) -> None:
+        waiters = self.in_state(WaiterState.CONNECTING)
+        hosts = self.pool.hosts()
+        if prefer_idle and any(hosts[w.key].idle for w in waiters):
+            waiters = [w for w in waiters if hosts[w.key].idle]  # reached by a race in I/O
+        self._fleet_wait(data.draw(st.sampled_from(waiters)), full)
+
+    def _fleet_wait(self, waiter: Waiter, full: bool) -> None:
+        idle = bool(self.pool.hosts()[waiter.key].idle)
+        seen = len(self.events)
+        self.fleet_line[waiter.key].append(waiter)
+        self.apply(self.pool.fleet_wait(waiter, self.now, full))
+        if waiter.state is WaiterState.FLEET:
+            assert not self.pool.hosts()[waiter.key].idle, "it waits while one is idle"
+        else:  # it adopted an idle connection of its key at once
+            assert idle and waiter.state is WaiterState.ACTIVE and waiter.reused
+            assert waiter not in self.fleet_line[waiter.key]
+        shared = [e for e in self.events[seen:] if e.reason == "shared_limit"]
+        assert all(e.kind == "queued" and e.key == waiter.key for e in shared)
+        # reported only for a request that waits, and only if the fleet is known full
+        assert len(shared) == (full and waiter.state is WaiterState.FLEET), shared
+
+    @precondition(lambda self: self.in_state(WaiterState.FLEET))
+    @rule(data=st.data(), outcome=st.sampled_from(["granted", "refused", "cancelled"]))
+    def fleet_lease(self, data: st.DataObject, outcome: str) -> None:
+        waiter = data.draw(st.sampled_from(self.in_state(WaiterState.FLEET)))
+        self.fleet_line[waiter.key].remove(waiter)
+        if outcome == "granted":
+            self.apply(self.pool.fleet_granted(waiter, self.now))
+            assert waiter.state is WaiterState.CONNECTING
+        elif outcome == "refused":
+            self.apply(self.pool.fleet_failed(waiter, self.now, "error"))
+            assert waiter.state is WaiterState.DONE
+        else:
+            self.apply(self.pool.cancel(waiter, self.now))
+            assert waiter.state is WaiterState.DONE
 
     @precondition(
         lambda self: any(w.state is not WaiterState.DONE for w in self.waiters),
@@ -119,6 +222,8 @@ class PoolMachine(RuleBasedStateMachine):
     def cancel(self, data: st.DataObject, timeout: bool) -> None:
         live = [w for w in self.waiters if w.state is not WaiterState.DONE]
         waiter = data.draw(st.sampled_from(live))
+        if waiter.state is WaiterState.FLEET:
+            self.fleet_line[waiter.key].remove(waiter)
         if timeout and waiter.state is WaiterState.QUEUED:
             self.apply(self.pool.cancel(waiter, self.now, "timeout"))
         elif waiter.state is not WaiterState.ACTIVE or (waiter.conn and waiter.conn.requests):
@@ -147,8 +252,16 @@ class PoolMachine(RuleBasedStateMachine):
         pool = self.pool
         pool._check_invariants(self.now)
         assert len(self.in_state(WaiterState.QUEUED)) == pool.waiting
-        assert len(self.in_state(WaiterState.CONNECTING)) == pool.connecting
+        fleet = len(self.in_state(WaiterState.FLEET))
+        assert len(self.in_state(WaiterState.CONNECTING)) + fleet == pool.connecting
+        assert fleet == pool.fleet_waiting
         assert len(self.in_state(WaiterState.ACTIVE)) == pool.in_use
+        for key, line in self.fleet_line.items():
+            host = pool.hosts().get(key)
+            assert list(host.fleet.values() if host else ()) == line, (key, line)
+            assert not (line and host and host.idle), (
+                f"{key}: idle while requests wait on the fleet"
+            )
         assert self.event_total_open == pool.open, (self.event_total_open, pool.open)
         for key, host in pool.hosts().items():
             assert self.event_open[key] == host.open, (key, self.event_open[key], host.open)
@@ -168,6 +281,9 @@ class PoolMachine(RuleBasedStateMachine):
             if not live:
                 break
             for waiter in live:
+                if waiter.state is WaiterState.FLEET:
+                    self.fleet_line[waiter.key].remove(waiter)
+                    self.apply(self.pool.fleet_granted(waiter, self.now))
                 if waiter.state is WaiterState.CONNECTING:
                     self.apply(self.pool.connected(waiter, self.now))
                 elif waiter.state is WaiterState.ACTIVE:
