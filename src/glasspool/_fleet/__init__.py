@@ -38,7 +38,8 @@ The modules of this package:
 * ``limits.py``: ``RedisLimits`` (acquire, release, renewal, close) and ``RedisLease``.
 
 The pool drives it through the ``SharedLimits`` and ``Lease`` protocols of
-``_pool/asyncio.py``.
+``_pool/asyncio.py``; a request waiting for a lease is in the pool state machine's
+``WaiterState.FLEET`` (``_pool/state.py``).
 """
 
 from __future__ import annotations
