@@ -440,6 +440,21 @@ def test_a_connection_of_its_key_coming_back_is_adopted_by_the_oldest_fleet_wait
     pool._check_invariants(3.0)
 
 
+def test_a_fleet_waiter_adopts_before_a_key_with_no_connection_evicts() -> None:
+    """The adopting waiter's reserved slot serves the other key: nothing open is closed."""
+    pool, events = make(limit=2, limit_per_host=2)
+    holder = open_conn(pool, A)
+    fleet = fleet_waiter(pool, A, 1.0)  # holds A's second slot: the global limit is full
+    starving, _ = pool.request(B, 2.0)  # B has no connection at all
+    assert starving.state is WaiterState.QUEUED
+    reserved = fleet.conn
+    actions = pool.release(holder, 3.0)
+    assert actions == [Close(reserved, "cancelled"), Wake(fleet), Wake(starving)]  # type: ignore[arg-type]
+    assert fleet.conn is holder.conn and starving.state is WaiterState.CONNECTING
+    assert ("closed", "evicted") not in kinds(events)
+    pool._check_invariants(3.0)
+
+
 def test_a_queued_waiter_of_the_key_takes_a_connection_before_a_fleet_waiter() -> None:
     pool, _ = make(limit=5, limit_per_host=2)
     holder = open_conn(pool, A)

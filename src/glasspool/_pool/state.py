@@ -26,8 +26,8 @@ I5  no waiter waits while capacity for it exists: a key with waiters has no idle
     connection, and a waiter with per-key headroom exists only while open == limit and no
     idle connection may be evicted for it (I8). A key with FLEET waiters has no idle
     connection either: one that is idle when the wait begins, or comes back while it lasts
-    and is not taken first (by a QUEUED waiter of the key, or evicted for another key at
-    once), is adopted by the oldest of them (see "Shared limits" below).
+    and is not taken first by a QUEUED waiter of the key, is adopted by the oldest of them
+    (see "Shared limits" below).
 I6  the per-key counters equal a recount, and the totals equal the sum over keys
     (``waiting`` counts QUEUED waiters, ``fleet_waiting`` FLEET ones; a FLEET waiter's
     reserved slot is also in ``connecting``).
@@ -63,11 +63,12 @@ key is better than a new one: the key's oldest FLEET waiter *adopts* it (``acqui
 ``reused``; its reserved slot is given back, ``closed`` ``cancelled``; ``Wake``). A
 connection of a key that comes back clean goes, in this order: to the key's oldest
 QUEUED waiter (the same-key hand-over above, with its pass-over bound), which has nothing
-yet; else it is parked idle, where a waiter of another key that I8 lets evict it at once
-may take it; else the key's oldest FLEET waiter adopts it, first in, first out among the
-key's FLEET waiters. A FLEET waiter also adopts an idle connection of its key that is
-there when its wait begins. The lease itself is the I/O layer's business: this file only
-records who waits for one.
+yet; else the key's oldest FLEET waiter adopts it, first in, first out among the key's
+FLEET waiters (the reserved slot that waiter gives back goes to the next waiter of any
+key, so nothing is closed to serve a key with no connection); else it is parked idle,
+where a waiter of another key that I8 lets evict it at once may take it. A FLEET waiter
+also adopts an idle connection of its key that is there when its wait begins. The lease
+itself is the I/O layer's business: this file only records who waits for one.
 
 Data structures keep every operation O(1) or O(log n): per-key ordered dicts of idle
 connections and of waiters, one global ordered dict of idle connections (oldest first, for
@@ -679,10 +680,12 @@ class PoolState:
         host.idle[conn.id] = conn
         self._idle[conn.id] = conn
         self._push_expiry(conn)
-        if self.waiting:
+        if host.fleet:
+            # A FLEET waiter of its key takes it (I5); the slot it held goes to the next
+            # waiter, so a key with no connection is served without closing this one.
+            self._adopt(host, now, actions)
+        if self.waiting and host.idle:
             self._serve_ready(now, actions)  # a global-limit waiter may evict it at once
-        if host.fleet and host.idle:
-            self._adopt(host, now, actions)  # a FLEET waiter of its key takes it (I5)
 
     def _push_expiry(self, conn: Conn) -> None:
         """Make sure the expiry heap has an entry for ``conn`` at or before its expiry (I7).
