@@ -12,6 +12,7 @@ import contextlib
 import gc
 import socket
 import struct
+import weakref
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -36,6 +37,7 @@ from glasspool._http11 import (
     ParserLimits,
     ReceiveBuffer,
     ResponseHead,
+    buffers,
 )
 from glasspool._pool.key import PoolKey
 from tests._http11.test_framing import CAPS, INVALID, SMALL
@@ -647,6 +649,38 @@ async def test_receive_all_reset_mid_body_is_read_error() -> None:
         with pytest.raises(ReadError, match="failed after 30000 bytes") as info:
             await conn.receive_all(read_timeout=5)
         assert isinstance(info.value.__cause__, ConnectionResetError)
+
+
+async def test_a_failed_read_lets_go_of_the_body_buffer_without_the_garbage_collector(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The transport's error holds, in its traceback, the frame that read into a slice of
+    the body buffer. Kept as the cause of the ReadError, it kept the buffer exported until
+    the garbage collector broke the cycle, where finalizing a BytesIO with a live export
+    crashed CPython 3.12. The connection drops that traceback, so the buffer goes at once."""
+    alive: list[weakref.ref[Any]] = []
+
+    class Tracked(buffers._SinkBuffer):
+        __slots__ = ()
+
+        def __init__(self, initial: bytes) -> None:
+            super().__init__(initial)
+            alive.append(weakref.ref(self))
+
+    monkeypatch.setattr(buffers, "_SinkBuffer", Tracked)
+    reply = b"HTTP/1.1 200 OK\r\nContent-Length: 200000\r\n\r\n" + pattern(30_000)
+    gc.disable()
+    try:
+        async with RawServer(closing_after(reply, reset=True)) as srv, connected(srv) as conn:
+            await conn.send_request(request(), None, chunked=False, write_timeout=5)
+            await conn.receive_head(method="GET", read_timeout=5)
+            with pytest.raises(ReadError) as info:
+                await conn.receive_all(read_timeout=5)
+            assert alive, "the body was not read into a sink buffer"
+            assert isinstance(info.value.__cause__, ConnectionResetError)
+            assert [ref() for ref in alive] == [None]
+    finally:
+        gc.enable()
 
 
 async def test_receive_all_read_timeout_when_the_body_stalls() -> None:

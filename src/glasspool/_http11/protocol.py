@@ -521,6 +521,13 @@ class HTTP11Connection(asyncio.BufferedProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         """Record the loss, fail or finish the exchange, call ``on_lost`` once."""
         self._lost = True
+        if exc is not None:
+            # The transport's error carries the frame that read into this connection's
+            # buffer, with a slice of it still exported. Kept (as the cause of our errors),
+            # it would keep that buffer alive until the garbage collector breaks the cycle,
+            # and CPython 3.12 can crash finalizing a BytesIO with a live export. The error's
+            # type, text and errno are what matter; its asyncio frames go.
+            exc.__traceback__ = None
         self._lost_exc = exc
         if self._error is None:
             try:
