@@ -63,6 +63,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (  # bottom first
             "_redirects",
             "_request",
             "_response",
+            "_retry",
             "_syntax",
             "_urls",
         ),

@@ -37,6 +37,7 @@ from ._pool.asyncio import Pool
 from ._pool.key import PoolKey, TLSIdentity
 from ._request import Request
 from ._response import Response
+from ._retry import Retry, RetryAttempt
 from ._stats import HostStats, PoolStats
 from ._timeouts import Timeout
 from ._version import __version__
@@ -71,6 +72,8 @@ __all__ = [
     "RedisLimits",
     "Request",
     "Response",
+    "Retry",
+    "RetryAttempt",
     "ResponseNotRead",
     "ResponseTooLarge",
     "ServerDisconnected",

@@ -24,6 +24,7 @@ from ._headers import Headers, HeaderTypes
 from ._redact import redact_url, safe_text
 from ._redirects import REDIRECT_STATUSES
 from ._request import Request
+from ._retry import RetryAttempt
 
 __all__ = ["BodyStream", "Response"]
 
@@ -109,6 +110,8 @@ class Response:
 
     Attributes:
         history: the redirect responses that led here, oldest first.
+        attempts: the retried attempts before this response (``RetryAttempt(reason,
+            delay)``, oldest first), over all redirect hops; ``()`` without retries.
         elapsed: how long the request took, as measured and set by the client;
             ``timedelta(0)`` until it does.
 
@@ -141,6 +144,7 @@ class Response:
         self.request = request
         self.url = _response_url(url, request)
         self.history: list[Response] = []
+        self.attempts: tuple[RetryAttempt, ...] = ()  # set by the client when it retries
         self._elapsed: datetime.timedelta | float = 0.0  # seconds until first read
         self._headers = Headers(headers) if headers is not None else None
         self._raw_headers = raw_headers if raw_headers is not None else []

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import random
 import ssl
+import time
 import warnings
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Mapping
@@ -41,6 +44,7 @@ from ._redact import redact_url
 from ._redirects import REDIRECT_STATUSES, redirect_request
 from ._request import Request, RequestBody, encode_body
 from ._response import Response
+from ._retry import Retry, RetryTypes, error_delay, method_allows_retry, status_delay
 from ._timeouts import Timeout, TimeoutTypes, within_deadline
 from ._urls import ParamTypes, parse_url, pool_key_for
 from ._validate import check_int
@@ -51,6 +55,8 @@ IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"
 REDIRECT_DRAIN_BYTES: Final = 64 * 1024
 URL_CACHE_SIZE: Final = 1024  # parsed request URLs kept per client (see Client._target)
 DEFAULT_TIMEOUT: Final = Timeout()
+
+_log = logging.getLogger("glasspool")
 
 
 class _Route(NamedTuple):
@@ -97,6 +103,8 @@ class Client:
             expansion-ratio guard is always on).
         shared_limits: fleet-wide per-host limits, e.g. :class:`glasspool.RedisLimits`.
         happy_eyeballs_delay: seconds before trying the next address (RFC 8305).
+        retry: retry failed requests: ``None`` (never), a number of retries, or a
+            :class:`glasspool.Retry` (see docs/retries.md).
 
     Raises:
         ValueError, TypeError: a limit, duration or cap is out of range (named).
@@ -126,6 +134,7 @@ class Client:
         max_decompressed_size: int | None = None,
         shared_limits: SharedLimits | None = None,
         happy_eyeballs_delay: float | None = 0.25,
+        retry: RetryTypes = None,
     ) -> None:
         self._site = call_site()
         self._closed = False
@@ -158,6 +167,9 @@ class Client:
         self._cert = (cert, None) if isinstance(cert, str) else cert
         self._tls = tls_identity(verify, self._cert, None)
         self._happy_eyeballs_delay = happy_eyeballs_delay
+        self.retry = Retry.coerce(retry)
+        self._retry_rng = random.Random()  # the backoff's jitter; tests replace it
+        self._retry_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep  # and this
         self._recv_buffer: ReceiveBuffer | None = None  # shared by all its connections
         # URL string -> (base_url, TLS identity, parsed URL, route) they gave; see _target
         self._urls: dict[str, tuple[yarl.URL | None, TLSIdentity, yarl.URL, _Route]] = {}
@@ -196,6 +208,7 @@ class Client:
         data: Mapping[str, Any] | None = None,
         timeout: TimeoutTypes | Unset = UNSET,
         follow_redirects: bool | Unset = UNSET,
+        retry: RetryTypes | Unset = UNSET,
     ) -> Response:
         """Send a request and read the whole response body.
 
@@ -211,6 +224,7 @@ class Client:
             data: a form sent as ``application/x-www-form-urlencoded``.
             timeout: overrides the client's timeout for this request.
             follow_redirects: overrides the client's setting for this request.
+            retry: overrides the client's ``retry`` for this request (``None``: none).
 
         Returns:
             The :class:`Response`, body read (``content``, ``text``, ``json()``).
@@ -222,7 +236,17 @@ class Client:
             IncompleteBody, ResponseTooLarge, TooManyRedirects, ClientClosed.
         """
         return await self._request(
-            method, url, params, headers, content, json, data, timeout, follow_redirects, False
+            method,
+            url,
+            params,
+            headers,
+            content,
+            json,
+            data,
+            timeout,
+            follow_redirects,
+            False,
+            retry,
         )
 
     def stream(
@@ -237,15 +261,17 @@ class Client:
         data: Mapping[str, Any] | None = None,
         timeout: TimeoutTypes | Unset = UNSET,
         follow_redirects: bool | Unset = UNSET,
+        retry: RetryTypes | Unset = UNSET,
     ) -> StreamContext:
         """Send a request and give the response with its body unread: ``async with``.
 
         ``async with client.stream("GET", url) as response:`` sends the request on entry.
         The connection is held until the body is read to its end (released ``eof``) or
         the block exits (released ``closed``; the connection is closed if unread bytes
-        remain). Same arguments and errors as :meth:`request`.
+        remain). Same arguments and errors as :meth:`request`; retries happen only before
+        the response is handed over.
         """
-        call = (method, url, params, headers, content, json, data, timeout, follow_redirects)
+        call = (method, url, params, headers, content, json, data, timeout, follow_redirects, retry)
         return StreamContext(self, call)
 
     async def get(self, url: str | yarl.URL, **kwargs: Any) -> Response:
@@ -290,16 +316,18 @@ class Client:
         timeout: TimeoutTypes | Unset,
         follow_redirects: bool | Unset,
         stream: bool,
+        retry: RetryTypes | Unset = UNSET,
     ) -> Response:
         if self._closed:
             raise ClientClosed(f"the client is closed; cannot send {method} {redact_url(url)}")
         t = self.timeout if isinstance(timeout, Unset) else Timeout.coerce(timeout)
         follow = self.follow_redirects if isinstance(follow_redirects, Unset) else follow_redirects
+        policy = self.retry if isinstance(retry, Unset) else Retry.coerce(retry)
         request, route = self._build_request(method, url, params, headers, content, json, data)
         if t.total is None:
-            return await self._send_following(request, route, t, None, follow, stream)
+            return await self._send_following(request, route, t, None, follow, stream, policy)
         deadline = asyncio.get_running_loop().time() + t.total
-        following = self._send_following(request, route, t, deadline, follow, stream)
+        following = self._send_following(request, route, t, deadline, follow, stream, policy)
         return await within_deadline(following, deadline, t.total, request.url)
 
     def _build_request(
@@ -364,13 +392,20 @@ class Client:
         deadline: float | None,
         follow: bool,
         stream: bool,
+        retry: Retry | None = None,
     ) -> Response:
         """Send ``request`` and follow its redirects; the last response's body is read
-        (``stream`` false) or handed to the caller unread."""
+        (``stream`` false) or handed to the caller unread. ``retry`` counts over all hops."""
         history: list[Response] = []
         stripped = False
         while True:
-            exchange, response = await self._send(request, route, t, deadline)
+            if retry is None:
+                exchange, response = await self._send(request, route, t, deadline)
+            else:
+                exchange, response, retry = await self._send_retrying(
+                    request, route, t, deadline, retry
+                )
+                response.attempts = retry.attempts
             # The status first: most responses are no redirect, and need no header index.
             if not follow or response.status not in REDIRECT_STATUSES:
                 location = None
@@ -410,6 +445,49 @@ class Client:
         content = request.content if plan.keep_body else None
         follow = Request(plan.method, plan.url, plan.headers, content=content)
         return follow, _Route(pool_key_for(plan.url, self._tls), None), plan.stripped
+
+    async def _send_retrying(
+        self, request: Request, route: _Route, t: Timeout, deadline: float | None, retry: Retry
+    ) -> tuple[Exchange, Response, Retry]:
+        """:meth:`_send`, again after a retryable status or network error (``_retry`` rules).
+
+        A retried response's body is drained (at most 64 KiB, else its connection is
+        closed) so its connection goes back before the wait. A wait that would pass the
+        ``total`` deadline is not made: the request ends as if the retries had run out
+        (the response is returned, the error raised). Each retry is logged at DEBUG on
+        the ``glasspool`` logger. Returns the policy with the attempts counted.
+        """
+        replayable = request.body_replayable
+        method_ok = method_allows_retry(retry, request.method, request.headers, replayable)
+        rng = self._retry_rng
+        while True:
+            try:
+                exchange, response = await self._send(request, route, t, deadline)
+            except Exception as exc:  # a cancellation is never retried
+                delay = error_delay(retry, exc, method_ok=method_ok, replayable=replayable, rng=rng)
+                if delay is None or not _fits(delay, deadline):
+                    raise
+                reason = type(exc).__name__
+            else:
+                delay = None
+                if method_ok and response.status in retry.statuses:
+                    after = response.headers.get("retry-after")
+                    delay = status_delay(retry, response.status, after, now=time.time(), rng=rng)
+                if delay is None or not _fits(delay, deadline):
+                    return exchange, response, retry
+                await response._drain(REDIRECT_DRAIN_BYTES)  # its connection goes back
+                reason = str(response.status)
+            retry = retry.increment(reason, delay)
+            _log.debug(
+                "retry %d/%d of %s %s after %s, in %.3fs",
+                len(retry.attempts),
+                retry.total,
+                request.method,
+                redact_url(request.url),
+                reason,
+                delay,
+            )
+            await self._retry_sleep(delay)
 
     async def _send(
         self, request: Request, route: _Route, t: Timeout, deadline: float | None
@@ -532,9 +610,9 @@ class StreamContext:
         self._response: Response | None = None
 
     async def __aenter__(self) -> Response:
-        (method, url, params, headers, content, json, data, timeout, follow) = self._call
+        (method, url, params, headers, content, json, data, timeout, follow, retry) = self._call
         self._response = await self._client._request(
-            method, url, params, headers, content, json, data, timeout, follow, True
+            method, url, params, headers, content, json, data, timeout, follow, True, retry
         )
         return self._response
 
@@ -582,6 +660,11 @@ def _stop_watch(client: Client) -> None:
     if watch is not None:
         with contextlib.suppress(StopIteration):
             watch.aclose().send(None)
+
+
+def _fits(delay: float, deadline: float | None) -> bool:
+    """Whether waiting ``delay`` seconds now ends before the ``total`` deadline."""
+    return deadline is None or asyncio.get_running_loop().time() + delay < deadline
 
 
 def _weak_factory(client: Client) -> Callable[[PoolKey, float | None], Awaitable[Any]]:
