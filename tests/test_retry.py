@@ -24,7 +24,7 @@ from glasspool._retry import (
     status_delay,
 )
 from tests.faults import FaultServer
-from tests.rawserver import RawServer
+from tests.rawserver import RawServer, Reply
 
 
 class Top:
@@ -440,4 +440,15 @@ async def test_cancelled_during_the_wait_holds_nothing() -> None:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+        at_rest(client)
+
+
+async def test_a_broken_retried_body_is_still_retried() -> None:
+    truncated = b"HTTP/1.1 503 Busy\r\nContent-Length: 100\r\n\r\nonly ten b"
+    replies: list[bytes | Reply] = [Reply(truncated, close=True), reply(200, body=b"ok")]
+    async with RawServer(replies=replies) as srv, Client(retry=1) as client:
+        delays = fake_sleep(client)
+        r = await client.get(f"http://127.0.0.1:{srv.port}/")
+        assert (r.status, r.content) == (200, b"ok") and len(delays) == 1
+        assert srv.connections == 2
         at_rest(client)

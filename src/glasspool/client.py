@@ -452,10 +452,11 @@ class Client:
         """:meth:`_send`, again after a retryable status or network error (``_retry`` rules).
 
         A retried response's body is drained (at most 64 KiB, else its connection is
-        closed) so its connection goes back before the wait. A wait that would pass the
-        ``total`` deadline is not made: the request ends as if the retries had run out
-        (the response is returned, the error raised). Each retry is logged at DEBUG on
-        the ``glasspool`` logger. Returns the policy with the attempts counted.
+        closed) so its connection goes back before the wait; an error while draining it
+        (the exchange has released the connection) does not stop the retry. A wait that
+        would pass the ``total`` deadline is not made: the request ends as if the retries
+        had run out (the response is returned, the error raised). Each retry is logged at
+        DEBUG on the ``glasspool`` logger. Returns the policy with the attempts counted.
         """
         replayable = request.body_replayable
         method_ok = method_allows_retry(retry, request.method, request.headers, replayable)
@@ -475,8 +476,9 @@ class Client:
                     delay = status_delay(retry, response.status, after, now=time.time(), rng=rng)
                 if delay is None or not _fits(delay, deadline):
                     return exchange, response, retry
-                await response._drain(REDIRECT_DRAIN_BYTES)  # its connection goes back
                 reason = str(response.status)
+                with contextlib.suppress(Exception):  # a broken body we drop: still retried
+                    await response._drain(REDIRECT_DRAIN_BYTES)  # its connection goes back
             retry = retry.increment(reason, delay)
             _log.debug(
                 "retry %d/%d of %s %s after %s, in %.3fs",
