@@ -138,7 +138,10 @@ def test_parse_retry_after() -> None:
     assert parse_retry_after(in_30, now=now) == pytest.approx(30.0)
     past = email.utils.formatdate(now - 3600, usegmt=True)
     assert parse_retry_after(past, now=now) == 0.0
-    for bad in ("", "-1", "1.5", "soon", "٣", "Wed, 99 Foo 2015 07:28:00 GMT"):
+    far = "Fri, 31 Dec 9999 23:59:59 GMT"
+    assert parse_retry_after(far, now=now) == pytest.approx(253402300799.0 - now)
+    bad_values = ("", "-1", "1.5", "soon", "٣", "9" * 400, "Wed, 99 Foo 2015 07:28:00 GMT")
+    for bad in bad_values:
         assert parse_retry_after(bad, now=now) is None, bad
 
 

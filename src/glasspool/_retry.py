@@ -237,6 +237,7 @@ def parse_retry_after(value: str, *, now: float) -> float | None:
     """A ``Retry-After`` value in seconds from ``now`` (wall-clock), or None if malformed.
 
     Either delay-seconds (digits only) or an HTTP date; a date in the past gives ``0.0``.
+    A number too large for a float, or a date without a time zone, is malformed.
 
     >>> parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0)
     10.0
@@ -245,10 +246,11 @@ def parse_retry_after(value: str, *, now: float) -> float | None:
     """
     text = value.strip()
     if text.isdigit() and text.isascii():
-        return float(text)
+        seconds = float(text)  # hundreds of digits: inf, malformed
+        return seconds if math.isfinite(seconds) else None
     try:
         when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:  # "-0000" or no zone: HTTP dates are GMT
         return None
