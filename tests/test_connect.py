@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+import glasspool._connect
 from glasspool._connect import context_for, make_ssl_context, open_connection, tls_identity
 from glasspool._exceptions import ConnectError, ConnectTimeout, TLSError
 from glasspool._http11 import HTTP11Connection
@@ -184,10 +185,33 @@ class Counting:
             self.all_closed.set()
 
 
+def both_attempts_connect(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hold the first attempt that connects until the second has connected too.
+
+    Without it the race can end before the second attempt reaches ``connect()`` (on
+    uvloop ``sock_connect`` resolves the address in a thread first, and a busy machine
+    lets the first attempt win meanwhile), and there would be no losing socket to check.
+    """
+    connected: list[socket.socket] = []
+    both = asyncio.Event()
+    attempt = glasspool._connect._attempt
+
+    async def held(loop: asyncio.AbstractEventLoop, info: Any) -> socket.socket:
+        sock = await attempt(loop, info)
+        connected.append(sock)
+        if len(connected) == 2:
+            both.set()
+        await asyncio.wait_for(both.wait(), 5)
+        return sock
+
+    monkeypatch.setattr(glasspool._connect, "_attempt", held)
+
+
 async def test_happy_eyeballs_closes_the_losing_connection(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     counting = Counting(expect=2)
+    both_attempts_connect(monkeypatch)
     async with RawServer(counting) as srv:
         fake_getaddrinfo(monkeypatch, {"dual.test": [("127.0.0.1", srv.port)] * 2})
         key = PoolKey("http", "dual.test", srv.port)
@@ -204,6 +228,7 @@ async def test_cancelling_during_happy_eyeballs_and_tls_closes_every_socket(
     monkeypatch: pytest.MonkeyPatch, tls_certs: TLSCerts
 ) -> None:
     counting = Counting(expect=2)
+    both_attempts_connect(monkeypatch)
     async with RawServer(counting) as srv:  # plain TCP: the TLS handshake never completes
         fake_getaddrinfo(monkeypatch, {"dual.test": [("127.0.0.1", srv.port)] * 2})
         key = PoolKey("https", "dual.test", srv.port, tls_identity(True, None, None))
