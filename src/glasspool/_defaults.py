@@ -12,6 +12,10 @@ __all__ = [
     "DEFAULT_KEEPALIVE_EXPIRY",
     "DEFAULT_LIMIT",
     "DEFAULT_LIMIT_PER_HOST",
+    "DEFAULT_MAX_CHUNK_EXT_BYTES",
+    "DEFAULT_MAX_HEADERS",
+    "DEFAULT_MAX_HEADER_BYTES",
+    "DEFAULT_MAX_LINE_BYTES",
     "DEFAULT_MAX_PASSOVERS",
     "UNSET",
     "Unset",
@@ -46,6 +50,18 @@ already has a connection (``evict_grace``)."""
 
 DEFAULT_MAX_PASSOVERS: Final = 16
 """How often a waiter of another key may be passed over for a same-key handover."""
+
+DEFAULT_MAX_HEADER_BYTES: Final = 65536
+"""Bytes of one response head, or one trailer section (``max_header_bytes``)."""
+
+DEFAULT_MAX_HEADERS: Final = 100
+"""Header lines in one response head, or one trailer section (``max_headers``)."""
+
+DEFAULT_MAX_LINE_BYTES: Final = 8192
+"""Bytes of one status, header or trailer line (``max_line_bytes``)."""
+
+DEFAULT_MAX_CHUNK_EXT_BYTES: Final = 4096
+"""Bytes of one chunk extension (``max_chunk_ext_bytes``)."""
 
 
 def default_limit_per_host(limit: int) -> int:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from .._exceptions import ClientClosed, PoolTimeout, SharedLimitsUnavailable
 from .._pool.key import PoolKey
 from .._redact import redact_url
+from .._validate import check_limit
 from .connection import Waker, import_redis
 from .scripts import (
     ACQUIRE_LUA,
@@ -63,22 +64,13 @@ def _normalise_host(name: str) -> str:
     return name.strip().removeprefix("[").removesuffix("]").rstrip(".").lower()
 
 
-def _check_limit(what: str, value: object) -> int:
-    """Validate a limit: an int of at least 1 (bools refused). Names ``what`` on error."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{what} must be an int >= 1, not {value!r}")
-    if value < 1:
-        raise ValueError(f"{what} must be >= 1, got {value}")
-    return value
-
-
 def _check_overrides(overrides: Mapping[str, int] | None) -> dict[str, int]:
     """Validate per-host overrides and key them by normalised host name."""
     result: dict[str, int] = {}
     for host, limit in (overrides or {}).items():
         if not isinstance(host, str) or not _normalise_host(host):
             raise ValueError(f"overrides keys must be host names, got {host!r}")
-        result[_normalise_host(host)] = _check_limit(f"overrides[{host!r}]", limit)
+        result[_normalise_host(host)] = check_limit(f"overrides[{host!r}]", limit)
     return result
 
 
@@ -197,7 +189,7 @@ class RedisLimits:
     ) -> None:
         api = import_redis()
         _check_config(namespace, lease_ttl, on_unavailable)
-        self._limit = _check_limit("limit_per_host", limit_per_host)
+        self._limit = check_limit("limit_per_host", limit_per_host)
         self._overrides = _check_overrides(overrides)
         self._api = api
         self._url = redact_url(url)

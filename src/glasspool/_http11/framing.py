@@ -58,6 +58,12 @@ from typing import Final, Literal, TypeVar
 
 import httptools
 
+from .._defaults import (
+    DEFAULT_MAX_CHUNK_EXT_BYTES,
+    DEFAULT_MAX_HEADER_BYTES,
+    DEFAULT_MAX_HEADERS,
+    DEFAULT_MAX_LINE_BYTES,
+)
 from .._exceptions import (
     GlasspoolError,
     IncompleteBody,
@@ -66,6 +72,7 @@ from .._exceptions import (
     ResponseTooLarge,
     ServerDisconnected,
 )
+from .._validate import check_int
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -109,16 +116,14 @@ class ParserLimits:
         max_chunk_ext_bytes: one chunk extension, from its ``;`` to the end of the line.
     """
 
-    max_header_bytes: int = 65536
-    max_headers: int = 100
-    max_line_bytes: int = 8192
-    max_chunk_ext_bytes: int = 4096
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    max_headers: int = DEFAULT_MAX_HEADERS
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+    max_chunk_ext_bytes: int = DEFAULT_MAX_CHUNK_EXT_BYTES
 
     def __post_init__(self) -> None:
         for name in ("max_header_bytes", "max_headers", "max_line_bytes", "max_chunk_ext_bytes"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"ParserLimits.{name} must be a positive int, got {value!r}")
+            check_int(f"ParserLimits.{name}", getattr(self, name))
 
 
 DEFAULT_LIMITS: Final = ParserLimits()
