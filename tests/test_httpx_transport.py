@@ -13,7 +13,7 @@ import pytest
 
 import glasspool
 from glasspool.httpx import AsyncTransport
-from tests.rawserver import RawServer, read_request
+from tests.rawserver import RawServer, Reply, read_request
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
 
@@ -248,3 +248,23 @@ async def test_server_closed_keepalive_connection_is_not_an_error() -> None:
         await asyncio.sleep(0.05)
         assert (await client.get(url)).text == "hello"
     assert served == 2
+
+
+async def test_http2_extension_and_sni_hostname_refused() -> None:
+    async with AsyncTransport() as transport:
+        for ext in ({"http2": True}, {"sni_hostname": "example.org"}):
+            request = httpx.Request("GET", "http://127.0.0.1:1/", extensions=ext)
+            with pytest.raises(httpx.UnsupportedProtocol):
+                await transport.handle_async_request(request)
+        assert transport.pool.stats().open == 0
+
+
+async def test_body_cut_short_is_remote_protocol_error() -> None:
+    reply = Reply(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n12345", close=True)
+    async with (
+        RawServer(replies=[reply]) as srv,
+        httpx.AsyncClient(transport=AsyncTransport()) as client,
+    ):
+        with pytest.raises(httpx.RemoteProtocolError) as info:
+            await client.get(f"http://127.0.0.1:{srv.port}/")
+        assert isinstance(info.value.__cause__, glasspool.IncompleteBody)

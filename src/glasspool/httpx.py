@@ -22,6 +22,7 @@ except ImportError as exc:  # pragma: no cover - exercised without httpx install
 from . import _exceptions as gx
 from ._exchange import Exchange
 from ._headers import Headers
+from ._pool.asyncio import Pool
 from ._request import Request
 from ._timeouts import Timeout
 from ._urls import parse_url, pool_key_for
@@ -133,7 +134,7 @@ class AsyncTransport(httpx.AsyncBaseTransport):
         self._client = Client(follow_redirects=False, **options)
 
     @property
-    def pool(self) -> Any:
+    def pool(self) -> Pool:
         """The connection pool: ``stats()``, ``add_listener()``, ``remove_listener()``."""
         return self._client.pool
 
