@@ -12,6 +12,8 @@ Clients, each behind the same small :class:`Runner` interface:
 - ``aiohttp``: ``ClientSession`` over ``TCPConnector(limit=, limit_per_host=)``.
 - ``httpx``: ``AsyncClient(limits=Limits(max_connections=...))``; httpx has no per-host
   limit, so ``limit_per_host`` is ignored for it.
+- ``httpx-glasspool``: ``httpx.AsyncClient(transport=glasspool.httpx.AsyncTransport(limit=,
+  limit_per_host=))``: httpx's API on glasspool's pool.
 - ``reference``: :class:`ReferencePool` below, a deliberately minimal ``asyncio.Protocol`` +
   ``httptools`` client with a trivial pool; the practical ceiling for Python on this loop.
 
@@ -44,7 +46,7 @@ import httptools
 
 __all__ = ["CLIENTS", "ReferencePool", "Runner", "WorkSpec", "main", "open_runner"]
 
-CLIENTS = ("glasspool", "aiohttp", "httpx", "reference")
+CLIENTS = ("glasspool", "aiohttp", "httpx", "httpx-glasspool", "reference")
 EXIT_UNAVAILABLE = 3
 EXIT_ERROR = 4
 _GRACE_S = 30.0  # on top of a run's own time cap, before it is declared hung
@@ -415,6 +417,17 @@ class _HttpxRunner:
         return None
 
 
+class _HttpxGlasspoolRunner(_HttpxRunner):
+    """:class:`Runner` over ``httpx.AsyncClient`` on ``glasspool.httpx.AsyncTransport``."""
+
+    def __init__(self, client: Any, pool: Any) -> None:
+        super().__init__(client)
+        self._pool = pool
+
+    def opened(self) -> int | None:
+        return sum(int(host.opened) for host in self._pool.stats().hosts.values())
+
+
 def _import(name: str) -> Any:
     try:
         return importlib.import_module(name)
@@ -453,6 +466,21 @@ async def _open_httpx(stack: AsyncExitStack, limit: int, per_host: int | None) -
     return _HttpxRunner(await stack.enter_async_context(client))
 
 
+async def _open_httpx_glasspool(stack: AsyncExitStack, limit: int, per_host: int | None) -> Runner:
+    httpx = _import("httpx")
+    module = _import("glasspool.httpx")
+    try:
+        transport = module.AsyncTransport(limit=limit, limit_per_host=per_host)
+    except Exception as exc:
+        raise ClientUnavailable(
+            f"glasspool.httpx.AsyncTransport(...) failed: {type(exc).__name__}: {exc}"
+        ) from exc
+    client = httpx.AsyncClient(
+        transport=transport, timeout=httpx.Timeout(_CLIENT_TIMEOUT_S), trust_env=False
+    )
+    return _HttpxGlasspoolRunner(await stack.enter_async_context(client), transport.pool)
+
+
 async def _open_reference(stack: AsyncExitStack, limit: int, per_host: int | None) -> Runner:
     runner = _ReferenceRunner(limit, per_host)
     stack.push_async_callback(runner._pool.aclose)
@@ -463,6 +491,7 @@ _OPENERS = {
     "glasspool": _open_glasspool,
     "aiohttp": _open_aiohttp,
     "httpx": _open_httpx,
+    "httpx-glasspool": _open_httpx_glasspool,
     "reference": _open_reference,
 }
 

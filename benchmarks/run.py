@@ -45,7 +45,7 @@ import nginx_bench
 from nginx_bench import BODY_SIZES, NginxServer
 
 CLIENTS_PY = Path(__file__).with_name("clients.py")
-ALL_CLIENTS = ("glasspool", "aiohttp", "httpx", "reference", "wrk")
+ALL_CLIENTS = ("glasspool", "aiohttp", "httpx", "httpx-glasspool", "reference", "wrk")
 BASELINE = "glasspool"
 _MIB = 1024 * 1024
 _PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
