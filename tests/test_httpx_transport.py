@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import importlib
 import sys
@@ -268,3 +269,23 @@ async def test_body_cut_short_is_remote_protocol_error() -> None:
         with pytest.raises(httpx.RemoteProtocolError) as info:
             await client.get(f"http://127.0.0.1:{srv.port}/")
         assert isinstance(info.value.__cause__, glasspool.IncompleteBody)
+
+
+async def test_shared_limit_over_four_hosts_opens_few_connections() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await read_request(reader):
+            writer.write(OK)
+            await writer.drain()
+
+    transport = AsyncTransport(limit=4, limit_per_host=4)
+    async with contextlib.AsyncExitStack() as stack:
+        servers = [await stack.enter_async_context(RawServer(handler=handler)) for _ in range(4)]
+        client = await stack.enter_async_context(httpx.AsyncClient(transport=transport))
+        urls = [f"http://127.0.0.1:{srv.port}/" for srv in servers]
+        for _ in range(5):
+            rs = await asyncio.gather(*(client.get(urls[i % 4]) for i in range(64)))
+            assert all(r.status_code == 200 for r in rs)
+        stats = transport.pool.stats()
+        assert stats.open <= 4
+        opened = sum(h.opened for h in stats.hosts.values())
+        assert opened <= 8, opened
