@@ -68,7 +68,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (  # bottom first
             "_urls",
         ),
     ),
-    ("client", ("client", "httpx", "timeline", "glasspool")),
+    ("client", ("client", "httpx", "otel", "prometheus", "timeline", "glasspool")),
     ("CLI", ("cli", "__main__")),
 )
 

@@ -4,7 +4,9 @@ A :class:`Timeline` listens to a pool (``client.pool.add_listener``) and keeps e
 :class:`~glasspool.PoolEvent`. :meth:`Timeline.write_html` draws them: a lane per
 connection, a bar per request on the lane of the connection that carried it, and a chart
 of open connections and waiting requests over time. The page is one file (inline CSS, SVG
-and a few lines of JavaScript) and fetches nothing.
+and a few lines of JavaScript) and fetches nothing. :meth:`Timeline.write_trace` (or
+:func:`chrome_trace`) writes the same story as Chrome trace JSON for the Perfetto UI: a
+process per pool key, a thread per connection.
 
 Everything is derived from the public event stream, so the phases are the ones the events
 delimit:
@@ -23,6 +25,7 @@ delimit:
 from __future__ import annotations
 
 import html
+import json
 import math
 import os
 from collections import deque
@@ -35,7 +38,9 @@ from ._events import PoolEvent, PoolListener
 from ._pool.key import PoolKey
 from ._stats import PoolStats
 
-__all__ = ["Timeline"]
+__all__ = ["Timeline", "chrome_trace"]
+
+Event = dict[str, object]  # one Chrome trace event
 
 WIDTH: Final = 1160
 GUTTER: Final = 210
@@ -95,6 +100,8 @@ class _Model:
     points: list[tuple[float, int, int]] = field(default_factory=list)  # time, open, waiting
     dequeued: int = 0
     bars: int = 0
+    # waits that ended without a connection: (key, since or None, when, reason)
+    gave_up: list[tuple[PoolKey, float | None, float, str | None]] = field(default_factory=list)
 
 
 class _Builder:
@@ -142,8 +149,9 @@ class _Builder:
 
     def on_dequeued(self, event: PoolEvent, served: bool) -> None:
         """A request gave up waiting: forget the oldest wait of its key."""
-        self._pop_wait(event.key, True)
+        since = self._pop_wait(event.key, True)
         self.model.dequeued += 1
+        self.model.gave_up.append((event.key, since, event.time, event.reason))
 
     def on_connecting(self, event: PoolEvent, served: bool) -> None:
         """A new lane; its first request may have waited for the slot."""
@@ -505,6 +513,152 @@ def _page(model: _Model, title: str, limits: str) -> str:
     )
 
 
+# -- Chrome trace / Perfetto JSON ---------------------------------------------------------------
+
+TRACE_POOL_PID: Final = 0  # the process that holds the pool-wide counters
+
+
+def _us(t: float) -> float:
+    """Monotonic seconds as the trace's microseconds."""
+    return round(t * 1e6, 3)
+
+
+def _slice(name: str, cat: str, pid: int, tid: int, t0: float, t1: float, **args: object) -> Event:
+    return {
+        "name": name,
+        "cat": cat,
+        "ph": "X",
+        "pid": pid,
+        "tid": tid,
+        "ts": _us(t0),
+        "dur": round(max(t1 - t0, 0.0) * 1e6, 3),
+        "args": args,
+    }
+
+
+def _meta(what: str, pid: int, tid: int | None, **args: object) -> Event:
+    event: Event = {"name": what, "ph": "M", "pid": pid, "args": args}
+    if tid is not None:
+        event["tid"] = tid
+    return event
+
+
+def _lane_events(lane: _Lane, pid: int, t_end: float) -> list[Event]:
+    """A connection's thread: its life, with its connect and its requests nested inside."""
+    closed = lane.close_reason if lane.end is not None else "still open at the end"
+    life = _slice(
+        f"connection #{lane.conn}",
+        "connection",
+        pid,
+        lane.conn,
+        lane.start,
+        _first(lane.end, t_end),
+        key=str(lane.key),
+        opened=lane.opened is not None,
+        closed=closed,
+    )
+    out = [_meta("thread_name", pid, lane.conn, name=f"connection #{lane.conn}"), life]
+    for bar in lane.bars:
+        if bar.connect is not None:
+            stop = _first(bar.start, bar.end, t_end)
+            outcome = "failed" if bar.how == "failed" else "opened"
+            out.append(
+                _slice("connect", "connect", pid, lane.conn, bar.connect, stop, outcome=outcome)
+            )
+        if bar.start is not None:
+            out.append(
+                _slice(
+                    f"request {bar.index + 1} ({bar.how})",
+                    "request",
+                    pid,
+                    lane.conn,
+                    bar.start,
+                    _first(bar.end, t_end),
+                    connection=f"{bar.how} connection",
+                    released=bar.end_reason or "still in use at the end",
+                )
+            )
+    return out
+
+
+def _wait_events(model: _Model, pids: dict[PoolKey, int], t_end: float) -> list[Event]:
+    """Pool waits as async slices on their key's process (they overlap freely)."""
+    waits: list[tuple[PoolKey, float, float, str, str]] = []
+    for lane in model.lanes.values():
+        for bar in lane.bars:
+            if bar.queued is not None:
+                stop = _first(bar.connect, bar.start, bar.end, t_end)
+                how = "a new connection" if bar.connect is not None else "an open connection"
+                waits.append((bar.key, bar.queued, stop, "pool wait", f"served with {how}"))
+    for key, since, when, reason in model.gave_up:
+        if since is not None:
+            waits.append((key, since, when, f"pool wait ({reason})", f"left the queue: {reason}"))
+    out: list[Event] = []
+    for n, (key, begin, end, name, outcome) in enumerate(sorted(waits, key=lambda w: w[1])):
+        common = {"name": name, "cat": "pool wait", "id": n + 1, "pid": pids[key]}
+        out.append({**common, "ph": "b", "ts": _us(begin), "args": {"outcome": outcome}})
+        out.append({**common, "ph": "e", "ts": _us(end)})
+    return out
+
+
+def _trace(model: _Model, title: str, limits: str) -> dict[str, object]:
+    times = [p[0] for p in model.points]
+    t_end = max(times) if times else 0.0
+    pids: dict[PoolKey, int] = {}
+    for lane in model.lanes.values():
+        pids.setdefault(lane.key, len(pids) + 1)
+    for key, *_ in model.gave_up:
+        pids.setdefault(key, len(pids) + 1)
+    events: list[Event] = [
+        _meta("process_name", TRACE_POOL_PID, None, name=f"{title}: pool ({limits})"),
+        _meta("process_sort_index", TRACE_POOL_PID, None, sort_index=0),
+    ]
+    for key, pid in pids.items():
+        events.append(_meta("process_name", pid, None, name=f"{title}: {key}"))
+        events.append(_meta("process_sort_index", pid, None, sort_index=pid))
+    last: tuple[int, int] | None = None
+    for t, open_, waiting in model.points:
+        if (open_, waiting) == last:
+            continue  # a counter holds its value until the next sample
+        last = (open_, waiting)
+        events.append(
+            {"name": "pool", "ph": "C", "pid": TRACE_POOL_PID, "ts": _us(t),
+             "args": {"open": open_, "waiting": waiting}}
+        )  # fmt: skip
+    for lane in sorted(model.lanes.values(), key=lambda ln: ln.conn):
+        events.extend(_lane_events(lane, pids[lane.key], t_end))
+    events.extend(_wait_events(model, pids, t_end))
+    return {
+        "traceEvents": events,
+        "displayTimeUnit": "ms",
+        "otherData": {"title": title, "limits": limits, "clock": "time.monotonic() in us"},
+    }
+
+
+def chrome_trace(events: Iterable[PoolEvent], *, title: str = "glasspool") -> dict[str, object]:
+    """Pool events as a Chrome trace (the JSON object format that Perfetto opens).
+
+    One process per pool key with a thread per connection: the connection's life as a
+    slice, and inside it the connect and one slice per request it carried (named
+    ``request N (new|reused)``, the release reason in its args). Pool waits are async
+    slices on their key's process, and a ``pool`` process has the open connections and
+    waiting requests as counters. Times are ``time.monotonic()`` in microseconds, as the
+    events recorded them. The matching of waits to requests is the HTML timeline's (see
+    the module docstring).
+
+    Args:
+        events: pool events, oldest first, all from one pool.
+        title: the prefix of the process names.
+
+    Returns:
+        A JSON-serialisable dict (``json.dump`` it, or use :meth:`Timeline.write_trace`).
+    """
+    builder = _Builder(0, {})
+    for event in events:
+        builder.feed(event)
+    return _trace(builder.model, title, "limits unknown")
+
+
 # -- the public helper ------------------------------------------------------------------------
 
 
@@ -592,6 +746,31 @@ class Timeline:
         """
         target = Path(path)
         target.write_text(self.render_html(), encoding="utf-8")
+        return target
+
+    def render_trace(self) -> dict[str, object]:
+        """Return the events as a Chrome trace / Perfetto JSON object (see
+        :func:`chrome_trace`); the pool's limits are in the ``pool`` process's name."""
+        builder = _Builder(self._open_at_start, self._waiting_at_start)
+        for event in self._events:
+            builder.feed(event)
+        return _trace(builder.model, self.title, self._limits)
+
+    def write_trace(self, path: str | os.PathLike[str]) -> Path:
+        """Write the events as Chrome trace JSON: open it at https://ui.perfetto.dev or in
+        ``chrome://tracing``.
+
+        Args:
+            path: the file to write (its directory must exist); overwritten.
+
+        Returns:
+            The path written.
+
+        Raises:
+            OSError: the file could not be written.
+        """
+        target = Path(path)
+        target.write_text(json.dumps(self.render_trace(), separators=(",", ":")), encoding="utf-8")
         return target
 
     def __repr__(self) -> str:

@@ -128,6 +128,12 @@ _GET_OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
          "help": "write an HTML timeline: a lane per connection, a bar per request"},
     ),
     (
+        ("--trace",),
+        {"type": Path, "metavar": "FILE",
+         "help": "write the pool's events as Chrome trace JSON (open it in ui.perfetto.dev): "
+         "a process per host, a thread per connection"},
+    ),
+    (
         ("--redis",),
         {"metavar": "URL",
          "help": "share per-host limits with other workers through the Redis at URL "
@@ -160,6 +166,12 @@ def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     demo.add_argument(
         "--timeline", metavar="FILE", type=Path, help="also write an HTML timeline of the run"
+    )
+    demo.add_argument(
+        "--trace",
+        metavar="FILE",
+        type=Path,
+        help="also write the run's pool events as Chrome trace JSON (for ui.perfetto.dev)",
     )
     demo.add_argument(
         "--compare-aiohttp",
@@ -204,7 +216,7 @@ def _cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     printer = Printer(out)
 
     async def demo() -> None:
-        outcome = await run_demo(printer, args.timeline)
+        outcome = await run_demo(printer, args.timeline, args.trace)
         if args.compare_aiohttp:
             aio = await run_aiohttp(outcome.concurrent)
             print_comparison(printer, outcome.snapshots, aio, outcome.names)
@@ -240,6 +252,7 @@ def _get_options(args: argparse.Namespace) -> GetOptions:
         output=args.output,
         live=args.live,
         timeline=args.timeline,
+        trace=args.trace,
         redis_url=args.redis,
         shared_limit=args.shared_limit,
         namespace=args.namespace or DEFAULT_NAMESPACE,

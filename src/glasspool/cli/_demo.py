@@ -299,12 +299,15 @@ async def _steps(run: DemoRun, timeline: Timeline | None) -> None:
         await run.client.aclose()
 
 
-async def run_demo(printer: Printer, timeline_path: Path | None = None) -> DemoOutcome:
+async def run_demo(
+    printer: Printer, timeline_path: Path | None = None, trace_path: Path | None = None
+) -> DemoOutcome:
     """Replay the seed on two loopback servers, printing every step and the answers.
 
     Args:
         printer: where the text goes.
         timeline_path: also write a :class:`~glasspool.Timeline` of the run there.
+        trace_path: also write the run's events there as Chrome trace JSON.
 
     Returns:
         ``stats()`` after each step and the servers' names (for ``--compare-aiohttp``).
@@ -317,7 +320,8 @@ async def run_demo(printer: Printer, timeline_path: Path | None = None) -> DemoO
     async with DemoServer(host_a) as a, DemoServer(host_b) as b:
         client = Client(limit=LIMIT, limit_per_host=LIMIT_PER_HOST)
         run = DemoRun(client, a, b, printer)
-        timeline = Timeline(title="glasspool demo") if timeline_path is not None else None
+        recording = timeline_path is not None or trace_path is not None
+        timeline = Timeline(title="glasspool demo") if recording else None
         _print_intro(run)
         await _steps(run, timeline)
         _print_answers(run)
@@ -325,5 +329,9 @@ async def run_demo(printer: Printer, timeline_path: Path | None = None) -> DemoO
             timeline.write_html(timeline_path)
             printer.line()
             printer.line(f"timeline: written to {timeline_path}")
+        if timeline is not None and trace_path is not None:
+            timeline.write_trace(trace_path)
+            printer.line()
+            printer.line(f"trace: written to {trace_path}")
     names = {(a.host, a.port): "A", (b.host, b.port): "B"}
     return DemoOutcome(run.snapshots, names, run.concurrent)

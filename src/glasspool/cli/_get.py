@@ -56,6 +56,7 @@ class GetOptions:
     output: Path | None = None
     live: bool = False
     timeline: Path | None = None
+    trace: Path | None = None  # Chrome trace JSON of the pool's events
     redis_url: str | None = None  # shared limits over Redis when given
     shared_limit: int | None = None  # None: limit_per_host
     namespace: str = DEFAULT_NAMESPACE
@@ -261,7 +262,7 @@ async def run_get(opts: GetOptions, reporter: Reporter) -> Summary:
     Raises:
         UsageError: ``-o`` cannot hold the bodies, or ``--redis`` cannot work (see
             :func:`fleet_limits`).
-        OSError: the timeline file could not be written.
+        OSError: the timeline or trace file could not be written.
     """
     shared = fleet_limits(opts)  # first: a missing extra must not leave an -o directory
     try:
@@ -273,6 +274,9 @@ async def run_get(opts: GetOptions, reporter: Reporter) -> Summary:
     if timeline is not None and opts.timeline is not None:
         timeline.write_html(opts.timeline)
         reporter.note(f"timeline: written to {opts.timeline}")
+    if timeline is not None and opts.trace is not None:
+        timeline.write_trace(opts.trace)
+        reporter.note(f"trace: written to {opts.trace}")
     return summary
 
 
@@ -282,7 +286,8 @@ async def _run_client(
     """Open the client, run the jobs, report the summary, close the client."""
     start = time.perf_counter()
     async with _client(opts, shared) as client:
-        timeline = Timeline(client.pool, title="glasspool get") if opts.timeline else None
+        recording = opts.timeline is not None or opts.trace is not None
+        timeline = Timeline(client.pool, title="glasspool get") if recording else None
         reporter.started(client.pool, len(opts.jobs()))
         try:
             results = await _run_jobs(client, opts, targets, reporter)
