@@ -32,8 +32,29 @@ EVENT_REASONS: Final[dict[str, frozenset[str | None]]] = {
             "error",
             "cancelled",
             "client_closed",
+            "limit_lowered",
         }
     ),
+    # ``status_<code>`` for any status in ``Retry.statuses`` (the defaults are listed),
+    # else the class name of the network error that was retried
+    "retry": frozenset(
+        {
+            "status_429",
+            "status_502",
+            "status_503",
+            "status_504",
+            "ConnectError",
+            "ConnectTimeout",
+            "ServerDisconnected",
+            "ReadError",
+            "WriteError",
+            "ReadTimeout",
+            "WriteTimeout",
+        }
+    ),
+    # lowered: ``status_<code>`` for a status in ``AdaptiveLimits.decrease_on`` (the
+    # defaults are listed) or ``retry_after``; raised: ``recovered``
+    "limit_changed": frozenset({"status_429", "status_503", "retry_after", "recovered"}),
 }
 
 
@@ -42,14 +63,19 @@ class PoolEvent:
     """One thing the pool did.
 
     Attributes:
-        kind: ``queued``, ``dequeued``, ``connecting``, ``acquired``, ``released`` or
-            ``closed``.
+        kind: ``queued``, ``dequeued``, ``connecting``, ``acquired``, ``released``,
+            ``closed``, ``retry`` (a request is sent again after a wait) or
+            ``limit_changed`` (an adaptive per-host limit moved).
         key: the pool key (scheme, host, port, TLS identity) the event concerns.
         connection_id: the connection, unique per client; ``None`` for ``queued`` and
             ``dequeued``.
         reason: why (see :data:`EVENT_REASONS`), or ``None``.
         time: ``time.monotonic()`` seconds (the pool's clock) when it happened.
         waiting: the number of requests queued for ``key`` after the event.
+        limit: for ``limit_changed``, the key's effective limit after the change.
+        delay: for ``retry``, the seconds waited before the next attempt.
+        attempt: for ``retry``, the number of the attempt about to be made (2 for the
+            first retry).
     """
 
     kind: str
@@ -58,11 +84,21 @@ class PoolEvent:
     reason: str | None
     time: float
     waiting: int
+    limit: int | None = None
+    delay: float | None = None
+    attempt: int | None = None
 
     def __str__(self) -> str:
         conn = "" if self.connection_id is None else f" connection {self.connection_id}"
         why = "" if self.reason is None else f" ({self.reason})"
-        return f"{self.kind}{why}{conn} {self.key} waiting={self.waiting}"
+        extra = ""
+        if self.attempt is not None:
+            extra += f" attempt={self.attempt}"
+        if self.delay is not None:
+            extra += f" delay={self.delay:.3f}s"
+        if self.limit is not None:
+            extra += f" limit={self.limit}"
+        return f"{self.kind}{why}{conn} {self.key} waiting={self.waiting}{extra}"
 
 
 PoolListener = Callable[[PoolEvent], None]

@@ -484,6 +484,8 @@ class Client:
                 with contextlib.suppress(Exception):  # a broken body we drop: still retried
                     await response._drain(REDIRECT_DRAIN_BYTES)  # its connection goes back
             retry = retry.increment(reason, delay)
+            kind = reason if reason[0].isalpha() else f"status_{reason}"  # an error's class
+            self._pool._retry_event(route.key, kind, delay, len(retry.attempts) + 1)
             _log.debug(
                 "retry %d/%d of %s %s after %s, in %.3fs",
                 len(retry.attempts),

@@ -123,6 +123,9 @@ REASON: Final = "glasspool.pool.reason"
 CONNECTION_ID: Final = "glasspool.connection.id"
 WAITING: Final = "glasspool.pool.waiting"
 REUSED: Final = "glasspool.connection.reused"
+RETRY_ATTEMPT: Final = "glasspool.retry.attempt"
+RETRY_DELAY: Final = "glasspool.retry.delay"
+EFFECTIVE_LIMIT: Final = "glasspool.pool.effective_limit"
 
 KNOWN_METHODS: Final = frozenset(
     {"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE"}
@@ -430,6 +433,8 @@ class Instrumentation:
             "acquired": self._on_acquired,
             "released": self._on_released,
             "closed": self._on_closed,
+            "retry": self._on_mark,
+            "limit_changed": self._on_mark,
         }
         self._installed = False
         self._saved: dict[str, Any] = {}
@@ -538,6 +543,11 @@ class Instrumentation:
         handler = self._handlers.get(event.kind)
         if handler is not None:
             handler(event, k, event.waiting < before)
+
+    def _on_mark(self, event: PoolEvent, k: _Key, served: bool) -> None:
+        """A retry or an adaptive limit change, seen in the requesting task: an event on
+        the request's span."""
+        self._span_event(self._current(), event)
 
     def _current(self) -> _Call | None:
         call = _CURRENT.get()
@@ -705,13 +715,19 @@ class Instrumentation:
     def _span_event(self, call: _Call | None, event: PoolEvent) -> None:
         if call is None or call.span is None or call.ended:
             return
-        attrs: AttrDict = {}
+        attrs: dict[str, str | int | float] = {}
         if event.kind == "queued" or event.kind == "dequeued":
             attrs[WAITING] = event.waiting  # the key's queue length, this request counted
         if event.reason is not None:
             attrs[REASON] = event.reason
         if event.connection_id is not None:
             attrs[CONNECTION_ID] = event.connection_id
+        if event.attempt is not None:
+            attrs[RETRY_ATTEMPT] = event.attempt
+        if event.delay is not None:
+            attrs[RETRY_DELAY] = event.delay
+        if event.limit is not None:
+            attrs[EFFECTIVE_LIMIT] = event.limit
         timestamp = int(event.time * 1e9) + self._clock_ns
         call.span.add_event(f"glasspool.pool.{event.kind}", attrs, timestamp=timestamp)
 

@@ -20,6 +20,9 @@ delimit:
   together: the events do not split them);
 - **in use**: ``acquired`` until ``released`` (sending, waiting for the head and reading
   the body together: no public event separates them).
+
+``retry`` and ``limit_changed`` events are marks in time on their key's row (a strip above
+the lanes; instant events in the trace, and the effective limit as a counter there).
 """
 
 from __future__ import annotations
@@ -102,6 +105,8 @@ class _Model:
     bars: int = 0
     # waits that ended without a connection: (key, since or None, when, reason)
     gave_up: list[tuple[PoolKey, float | None, float, str | None]] = field(default_factory=list)
+    # retries and limit changes, oldest first
+    marks: list[PoolEvent] = field(default_factory=list)
 
 
 class _Builder:
@@ -196,6 +201,10 @@ class _Builder:
             bar_in_use.end = event.time
             bar_in_use.end_reason = f"connection closed ({event.reason})"
 
+    def on_mark(self, event: PoolEvent, served: bool) -> None:
+        """A retry or a limit change: a mark in time on its key's row."""
+        self.model.marks.append(event)
+
 
 _HANDLERS: Final[dict[str, Callable[[_Builder, PoolEvent, bool], None]]] = {
     "queued": _Builder.on_queued,
@@ -204,6 +213,8 @@ _HANDLERS: Final[dict[str, Callable[[_Builder, PoolEvent, bool], None]]] = {
     "acquired": _Builder.on_acquired,
     "released": _Builder.on_released,
     "closed": _Builder.on_closed,
+    "retry": _Builder.on_mark,
+    "limit_changed": _Builder.on_mark,
 }
 
 
@@ -368,6 +379,45 @@ def _lane_svg(lane: _Lane, scale: _Scale, y: float, t_end: float) -> tuple[str, 
     return svg, height
 
 
+def _mark_text(event: PoolEvent) -> str:
+    """A mark's label: ``retry 2 (status_503) in 1.500 s`` or ``limit 4 (status_503)``."""
+    if event.kind == "retry":
+        delay = 0.0 if event.delay is None else event.delay
+        return f"retry: attempt {event.attempt} ({event.reason}) after {delay:.3f} s"
+    return f"limit {event.limit} ({event.reason})"
+
+
+def _marks_svg(model: _Model, scale: _Scale) -> str:
+    """One row per key with retries or limit changes: a mark at each, with its label."""
+    rows: dict[PoolKey, list[PoolEvent]] = {}
+    for event in model.marks:
+        rows.setdefault(event.key, []).append(event)
+    parts = []
+    y = float(AXIS_H)
+    for key, events in rows.items():
+        parts.append(f'<text class="label" x="{GUTTER - 8}" y="{y + 12}">{_esc(key)}</text>')
+        for event in events:
+            x = scale.x(event.time)
+            tip = f"{_mark_text(event)}\n{key} at +{scale.ms(event.time)}"
+            cls = "mark-retry" if event.kind == "retry" else "mark-limit"
+            shape = (
+                f'<circle cx="{x:.1f}" cy="{y + 8}" r="5"/>'
+                if event.kind == "retry"
+                else f'<path d="M{x:.1f},{y + 1}l6,7l-6,7l-6,-7z"/>'
+            )
+            parts.append(
+                f'<g class="{cls}" data-kind="{event.kind}" data-reason="{_esc(event.reason)}" '
+                f'data-tip="{_esc(tip)}"><title>{_esc(tip)}</title>{shape}</g>'
+            )
+        y += LANE_H
+    height = int(y) + 4
+    return (
+        f'<svg id="marks" viewBox="0 0 {WIDTH} {height}" width="{WIDTH}" height="{height}" '
+        f'xmlns="http://www.w3.org/2000/svg">{"".join(_axis(scale, AXIS_H, height - 2))}'
+        f"{''.join(parts)}</svg>"
+    )
+
+
 def _lanes_svg(model: _Model, scale: _Scale) -> str:
     """The lanes, grouped by key in order of first appearance, then by connection id."""
     order: dict[PoolKey, int] = {}
@@ -457,6 +507,7 @@ svg{display:block;font:11px system-ui,sans-serif}
 .bar:hover rect,.bar.hi rect{filter:brightness(0.8)}
 .series-open{fill:none;stroke:#4a5a78;stroke-width:2}
 .series-waiting{fill:none;stroke:#f0a020;stroke-width:2}
+.mark-retry{fill:#c0392b}.mark-limit{fill:#7d4cc2}
 h2{font-size:14px;margin:14px 0 2px}
 """.strip()
 
@@ -501,11 +552,17 @@ def _page(model: _Model, title: str, limits: str) -> str:
     t0 = min(times) if times else 0.0
     span = max((max(times) - t0) if times else 0.0, 1e-3)
     scale = _Scale(t0, span)
+    marks = ""
+    if model.marks:
+        marks = (
+            '<h2>retries <i class="sw" style="background:#c0392b"></i> and limit changes '
+            f'<i class="sw" style="background:#7d4cc2"></i></h2>{_marks_svg(model, scale)}'
+        )
     return (
         f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         f"<title>{_esc(title)}</title><style>{_CSS}</style></head><body>"
         f"<h1>{_esc(title)}</h1>{_summary(model, scale, limits)}{_legend()}"
-        f'<div id="details">hover a bar or a lane for details</div>'
+        f'<div id="details">hover a bar or a lane for details</div>{marks}'
         f"<h2>connections (one lane each, one bar per request)</h2>{_lanes_svg(model, scale)}"
         '<h2>open connections <i class="sw" style="background:#4a5a78"></i> and waiting '
         f'requests <i class="sw" style="background:#f0a020"></i></h2>{_chart_svg(model, scale)}'
@@ -601,6 +658,32 @@ def _wait_events(model: _Model, pids: dict[PoolKey, int], t_end: float) -> list[
     return out
 
 
+def _mark_events(model: _Model, pids: dict[PoolKey, int]) -> list[Event]:
+    """Retries and limit changes as instant events on their key's process; the effective
+    limit also as a counter there."""
+    out: list[Event] = []
+    named: set[int] = set()
+    for mark in model.marks:
+        pid = pids[mark.key]
+        if pid not in named:
+            named.add(pid)
+            out.append(_meta("thread_name", pid, 0, name="retries and limit changes"))
+        args: dict[str, object] = {"reason": mark.reason}
+        if mark.kind == "retry":
+            args.update(attempt=mark.attempt, delay_s=mark.delay)
+        else:
+            args["limit"] = mark.limit
+            out.append(
+                {"name": "effective limit", "ph": "C", "pid": pid, "ts": _us(mark.time),
+                 "args": {"limit": mark.limit}}
+            )  # fmt: skip
+        out.append(
+            {"name": f"{mark.kind} ({mark.reason})", "cat": mark.kind, "ph": "i", "s": "p",
+             "pid": pid, "tid": 0, "ts": _us(mark.time), "args": args}
+        )  # fmt: skip
+    return out
+
+
 def _trace(model: _Model, title: str, limits: str) -> dict[str, object]:
     times = [p[0] for p in model.points]
     t_end = max(times) if times else 0.0
@@ -609,6 +692,8 @@ def _trace(model: _Model, title: str, limits: str) -> dict[str, object]:
         pids.setdefault(lane.key, len(pids) + 1)
     for key, *_ in model.gave_up:
         pids.setdefault(key, len(pids) + 1)
+    for mark in model.marks:
+        pids.setdefault(mark.key, len(pids) + 1)
     events: list[Event] = [
         _meta("process_name", TRACE_POOL_PID, None, name=f"{title}: pool ({limits})"),
         _meta("process_sort_index", TRACE_POOL_PID, None, sort_index=0),
@@ -628,6 +713,7 @@ def _trace(model: _Model, title: str, limits: str) -> dict[str, object]:
     for lane in sorted(model.lanes.values(), key=lambda ln: ln.conn):
         events.extend(_lane_events(lane, pids[lane.key], t_end))
     events.extend(_wait_events(model, pids, t_end))
+    events.extend(_mark_events(model, pids))
     return {
         "traceEvents": events,
         "displayTimeUnit": "ms",

@@ -196,6 +196,17 @@ class Pool:
                     event,
                 )
 
+    def _retry_event(self, key: PoolKey, reason: str, delay: float, attempt: int) -> None:
+        """Report a ``retry`` event: a request to ``key`` is sent again (attempt number
+        ``attempt``) after ``delay`` seconds, because of ``reason``. The client calls this
+        just before it waits."""
+        emit = self._state.emit
+        if emit is not None:
+            host = self._state.hosts().get(key)
+            waiting = 0 if host is None else len(host.waiters)
+            now = self._clock()
+            emit(PoolEvent("retry", key, None, reason, now, waiting, delay=delay, attempt=attempt))
+
     def stats(self) -> PoolStats:
         """A frozen snapshot of every count, global and per key. O(number of keys)."""
         st = self._state

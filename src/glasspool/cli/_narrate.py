@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Final
 
-from .._events import PoolEvent
+from .._events import EVENT_REASONS, PoolEvent
 from .._pool.key import PoolKey
 
 __all__ = ["FALLBACK", "TEMPLATES", "Narrator"]
@@ -107,6 +107,28 @@ TEMPLATES: Final[dict[tuple[str, str | None, str], str]] = {
     ("closed", "client_closed", ""): (
         "Connection {conn} was closed by client.aclose() (reason client_closed)."
     ),
+    ("closed", "limit_lowered", ""): (
+        "Connection {conn} to {host} came back or sat idle while more connections were open "
+        "than its lowered adaptive limit, so it was closed (reason limit_lowered)."
+    ),
+    **{
+        ("retry", reason, ""): (
+            "The request to {host} failed ({reason}) and is sent again as attempt {attempt} "
+            "after {delay}."
+        )
+        for reason in EVENT_REASONS["retry"]
+    },
+    **{
+        ("limit_changed", reason, ""): (
+            "{host} answered {reason}, so its adaptive limit was halved to {new_limit}: new "
+            "requests wait until fewer connections are in use."
+        )
+        for reason in EVENT_REASONS["limit_changed"] - {"recovered"}
+    },
+    ("limit_changed", "recovered", ""): (
+        "{host} answered a run of requests well, so its adaptive limit grew by one to "
+        "{new_limit} (reason recovered)."
+    ),
 }
 
 FALLBACK: Final = "Event {kind} (reason {reason}) on connection {conn} for {host}."
@@ -187,4 +209,7 @@ class Narrator:
             "queue": _queue(event.waiting, host),
             "limit": self.limit,
             "limit_per_host": self.limit_per_host,
+            "attempt": event.attempt,
+            "delay": "no wait" if not event.delay else f"{event.delay:.3f} s",
+            "new_limit": event.limit,
         }
