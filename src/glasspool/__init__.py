@@ -33,6 +33,7 @@ from ._exceptions import (
 )
 from ._fleet import RedisLimits
 from ._headers import Headers
+from ._pool.adaptive import AdaptiveLimits
 from ._pool.asyncio import Pool
 from ._pool.key import PoolKey, TLSIdentity
 from ._request import Request
@@ -46,6 +47,7 @@ from .timeline import Timeline
 
 __all__ = [
     "EVENT_REASONS",
+    "AdaptiveLimits",
     "Client",
     "ClientClosed",
     "ConnectError",

@@ -37,6 +37,10 @@ class HostStats:
         leases: fleet slots this worker holds for this key.
         fleet_waiting: requests of this worker waiting for a fleet-wide slot; each holds a
             reserved local slot, so it is also counted in ``connecting``.
+        effective_limit: with adaptive limits on, the per-key limit in force now (``limit``
+            or the global limit, or less after an overload signal); ``None`` when off.
+        limit_reason: why the effective limit last changed (``status_503``,
+            ``retry_after``, ``recovered``...), or ``None`` if it never did.
     """
 
     limit: int | None
@@ -53,6 +57,8 @@ class HostStats:
     fleet_in_use: int | None = None
     leases: int = 0
     fleet_waiting: int = 0
+    effective_limit: int | None = None
+    limit_reason: str | None = None
 
     @property
     def open(self) -> int:

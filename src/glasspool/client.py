@@ -42,6 +42,7 @@ from ._exchange import Exchange, call_site
 from ._headers import Headers, HeaderTypes, default_headers
 from ._http11 import HTTP11Connection, ParserLimits, ReceiveBuffer
 from ._http11.request_head import RequestTarget, build_request_head, request_target
+from ._pool.adaptive import AdaptiveLimits, AdaptiveLimitsTypes
 from ._pool.asyncio import Pool, SharedLimits
 from ._pool.key import PoolKey, TLSIdentity
 from ._redact import redact_url
@@ -109,6 +110,9 @@ class Client:
         happy_eyeballs_delay: seconds before trying the next address (RFC 8305).
         retry: retry failed requests: ``None`` (never), a number of retries, or a
             :class:`glasspool.Retry` (see docs/retries.md).
+        adaptive_limits: lower a host's limit when it answers 429/503 or ``Retry-After``
+            and raise it back after successes: ``True`` (the defaults), a
+            :class:`glasspool.AdaptiveLimits`, or ``None`` (off; docs/pool.md).
 
     Raises:
         ValueError, TypeError: a limit, duration or cap is out of range (named).
@@ -139,6 +143,7 @@ class Client:
         shared_limits: SharedLimits | None = None,
         happy_eyeballs_delay: float | None = 0.25,
         retry: RetryTypes = None,
+        adaptive_limits: AdaptiveLimitsTypes = None,
     ) -> None:
         self._site = call_site()
         self._closed = False
@@ -153,6 +158,7 @@ class Client:
             max_requests_per_connection=max_requests_per_connection,
             evict_grace=evict_grace,
             shared_limits=shared_limits,
+            adaptive_limits=AdaptiveLimits.coerce(adaptive_limits),
         )
         self.timeout = Timeout.coerce(timeout)
         self.follow_redirects = follow_redirects
@@ -533,6 +539,9 @@ class Client:
                 if attempt == 1 or not retry_ok or not exchange.failed_stale(exc):
                     raise
                 continue
+            if self._pool._adaptive:  # adaptive limits hear of every response head
+                after = response.headers.get("retry-after") is not None
+                self._pool._response_seen(exchange._lease, response.status, after)
             return exchange, response
         raise AssertionError("unreachable: the second attempt returns or raises")
 

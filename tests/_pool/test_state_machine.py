@@ -1,5 +1,8 @@
 """Hypothesis stateful test of the sans-IO pool: random operations, invariants after each.
 
+With adaptive limits on, responses lower and raise the effective per-key limits; nothing is
+granted to a key at or over its effective limit (I9).
+
 Some requests wait for a fleet-wide lease (``fleet_wait``) before they connect, as with
 ``RedisLimits``; a fake lease source grants, refuses or cancels those leases, and the
 machine keeps its own line of them per key to check who adopts a connection that comes back.
@@ -14,7 +17,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from glasspool import PoolEvent, PoolKey
+from glasspool import AdaptiveLimits, PoolEvent, PoolKey
 from glasspool._pool.state import Close, Conn, ConnState, PoolState, Waiter, WaiterState, Wake
 
 KEYS = [PoolKey("http", f"h{i}.test", 80) for i in range(4)]
@@ -48,6 +51,7 @@ class PoolMachine(RuleBasedStateMachine):
         passovers=st.integers(0, 3),
         grace=st.one_of(st.none(), st.just(0.0), st.floats(0.1, 3)),
         warm=st.lists(st.sampled_from(["active", "connecting", "fleet", "idle"]), max_size=4),
+        adaptive=st.one_of(st.none(), st.integers(1, 3)),
     )
     def setup(
         self,
@@ -59,6 +63,7 @@ class PoolMachine(RuleBasedStateMachine):
         passovers: int,
         grace: float | None,
         warm: list[str],
+        adaptive: int | None,
     ) -> None:
         if per_host is not None:
             per_host = min(per_host, limit)
@@ -72,6 +77,7 @@ class PoolMachine(RuleBasedStateMachine):
             passovers,
             emit=self.on_event,
             evict_grace=grace,
+            adaptive=None if adaptive is None else AdaptiveLimits(increase_after=adaptive),
         )
         # Start with requests of one key that hold connections in use, reserved slots,
         # slots waiting for a lease, or connections back idle (in that order), so that
@@ -98,6 +104,12 @@ class PoolMachine(RuleBasedStateMachine):
             assert event.connection_id not in self.closed_ids, f"closed twice: {event}"
             self.closed_ids.add(event.connection_id or -1)
         assert self.event_total_open <= self.pool.limit, f"over limit at {event}"
+        host = self.pool.hosts().get(event.key)
+        if event.kind == "connecting" or (event.kind == "acquired" and event.reason == "reused"):
+            assert host is not None and host.open <= host.limit, f"granted over I9 at {event}"
+        if event.kind == "limit_changed":
+            assert host is not None and event.limit == host.limit, event
+            assert 1 <= host.limit <= host.configured, event
         assert self.event_open[event.key] <= self.pool.limit_for(event.key), f"over at {event}"
 
     def apply(self, actions: list[Wake | Close]) -> None:
@@ -166,6 +178,33 @@ class PoolMachine(RuleBasedStateMachine):
             assert taker.state is WaiterState.ACTIVE and taker.conn is conn, (
                 f"{conn} came back and went to {conn_holder(self.waiters, conn)}, not {taker}"
             )
+
+    @precondition(lambda self: self.in_state(WaiterState.ACTIVE))
+    @rule(
+        data=st.data(),
+        answer=st.sampled_from([(200, False), (200, False), (404, False), (500, False),
+                                (503, False), (429, True), (200, True)]),
+    )  # fmt: skip
+    def response(self, data: st.DataObject, answer: tuple[int, bool]) -> None:
+        """Adaptive limits: a response head arrives on an active request's connection."""
+        waiter = data.draw(st.sampled_from(self.in_state(WaiterState.ACTIVE)))
+        host = self.pool.hosts()[waiter.key]
+        before, seen = host.limit, len(self.events)
+        status, retry_after = answer
+        self.apply(self.pool.response_seen(waiter, self.now, status, retry_after))
+        changes = [e for e in self.events[seen:] if e.kind == "limit_changed"]
+        if self.pool.adaptive is None:
+            assert host.limit == before and not changes
+        elif host.limit < before:
+            assert host.limit == max(1, before // 2)
+            assert status in (503, 429) or retry_after
+            assert [e.limit for e in changes] == [host.limit]
+            lowered = [e for e in self.events[seen:] if e.reason == "limit_lowered"]
+            assert all(e.kind == "closed" and e.key == waiter.key for e in lowered)
+            assert not host.idle or host.open <= host.limit
+        elif host.limit > before:
+            assert host.limit == before + 1 and status < 500 and not retry_after
+            assert [(e.reason, e.limit) for e in changes] == [("recovered", host.limit)]
 
     # ------------------------------------------------ the fake fleet-wide lease source
 

@@ -30,6 +30,7 @@ from .._defaults import (
 from .._events import PoolEvent, PoolListener
 from .._exceptions import ClientClosed, PoolTimeout
 from .._stats import HostStats, HostsView, PoolStats
+from .adaptive import AdaptiveLimits
 from .key import PoolKey
 from .state import Action, Close, Conn, ConnState, PoolState, Waiter, WaiterState
 
@@ -88,6 +89,8 @@ class Pool:
         limit, limit_per_host, host_limits, keepalive_expiry, max_lifetime,
         max_requests_per_connection, max_passovers, evict_grace: see ``PoolState``.
         shared_limits: fleet-wide per-host limits taken before each new connection.
+        adaptive_limits: per-host limits that back off on overload (see
+            ``PoolState.response_seen``); ``None``: off.
         clock: monotonic seconds; injected for tests.
 
     Raises:
@@ -108,6 +111,7 @@ class Pool:
         evict_grace: float | None = DEFAULT_EVICT_GRACE,
         shared_limits: SharedLimits | None = None,
         clock: Callable[[], float] = time.monotonic,
+        adaptive_limits: AdaptiveLimits | None = None,
     ) -> None:
         self._state = PoolState(
             limit,
@@ -118,8 +122,10 @@ class Pool:
             max_requests_per_connection,
             max_passovers,
             evict_grace=evict_grace,
+            adaptive=adaptive_limits,
         )
         self._factory = connection_factory
+        self._adaptive = adaptive_limits is not None  # the client asks before each call
         self._shared = shared_limits
         self._clock = clock
         self._listeners: list[PoolListener] = []
@@ -207,6 +213,14 @@ class Pool:
             now = self._clock()
             emit(PoolEvent("retry", key, None, reason, now, waiting, delay=delay, attempt=attempt))
 
+    def _response_seen(self, lease: Waiter, status: int, retry_after: bool) -> None:
+        """Adaptive limits: tell the pool a response head arrived on ``lease``'s
+        connection (``status``, whether it has ``Retry-After``); the client calls this for
+        every response when adaptive limits are on."""
+        actions = self._state.response_seen(lease, self._clock(), status, retry_after)
+        if actions:
+            self._run(actions)
+
     def stats(self) -> PoolStats:
         """A frozen snapshot of every count, global and per key. O(number of keys)."""
         st = self._state
@@ -218,7 +232,7 @@ class Pool:
                 shared_limit = self._shared.limit_for(key)
                 fleet, leases = self._shared.snapshot(key)
             hosts[key] = HostStats(
-                limit=h.limit
+                limit=h.configured
                 if st.limit_per_host is not None or key.host in st.host_limits
                 else None,
                 connecting=h.connecting,
@@ -234,6 +248,8 @@ class Pool:
                 fleet_in_use=fleet,
                 leases=leases,
                 fleet_waiting=len(h.fleet),
+                effective_limit=None if st.adaptive is None else h.limit,
+                limit_reason=h.limit_reason,
             )
         return PoolStats(
             limit=st.limit,
@@ -376,6 +392,8 @@ class Pool:
             if host.open >= host.limit
             else f"global limit {st.limit} reached"
         )
+        if host.limit < host.configured:
+            which += f" (adaptive: lowered from {host.configured}, {host.limit_reason})"
         return (
             f"{which} after {timeout:g}s pool timeout ({len(host.waiters)} queued for {key}; "
             f"limit={st.limit}, limit_per_host={st.limit_for(key)}, "

@@ -13,7 +13,9 @@ a list of actions for the I/O layer (``_pool/asyncio.py``) to carry out:
 Invariants (checked by ``_check_invariants()`` after every step in the stateful tests):
 
 I1  open = connecting + in_use + idle <= limit, globally.
-I2  for every key, open(key) <= limit_for(key).
+I2  for every key, open(key) <= limit_for(key), the configured limit. Every decision uses
+    the key's *effective* limit (``_Host.limit``), which equals it unless adaptive limits
+    lowered it (I9).
 I3  waiters are served first in, first out among those whose limits allow: the ready heap
     holds, for every key with waiters and per-key headroom, its oldest waiter; a new
     request never goes ahead of a queued waiter that could be served.
@@ -24,7 +26,8 @@ I4  every connection is in exactly one state (CONNECTING, IN_USE, IDLE) and in e
     (CONNECTING), so it counts against I1 and I2 while it waits for its lease.
 I5  no waiter waits while capacity for it exists: a key with waiters has no idle
     connection, and a waiter with per-key headroom exists only while open == limit and no
-    idle connection may be evicted for it (I8). A key with FLEET waiters has no idle
+    idle connection may be evicted for it (I8), both with the effective limit. A key with
+    FLEET waiters has no idle
     connection either: one that is idle when the wait begins, or comes back while it lasts
     and is not taken first by a QUEUED waiter of the key, is adopted by the oldest of them
     (see "Shared limits" below).
@@ -40,6 +43,12 @@ I8  eviction does not thrash. An idle connection of another key is closed (``evi
     otherwise waits for its own: they come back to it first. The oldest idle connection
     is the one evicted. A key with no connection is on the starving heap, so it finds an
     idle connection to evict even when older waiters of other keys may not.
+I9  adaptive limits: 1 <= effective limit <= configured limit. A key may have more open
+    connections than its effective limit only just after it was lowered, and then has no
+    idle connection: nothing is granted (a new slot, an idle or handed-over connection)
+    while open(key) >= its effective limit, surplus idle connections are closed when the
+    limit is lowered, and a connection that comes back clean to a key over its effective
+    limit is closed (``limit_lowered``) instead of reused.
 
 Theory of operation. A request is a ``Waiter``. ``request()`` serves it at once (an idle
 connection of its key, most recently used first; else a new slot if the limits allow,
@@ -69,6 +78,15 @@ key, so nothing is closed to serve a key with no connection); else it is parked 
 where a waiter of another key that I8 lets evict it at once may take it. A FLEET waiter
 also adopts an idle connection of its key that is there when its wait begins. The lease
 itself is the I/O layer's business: this file only records who waits for one.
+
+Adaptive limits (``glasspool.AdaptiveLimits``). ``response_seen`` is told of every
+response head: a status in ``decrease_on`` or a ``Retry-After`` halves the key's effective
+limit (floor 1; ``limit_changed`` with ``status_<code>`` or ``retry_after``), at most once
+per round: a signal from a request that asked for its connection before the last cut is
+ignored, since the cut already answered it (the idea of TCP's one decrease per window). A
+run of ``increase_after`` successes (below 500, no signal) raises it by one
+(``limit_changed`` ``recovered``), never above the configured limit, and serves waiters.
+Connections in use are never closed for a cut; see I9 for the rest.
 
 Data structures keep every operation O(1) or O(log n): per-key ordered dicts of idle
 connections and of waiters, one global ordered dict of idle connections (oldest first, for
@@ -100,6 +118,7 @@ from .._events import PoolEvent
 from .._exceptions import PoolMisuse
 from .._validate import check_limit as _check_limit
 from .._validate import check_seconds as _check_seconds
+from .adaptive import AdaptiveLimits
 from .key import PoolKey
 
 __all__ = [
@@ -209,23 +228,31 @@ class _Host:
 
     __slots__ = (
         "closed",
+        "configured",
         "connecting",
+        "cut_seq",
         "fleet",
         "heap_seq",
         "idle",
         "in_use",
         "key",
         "limit",
+        "limit_reason",
         "opened",
         "requests",
         "reused",
         "starve_seq",
+        "successes",
         "waiters",
     )
 
     def __init__(self, key: PoolKey, limit: int) -> None:
         self.key = key
-        self.limit = limit
+        self.limit = limit  # the effective limit: every decision uses it (I9)
+        self.configured = limit
+        self.limit_reason: str | None = None  # why ``limit`` last changed
+        self.successes = 0  # successes in a row since the last signal (adaptive limits)
+        self.cut_seq = 0  # requests up to this seq came before the last cut
         self.connecting = 0
         self.in_use = 0
         self.idle: OrderedDict[int, Conn] = OrderedDict()  # most recently used at the end
@@ -259,6 +286,7 @@ class PoolState:
             evict any idle connection at once. ``0`` evicts whenever the global limit is
             full; ``None`` evicts only for keys with no connection.
         emit: called with each :class:`PoolEvent`; ``None`` builds no events at all.
+        adaptive: adaptive per-host limits (:meth:`response_seen`); ``None``: off.
 
     Raises:
         ValueError: a limit below 1, ``limit_per_host`` or a host limit above ``limit``,
@@ -276,6 +304,7 @@ class PoolState:
         max_passovers: int = DEFAULT_MAX_PASSOVERS,
         emit: Emit | None = None,
         evict_grace: float | None = DEFAULT_EVICT_GRACE,
+        adaptive: AdaptiveLimits | None = None,
     ) -> None:
         self.limit = _check_limit("limit", limit)
         self.limit_per_host = (
@@ -299,6 +328,7 @@ class PoolState:
         self.max_passovers = max_passovers
         self.evict_grace = _check_seconds("evict_grace", evict_grace, allow_zero=True)
         self.emit = emit
+        self.adaptive = adaptive
         self._hosts: dict[PoolKey, _Host] = {}
         self._idle: OrderedDict[int, Conn] = OrderedDict()  # all idle, oldest idle first
         self._ready: list[tuple[int, PoolKey]] = []  # (seq of oldest waiter, key)
@@ -662,6 +692,10 @@ class PoolState:
             self._close(conn, host, conn.expire_reason, now, actions)
             self._serve_ready(now, actions)
             return
+        if host.open >= host.limit:  # (``conn`` is not counted) an adaptive limit was cut
+            self._close(conn, host, "limit_lowered", now, actions)
+            self._serve_ready(now, actions)
+            return
         if host.waiters:
             other = self._passed_over(host)
             if other is None:
@@ -686,6 +720,60 @@ class PoolState:
             self._adopt(host, now, actions)
         if self.waiting and host.idle:
             self._serve_ready(now, actions)  # a global-limit waiter may evict it at once
+
+    def response_seen(
+        self, waiter: Waiter, now: float, status: int, retry_after: bool
+    ) -> list[Action]:
+        """Adaptive limits: the request of ``waiter`` got a response head.
+
+        Args:
+            status: its status.
+            retry_after: whether it carries a ``Retry-After`` header.
+
+        Returns:
+            The actions: surplus idle connections closed after a cut, waiters served after
+            a raise. Nothing when adaptive limits are off.
+        """
+        adaptive = self.adaptive
+        host = self._hosts.get(waiter.key)
+        actions: list[Action] = []
+        if adaptive is None or host is None:
+            return actions
+        if status in adaptive.decrease_on:
+            reason = f"status_{status}"
+        elif retry_after and adaptive.retry_after:
+            reason = "retry_after"
+        else:
+            if status >= 500:
+                host.successes = 0
+            elif host.limit < host.configured:
+                host.successes += 1
+                if host.successes >= adaptive.increase_after:
+                    host.successes = 0
+                    self._set_limit(host, host.limit + 1, "recovered", now)
+                    self._mark_ready(host)
+                    self._serve_ready(now, actions)
+            return actions
+        host.successes = 0
+        if waiter.seq <= host.cut_seq or host.limit == 1:
+            return actions  # asked before the last cut, which answered it already
+        host.cut_seq = next(self._seqs)
+        self._set_limit(host, max(1, host.limit // 2), reason, now)
+        while host.idle and host.open > host.limit:  # the surplus idle, least recent first
+            _, conn = host.idle.popitem(last=False)
+            del self._idle[conn.id]
+            self._close(conn, host, "limit_lowered", now, actions)
+        if actions:
+            self._serve_ready(now, actions)  # the slots freed may serve other keys
+        return actions
+
+    def _set_limit(self, host: _Host, limit: int, reason: str, now: float) -> None:
+        host.limit = limit
+        host.limit_reason = reason
+        if self.emit is not None:
+            self.emit(
+                PoolEvent("limit_changed", host.key, None, reason, now, len(host.waiters), limit)
+            )
 
     def _push_expiry(self, conn: Conn) -> None:
         """Make sure the expiry heap has an entry for ``conn`` at or before its expiry (I7).
@@ -927,7 +1015,11 @@ class PoolState:
         offending key and counts."""
         tot = {"connecting": 0, "in_use": 0, "idle": 0, "waiting": 0, "fleet": 0}
         for key, host in self._hosts.items():
-            assert host.open <= host.limit, f"I2: {key} open={host.open} > limit {host.limit}"
+            assert host.open <= host.configured, f"I2: {key} open={host.open} > {host.configured}"
+            assert 1 <= host.limit <= host.configured, f"I9: {key} limit {host.limit}"
+            assert not (host.idle and host.open > host.limit), (
+                f"I9: {key} has {len(host.idle)} idle over its limit {host.limit}"
+            )
             tot["connecting"] += host.connecting
             tot["in_use"] += host.in_use
             tot["idle"] += len(host.idle)
