@@ -217,6 +217,8 @@ class Pool:
         """Adaptive limits: tell the pool a response head arrived on ``lease``'s
         connection (``status``, whether it has ``Retry-After``); the client calls this for
         every response when adaptive limits are on."""
+        if self._closed:
+            return
         actions = self._state.response_seen(lease, self._clock(), status, retry_after)
         if actions:
             self._run(actions)

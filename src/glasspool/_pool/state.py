@@ -692,7 +692,7 @@ class PoolState:
             self._close(conn, host, conn.expire_reason, now, actions)
             self._serve_ready(now, actions)
             return
-        if host.open >= host.limit:  # (``conn`` is not counted) an adaptive limit was cut
+        if host.limit < host.configured and host.open >= host.limit:  # adaptive cut (I9)
             self._close(conn, host, "limit_lowered", now, actions)
             self._serve_ready(now, actions)
             return
