@@ -84,3 +84,41 @@ async def test_no_retry_no_event_and_no_marks() -> None:
         assert (await client.get(f"http://127.0.0.1:{srv.port}/")).status == 503
     assert not [e for e in events if e.kind == "retry"]
     assert 'id="marks"' not in timeline.render_html()
+
+
+async def test_retries_and_limit_changes_are_events_on_the_request_span() -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from glasspool import otel
+
+    exporter = InMemorySpanExporter()
+    tracers = TracerProvider()
+    tracers.add_span_processor(SimpleSpanProcessor(exporter))
+    meters = MeterProvider()
+    replies = [reply(503, "Retry-After: 1"), reply(200)]
+    try:
+        async with (
+            RawServer(replies=replies) as srv,
+            Client(retry=2, adaptive_limits=True, limit_per_host=4) as client,
+        ):
+            fake_sleep(client)
+            handle = otel.instrument(client, meters, tracers)
+            assert (await client.get(f"http://127.0.0.1:{srv.port}/")).status == 200
+            handle.uninstrument()
+        (span,) = exporter.get_finished_spans()
+        marks = {e.name: dict(e.attributes or {}) for e in span.events}
+        assert marks["glasspool.pool.retry"] == {
+            otel.REASON: "status_503",
+            otel.RETRY_ATTEMPT: 2,
+            otel.RETRY_DELAY: 1.0,
+        }
+        assert marks["glasspool.pool.limit_changed"] == {
+            otel.REASON: "status_503",
+            otel.EFFECTIVE_LIMIT: 2,
+        }
+    finally:
+        meters.shutdown()
+        tracers.shutdown()
