@@ -86,11 +86,12 @@ async def test_no_retry_no_event_and_no_marks() -> None:
     assert 'id="marks"' not in timeline.render_html()
 
 
-async def test_retries_and_limit_changes_are_events_on_the_request_span() -> None:
+async def test_each_attempt_is_a_span_with_its_retry_and_limit_events() -> None:
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import StatusCode
 
     from glasspool import otel
 
@@ -106,10 +107,23 @@ async def test_retries_and_limit_changes_are_events_on_the_request_span() -> Non
         ):
             fake_sleep(client)
             handle = otel.instrument(client, meters, tracers)
-            assert (await client.get(f"http://127.0.0.1:{srv.port}/")).status == 200
+            with tracers.get_tracer("test").start_as_current_span("caller"):
+                assert (await client.get(f"http://127.0.0.1:{srv.port}/")).status == 200
             handle.uninstrument()
-        (span,) = exporter.get_finished_spans()
-        marks = {e.name: dict(e.attributes or {}) for e in span.events}
+        spans = {s.name: s for s in exporter.get_finished_spans() if s.name == "caller"}
+        caller = spans["caller"]
+        first, second = sorted(
+            (s for s in exporter.get_finished_spans() if s.name == "GET"),
+            key=lambda s: s.start_time or 0,
+        )
+        for span in (first, second):
+            assert span.parent is not None and span.parent.span_id == caller.context.span_id
+        a1, a2 = dict(first.attributes or {}), dict(second.attributes or {})
+        assert (a1[otel.STATUS], a1[otel.ERROR_TYPE]) == (503, "503")
+        assert otel.RESEND_COUNT not in a1 and first.status.status_code is StatusCode.ERROR
+        assert (a2[otel.STATUS], a2[otel.RESEND_COUNT]) == (200, 1)
+        assert otel.ERROR_TYPE not in a2
+        marks = {e.name: dict(e.attributes or {}) for e in first.events}
         assert marks["glasspool.pool.retry"] == {
             otel.REASON: "status_503",
             otel.RETRY_ATTEMPT: 2,
@@ -119,6 +133,8 @@ async def test_retries_and_limit_changes_are_events_on_the_request_span() -> Non
             otel.REASON: "status_503",
             otel.EFFECTIVE_LIMIT: 2,
         }
+        names = [e.name for e in second.events]
+        assert "glasspool.pool.acquired" in names and "glasspool.pool.retry" not in names
     finally:
         meters.shutdown()
         tracers.shutdown()

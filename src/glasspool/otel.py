@@ -16,7 +16,8 @@ How it sees the client, using its public surface only:
   ``glasspool.pool.connecting`` equals its ``connecting``;
 - **the request methods**: ``client.request`` and ``client.stream`` are wrapped on the
   instance (``get()`` and the other shortcuts call ``request``), which gives the request's
-  duration, outcome and one CLIENT span per call.
+  duration, outcome and one CLIENT span per call (per attempt, when a ``retry`` event
+  says an attempt is sent again).
 
 Matching pool events to requests. Events carry no request id. An event that happens in the
 requesting task (``queued``, ``connecting``, ``acquired`` of an idle connection, a cancel)
@@ -374,6 +375,8 @@ class _Call:
         "ended",
         "fleet_since",
         "handle",
+        "method",
+        "name",
         "reused",
         "span",
         "start",
@@ -393,6 +396,8 @@ class _Call:
         self.fleet_since: float | None = None
         self.reused: bool | None = None  # whether its last connection was reused
         self.ended = False
+        self.name = "HTTP"  # its spans' name (one span per attempt)
+        self.method: str | None = None
 
 
 # -- the handle -------------------------------------------------------------------------------
@@ -433,7 +438,7 @@ class Instrumentation:
             "acquired": self._on_acquired,
             "released": self._on_released,
             "closed": self._on_closed,
-            "retry": self._on_mark,
+            "retry": self._on_retry,
             "limit_changed": self._on_mark,
         }
         self._installed = False
@@ -548,6 +553,25 @@ class Instrumentation:
         """A retry or an adaptive limit change, seen in the requesting task: an event on
         the request's span."""
         self._span_event(self._current(), event)
+
+    def _on_retry(self, event: PoolEvent, k: _Key, served: bool) -> None:
+        """A retry, in the requesting task: the attempt's span ends with the reason as its
+        outcome, and the next attempt gets a span of its own, a sibling under the
+        caller's span (the current one in this task, as when the call began)."""
+        call = self._current()
+        if call is None or call.span is None or call.ended:
+            return
+        self._span_event(call, event)
+        _end_attempt(call.span, call.url, call.reused, event)
+        span = self._tracer.start_span(
+            call.name, kind=SpanKind.CLIENT, attributes=call.target.attributes
+        )
+        if event.attempt is not None and event.attempt > 1:
+            span.set_attribute(RESEND_COUNT, event.attempt - 1)
+        if call.name == "HTTP" and call.method is not None:
+            span.set_attribute(METHOD_ORIGINAL, call.method)
+        call.span = span if span.is_recording() else None
+        call.reused = None
 
     def _current(self) -> _Call | None:
         call = _CURRENT.get()
@@ -781,6 +805,7 @@ class Instrumentation:
                 if method not in KNOWN_METHODS:
                     span.set_attribute(METHOD_ORIGINAL, method)
         call = _Call(self, url, target, span)
+        call.name, call.method = (method if method in KNOWN_METHODS else "HTTP"), method
         target.active.value += 1
         self._calls.add(call)
         return call
@@ -925,6 +950,23 @@ def _end_span(
     span.end()
 
 
+def _end_attempt(span: Span, url: object, reused: bool | None, event: PoolEvent) -> None:
+    """End the span of an attempt that is retried (``event``, a ``retry`` event): its
+    outcome is the retried status (``status_503``) or error class."""
+    reason = event.reason or "retry"
+    status = reason.removeprefix("status_")
+    attrs: dict[str, str | int | bool] = {URL_FULL: redact_url(url), ERROR_TYPE: status}
+    if status.isdigit():
+        attrs[STATUS] = int(status)
+    if reused is not None:
+        attrs[REUSED] = reused
+    if event.attempt is not None and event.attempt > 2:
+        attrs[RESEND_COUNT] = event.attempt - 2
+    span.set_attributes(attrs)
+    span.set_status(Status(StatusCode.ERROR, status))
+    span.end()
+
+
 def _with_trace_headers(headers: Any, span: Span) -> Headers:
     """``headers`` plus the propagator's fields (W3C ``traceparent`` by default) for
     ``span``; a field the caller set is kept as given."""
@@ -948,7 +990,8 @@ def instrument(
 
     Metrics (per the HTTP semantic conventions, plus ``glasspool.pool.*``; see
     docs/observability.md for each one and its attributes) and one CLIENT span per
-    ``request()`` call or ``stream()`` block, with the pool's events on it. Call it before
+    ``request()`` call or ``stream()`` block (one per attempt when retried), with the
+    pool's events on it. Call it before
     the requests you want to see; connections already open are counted from the pool's
     stats. Not a checkpoint: nothing is awaited.
 
