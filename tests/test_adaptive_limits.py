@@ -298,3 +298,24 @@ async def test_off_by_default() -> None:
         assert r.status == 503
         host = client.pool.stats().hosts[srv.key()]
         assert (host.limit, host.effective_limit, host.limit_reason) == (4, None, None)
+
+
+async def test_prometheus_reports_the_effective_limit() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from glasspool.prometheus import PoolCollector
+
+    server = Overloaded(busy=1)
+    async with RawServer(server.handle) as srv:
+        async with Client(limit_per_host=4, adaptive_limits=True) as client:
+            registry = CollectorRegistry()
+            registry.register(PoolCollector(client))
+            assert (await client.get(f"http://127.0.0.1:{srv.port}/")).status == 503
+            key = {"key": str(srv.key())}
+            assert registry.get_sample_value("glasspool_pool_effective_limit", key) == 2
+            assert registry.get_sample_value("glasspool_pool_host_limit", key) == 4
+        async with Client(limit_per_host=4) as client:
+            registry = CollectorRegistry()
+            registry.register(PoolCollector(client))
+            assert (await client.get(f"http://127.0.0.1:{srv.port}/")).status == 200
+            assert registry.get_sample_value("glasspool_pool_effective_limit", key) is None

@@ -51,6 +51,8 @@ _GAUGES: Final[tuple[tuple[str, str, Callable[[HostStats], int | None]], ...]] =
      "waiting.", lambda h: h.available),
     ("pool_host_limit", "The connection limit of this key (limit_per_host or a host_limits "
      "override).", lambda h: h.limit),
+    ("pool_effective_limit", "The per-key limit in force under adaptive limits (no sample "
+     "when they are off).", lambda h: h.effective_limit),
 )  # fmt: skip
 _COUNTERS: Final[tuple[tuple[str, str, Callable[[HostStats], int | None]], ...]] = (
     ("pool_connections_opened", "Connections opened.", lambda h: h.opened),
