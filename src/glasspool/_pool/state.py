@@ -27,10 +27,9 @@ I4  every connection is in exactly one state (CONNECTING, IN_USE, IDLE) and in e
 I5  no waiter waits while capacity for it exists: a key with waiters has no idle
     connection, and a waiter with per-key headroom exists only while open == limit and no
     idle connection may be evicted for it (I8), both with the effective limit. A key with
-    FLEET waiters has no idle
-    connection either: one that is idle when the wait begins, or comes back while it lasts
-    and is not taken first by a QUEUED waiter of the key, is adopted by the oldest of them
-    (see "Shared limits" below).
+    FLEET waiters has no idle connection either: one that is idle when the wait begins, or
+    comes back while it lasts and is not taken first by a QUEUED waiter of the key, is
+    adopted by the oldest of them (see "Shared limits" below).
 I6  the per-key counters equal a recount, and the totals equal the sum over keys
     (``waiting`` counts QUEUED waiters, ``fleet_waiting`` FLEET ones; a FLEET waiter's
     reserved slot is also in ``connecting``).
