@@ -380,7 +380,8 @@ def _lane_svg(lane: _Lane, scale: _Scale, y: float, t_end: float) -> tuple[str, 
 
 
 def _mark_text(event: PoolEvent) -> str:
-    """A mark's label: ``retry 2 (status_503) in 1.500 s`` or ``limit 4 (status_503)``."""
+    """A mark's label: ``retry: attempt 2 (status_503) after 1.500 s`` or
+    ``limit 4 (status_503)``."""
     if event.kind == "retry":
         delay = 0.0 if event.delay is None else event.delay
         return f"retry: attempt {event.attempt} ({event.reason}) after {delay:.3f} s"
