@@ -4,6 +4,7 @@ the environment and NO_PROXY, credentials, keys, errors; the pool at rest after 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -337,6 +338,35 @@ async def test_per_request_proxy_follows_redirects_and_events(
         at_rest(client)
     assert all(e.key.proxy is not None for e in events)
     assert any(e.kind == "connecting" for e in events)
+
+
+@pytest.mark.parametrize("kind", ["http", "socks5h"])
+async def test_tunnel_event_and_timeline(
+    tinyproxy_auth: Tinyproxy,
+    socks: Microsocks,
+    https_origin: Origin,
+    tls_certs: TLSCerts,
+    tmp_path: Path,
+    kind: str,
+) -> None:
+    url = tinyproxy_auth.url(USER, PASSWORD) if kind == "http" else socks.url(kind)
+    events: list[glasspool.PoolEvent] = []
+    async with glasspool.Client(proxy=url, verify=str(tls_certs.ca_file)) as client:
+        client.pool.add_listener(events.append)
+        timeline = glasspool.Timeline(client.pool)
+        await client.get(https_origin.url("/1"))
+        await client.get(https_origin.url("/2"))
+        at_rest(client)
+    kinds = [(e.kind, e.reason) for e in events]
+    reason = "connect" if kind == "http" else "socks"
+    assert kinds[:3] == [("connecting", None), ("tunnel", reason), ("acquired", "new")]
+    assert kinds.count(("tunnel", reason)) == 1  # the second request reused the tunnel
+    assert events[1].connection_id == events[0].connection_id
+    page = timeline.render_html()
+    trace = json.dumps(timeline.render_trace())
+    assert PASSWORD not in trace
+    assert "proxy tunnel ready after" in page
+    assert PASSWORD not in page and PASSWORD not in "".join(map(str, events))
 
 
 async def test_bad_proxy_argument() -> None:

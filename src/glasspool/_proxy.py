@@ -33,6 +33,7 @@ import yarl
 from ._exceptions import ConnectError, ConnectTimeout, InvalidURL, ProxyError, TLSError
 from ._http11 import HTTP11Connection, ParserLimits, ReceiveBuffer
 from ._http11.request_head import RequestTarget, request_target
+from ._pool.asyncio import connect_progress
 from ._pool.key import PoolKey, ProxyIdentity, TLSIdentity
 from ._redact import redact_url, safe_text
 
@@ -450,6 +451,7 @@ async def _tunnel(
                 f"proxy {proxy.url} sent data after its CONNECT reply, before the origin spoke",
                 proxy=proxy.url,
             )
+        connect_progress("tunnel", "connect")
         conn = HTTP11Connection(key, limits=limits, recv_buffer=recv_buffer)
         if context is None:
             transport.set_protocol(conn)
@@ -504,6 +506,7 @@ async def _via_socks(
             f"proxy {proxy.url} refused to connect to {key.origin}: {safe_text(str(exc))}",
             proxy=proxy.url,
         ) from exc
+    connect_progress("tunnel", "socks")
     conn = HTTP11Connection(key, limits=limits, recv_buffer=recv_buffer)
     try:
         sock.setblocking(False)
