@@ -499,3 +499,21 @@ async def test_connect_timeout_through_proxy(tls_certs: TLSCerts) -> None:
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_ssl_cert_file_from_env(
+    monkeypatch: pytest.MonkeyPatch, https_origin: Origin, tls_certs: TLSCerts
+) -> None:
+    monkeypatch.setenv("SSL_CERT_FILE", str(tls_certs.ca_file))
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    async with glasspool.Client() as client:  # verify=True: the environment's CA file
+        assert (await client.get(https_origin.url("/ca"))).status == 200
+        at_rest(client)
+    async with glasspool.Client(trust_env=False) as client:  # the system's CAs only
+        with pytest.raises(glasspool.TLSError):
+            await client.get(https_origin.url("/ca"))
+        at_rest(client)
+    monkeypatch.setenv("SSL_CERT_FILE", "/nonexistent/ca.pem")
+    with pytest.raises(ValueError, match="environment variable SSL_CERT_FILE"):
+        glasspool.Client()
+    glasspool.Client(verify=False)  # verify=False never reads it

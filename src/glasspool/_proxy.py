@@ -22,6 +22,7 @@ import asyncio
 import base64
 import importlib.util
 import ipaddress
+import os
 import re
 import socket
 import ssl
@@ -39,6 +40,7 @@ from ._redact import redact_url, safe_text
 
 __all__ = [
     "NoProxy",
+    "ca_from_env",
     "ProxyChoice",
     "env_proxies",
     "forward_target",
@@ -270,6 +272,37 @@ class ProxyChoice:
         if env.no_proxy and env.no_proxy.matches(url.raw_host or "", port):
             return None
         return chosen
+
+
+def ca_from_env(verify: bool, environ: Mapping[str, str], trust_env: bool) -> bool | str:
+    """What ``verify=True`` means: ``SSL_CERT_FILE``, else ``SSL_CERT_DIR`` (the first
+    existing entry of a ``:``-separated list) when ``trust_env``; without ``trust_env``,
+    the system's CA file or directory (OpenSSL's built-in paths, whatever the environment
+    says), or ``True`` (the platform default) when neither exists.
+
+    Raises:
+        ValueError: ``SSL_CERT_FILE`` or ``SSL_CERT_DIR`` names nothing that exists.
+    """
+    if not verify:
+        return verify
+    if trust_env:
+        for var in ("SSL_CERT_FILE", "SSL_CERT_DIR"):
+            value = environ.get(var, "").strip()
+            if not value:
+                continue
+            paths = [value] if var == "SSL_CERT_FILE" else value.split(os.pathsep)
+            for path in paths:
+                if path and os.path.exists(path):
+                    return path
+            raise ValueError(
+                f"environment variable {var}={value!r}: no such CA bundle file or directory"
+            )
+        return True
+    defaults = ssl.get_default_verify_paths()
+    for path in (defaults.openssl_cafile, defaults.openssl_capath):
+        if path and os.path.exists(path):
+            return path
+    return True
 
 
 # --------------------------------------------------------- forwarded requests
