@@ -517,3 +517,16 @@ async def test_ssl_cert_file_from_env(
     with pytest.raises(ValueError, match="environment variable SSL_CERT_FILE"):
         glasspool.Client()
     glasspool.Client(verify=False)  # verify=False never reads it
+
+
+async def test_httpx_transport_takes_proxy(tinyproxy: Tinyproxy, http_origin: Origin) -> None:
+    import httpx
+
+    from glasspool.httpx import AsyncTransport
+
+    transport = AsyncTransport(proxy=tinyproxy.url())
+    async with httpx.AsyncClient(transport=transport) as client:
+        r = await client.get(http_origin.url("/hx"))
+        assert r.content == b"origin:/hx"
+    (key,) = transport.pool.stats().hosts
+    assert key.proxy is not None and key.proxy.port == tinyproxy.port
