@@ -39,7 +39,9 @@ __all__ = ["Pool", "PoolConnection", "SharedLimits", "connect_progress"]
 logger = logging.getLogger("glasspool.pool")
 
 # Set around a connection factory call: reports a step of that connect as a pool event.
-_PROGRESS: ContextVar[Callable[[str, str | None], None] | None] = ContextVar(
+# It holds a list that is emptied when the connect ends: transports copy the context into
+# their callbacks, and must not keep the request's waiter alive through it.
+_PROGRESS: ContextVar[list[Callable[[str, str | None], None]] | None] = ContextVar(
     "glasspool_connect_progress", default=None
 )
 
@@ -51,8 +53,7 @@ def connect_progress(kind: str, reason: str | None) -> None:
     ``tunnel``/``connect`` when a proxy accepted ``CONNECT``. Does nothing outside a
     pool's connect.
     """
-    report = _PROGRESS.get()
-    if report is not None:
+    for report in _PROGRESS.get() or ():
         report(kind, reason)
 
 
@@ -397,12 +398,12 @@ class Pool:
         try:
             if self._shared is not None and not await self._fleet_lease(waiter, timeout):
                 return  # served by an idle connection of its key instead
-            token = _PROGRESS.set(
-                lambda kind, reason: self._state.progress(waiter, kind, reason, self._clock())
-            )
+            cell = [lambda kind, reason: self._state.progress(waiter, kind, reason, self._clock())]
+            token = _PROGRESS.set(cell)
             try:
                 handle = await self._connect(waiter.key, connect_timeout)
             finally:
+                cell.clear()
                 _PROGRESS.reset(token)
         except BaseException as exc:
             self._active.discard(waiter)
