@@ -530,3 +530,49 @@ async def test_httpx_transport_takes_proxy(tinyproxy: Tinyproxy, http_origin: Or
         assert r.content == b"origin:/hx"
     (key,) = transport.pool.stats().hosts
     assert key.proxy is not None and key.proxy.port == tinyproxy.port
+
+
+@pytest.mark.parametrize(
+    ("reply", "message"),
+    [
+        (b"SSH-2.0-OpenSSH\r\n\r\n", "did not answer CONNECT"),
+        (b"HTTP/1.1 200 OK\r\n\r\nextra bytes", "sent data after its CONNECT reply"),
+        (b"HTTP/1.1 200 OK\r\n" + b"X-Pad: " + b"a" * 70000 + b"\r\n\r\n", "over 65536 bytes"),
+    ],
+)
+async def test_bad_connect_replies(reply: bytes, message: str) -> None:
+    fake = await DyingProxy(raw_reply=reply).start()
+    try:
+        async with glasspool.Client(proxy=fake.url()) as client:
+            with pytest.raises(glasspool.ProxyError, match=message) as info:
+                await client.get("https://origin.invalid/")
+            assert info.value.status is None
+            stats = at_rest(client)
+            assert stats.open == 0
+    finally:
+        await fake.aclose()
+
+
+async def test_cancelled_during_connect_frees_the_slot() -> None:
+    fake = await DyingProxy(raw_reply=b"HTTP/1.1 200").start()  # never finishes its head
+    try:
+        async with glasspool.Client(proxy=fake.url()) as client:
+            task = asyncio.ensure_future(client.get("https://origin.invalid/"))
+            async with asyncio.timeout(10):
+                await fake.received.wait()  # the CONNECT reached the proxy
+            assert fake.requests and fake.requests[0].startswith(b"CONNECT origin.invalid:443 ")
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            stats = at_rest(client)
+            assert stats.open == 0
+    finally:
+        await fake.aclose()
+
+
+async def test_per_request_proxy_on_stream(tinyproxy: Tinyproxy, http_origin: Origin) -> None:
+    async with glasspool.Client() as client:
+        async with client.stream("GET", http_origin.url("/st"), proxy=tinyproxy.url()) as r:
+            assert await r.read() == b"origin:/st"
+        (key,) = at_rest(client).hosts
+        assert key.proxy is not None and key.proxy.port == tinyproxy.port

@@ -413,11 +413,11 @@ class _ReplyHead(asyncio.Protocol):
             return
         self.buf += data
         end = self.buf.find(b"\r\n\r\n")
-        if end >= 0:
+        if (end < 0 and len(self.buf) > MAX_CONNECT_REPLY) or end + 4 > MAX_CONNECT_REPLY:
+            self.done.set_exception(ValueError(f"over {MAX_CONNECT_REPLY} bytes"))
+        elif end >= 0:
             self.done.set_result(bytes(self.buf[: end + 4]))
             del self.buf[: end + 4]
-        elif len(self.buf) > MAX_CONNECT_REPLY:
-            self.done.set_exception(ValueError(f"over {MAX_CONNECT_REPLY} bytes"))
 
     def eof_received(self) -> bool:
         if not self.done.done():
