@@ -576,3 +576,20 @@ async def test_per_request_proxy_on_stream(tinyproxy: Tinyproxy, http_origin: Or
             assert await r.read() == b"origin:/st"
         (key,) = at_rest(client).hosts
         assert key.proxy is not None and key.proxy.port == tinyproxy.port
+
+
+def test_socks_without_the_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+
+    def no_socks(name: str, *args: object) -> object:
+        return None if name == "python_socks" else real(name, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(importlib.util, "find_spec", no_socks)
+    with pytest.raises(ImportError, match=r"pip install 'glasspool\[socks\]'") as info:
+        glasspool.Client(proxy="socks5://u:pw-x@127.0.0.1:1080")
+    assert "pw-x" not in str(info.value)
+    monkeypatch.setenv("ALL_PROXY", "socks5h://127.0.0.1:1080")
+    with pytest.raises(ImportError, match="environment variable ALL_PROXY"):
+        glasspool.Client()
