@@ -196,9 +196,13 @@ class DyingProxy:
     ``budget`` bytes have come back from the origin. ``connect_status`` other than 200 is
     sent as the reply to ``CONNECT`` instead (and the connection closed)."""
 
-    def __init__(self, budget: int = 1 << 30, connect_status: bytes = b"200 OK") -> None:
+    def __init__(
+        self, budget: int = 1 << 30, connect_status: bytes = b"200 OK", raw_reply: bytes = b""
+    ) -> None:
         self.budget = budget
         self.connect_status = connect_status
+        self.raw_reply = raw_reply  # sent instead of any reply, then the proxy waits
+        self.received = asyncio.Event()  # set when a request head arrived
         self.server: asyncio.Server | None = None
         self.port = 0
         self.requests: list[bytes] = []
@@ -219,7 +223,13 @@ class DyingProxy:
         try:
             head = await reader.readuntil(b"\r\n\r\n")
             self.requests.append(head)
+            self.received.set()
             target = head.split(b" ", 2)[1].decode()
+            if self.raw_reply:
+                writer.write(self.raw_reply)
+                await writer.drain()
+                await reader.read()  # until the client gives up
+                return
             if not head.startswith(b"CONNECT ") or not self.connect_status.startswith(b"200"):
                 writer.write(b"HTTP/1.1 " + self.connect_status + b"\r\nContent-Length: 0\r\n\r\n")
                 await writer.drain()

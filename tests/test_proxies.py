@@ -4,6 +4,7 @@ the environment and NO_PROXY, credentials, keys, errors; the pool at rest after 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -339,6 +340,35 @@ async def test_per_request_proxy_follows_redirects_and_events(
     assert any(e.kind == "connecting" for e in events)
 
 
+@pytest.mark.parametrize("kind", ["http", "socks5h"])
+async def test_tunnel_event_and_timeline(
+    tinyproxy_auth: Tinyproxy,
+    socks: Microsocks,
+    https_origin: Origin,
+    tls_certs: TLSCerts,
+    tmp_path: Path,
+    kind: str,
+) -> None:
+    url = tinyproxy_auth.url(USER, PASSWORD) if kind == "http" else socks.url(kind)
+    events: list[glasspool.PoolEvent] = []
+    async with glasspool.Client(proxy=url, verify=str(tls_certs.ca_file)) as client:
+        client.pool.add_listener(events.append)
+        timeline = glasspool.Timeline(client.pool)
+        await client.get(https_origin.url("/1"))
+        await client.get(https_origin.url("/2"))
+        at_rest(client)
+    kinds = [(e.kind, e.reason) for e in events]
+    reason = "connect" if kind == "http" else "socks"
+    assert kinds[:3] == [("connecting", None), ("tunnel", reason), ("acquired", "new")]
+    assert kinds.count(("tunnel", reason)) == 1  # the second request reused the tunnel
+    assert events[1].connection_id == events[0].connection_id
+    page = timeline.render_html()
+    trace = json.dumps(timeline.render_trace())
+    assert PASSWORD not in trace
+    assert "proxy tunnel ready after" in page
+    assert PASSWORD not in page and PASSWORD not in "".join(map(str, events))
+
+
 async def test_bad_proxy_argument() -> None:
     with pytest.raises(glasspool.InvalidURL, match=r"proxy=.*unsupported proxy scheme 'ftp'"):
         glasspool.Client(proxy="ftp://u:pw123@proxy:21")
@@ -469,3 +499,97 @@ async def test_connect_timeout_through_proxy(tls_certs: TLSCerts) -> None:
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_ssl_cert_file_from_env(
+    monkeypatch: pytest.MonkeyPatch, https_origin: Origin, tls_certs: TLSCerts
+) -> None:
+    monkeypatch.setenv("SSL_CERT_FILE", str(tls_certs.ca_file))
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    async with glasspool.Client() as client:  # verify=True: the environment's CA file
+        assert (await client.get(https_origin.url("/ca"))).status == 200
+        at_rest(client)
+    async with glasspool.Client(trust_env=False) as client:  # the system's CAs only
+        with pytest.raises(glasspool.TLSError):
+            await client.get(https_origin.url("/ca"))
+        at_rest(client)
+    monkeypatch.setenv("SSL_CERT_FILE", "/nonexistent/ca.pem")
+    with pytest.raises(ValueError, match="environment variable SSL_CERT_FILE"):
+        glasspool.Client()
+    glasspool.Client(verify=False)  # verify=False never reads it
+
+
+async def test_httpx_transport_takes_proxy(tinyproxy: Tinyproxy, http_origin: Origin) -> None:
+    import httpx
+
+    from glasspool.httpx import AsyncTransport
+
+    transport = AsyncTransport(proxy=tinyproxy.url())
+    async with httpx.AsyncClient(transport=transport) as client:
+        r = await client.get(http_origin.url("/hx"))
+        assert r.content == b"origin:/hx"
+    (key,) = transport.pool.stats().hosts
+    assert key.proxy is not None and key.proxy.port == tinyproxy.port
+
+
+@pytest.mark.parametrize(
+    ("reply", "message"),
+    [
+        (b"SSH-2.0-OpenSSH\r\n\r\n", "did not answer CONNECT"),
+        (b"HTTP/1.1 200 OK\r\n\r\nextra bytes", "sent data after its CONNECT reply"),
+        (b"HTTP/1.1 200 OK\r\n" + b"X-Pad: " + b"a" * 70000 + b"\r\n\r\n", "over 65536 bytes"),
+    ],
+)
+async def test_bad_connect_replies(reply: bytes, message: str) -> None:
+    fake = await DyingProxy(raw_reply=reply).start()
+    try:
+        async with glasspool.Client(proxy=fake.url()) as client:
+            with pytest.raises(glasspool.ProxyError, match=message) as info:
+                await client.get("https://origin.invalid/")
+            assert info.value.status is None
+            stats = at_rest(client)
+            assert stats.open == 0
+    finally:
+        await fake.aclose()
+
+
+async def test_cancelled_during_connect_frees_the_slot() -> None:
+    fake = await DyingProxy(raw_reply=b"HTTP/1.1 200").start()  # never finishes its head
+    try:
+        async with glasspool.Client(proxy=fake.url()) as client:
+            task = asyncio.ensure_future(client.get("https://origin.invalid/"))
+            async with asyncio.timeout(10):
+                await fake.received.wait()  # the CONNECT reached the proxy
+            assert fake.requests and fake.requests[0].startswith(b"CONNECT origin.invalid:443 ")
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            stats = at_rest(client)
+            assert stats.open == 0
+    finally:
+        await fake.aclose()
+
+
+async def test_per_request_proxy_on_stream(tinyproxy: Tinyproxy, http_origin: Origin) -> None:
+    async with glasspool.Client() as client:
+        async with client.stream("GET", http_origin.url("/st"), proxy=tinyproxy.url()) as r:
+            assert await r.read() == b"origin:/st"
+        (key,) = at_rest(client).hosts
+        assert key.proxy is not None and key.proxy.port == tinyproxy.port
+
+
+def test_socks_without_the_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+
+    def no_socks(name: str, *args: object) -> object:
+        return None if name == "python_socks" else real(name, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(importlib.util, "find_spec", no_socks)
+    with pytest.raises(ImportError, match=r"pip install 'glasspool\[socks\]'") as info:
+        glasspool.Client(proxy="socks5://u:pw-x@127.0.0.1:1080")
+    assert "pw-x" not in str(info.value)
+    monkeypatch.setenv("ALL_PROXY", "socks5h://127.0.0.1:1080")
+    with pytest.raises(ImportError, match="environment variable ALL_PROXY"):
+        glasspool.Client()

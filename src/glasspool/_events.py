@@ -19,6 +19,7 @@ EVENT_REASONS: Final[dict[str, frozenset[str | None]]] = {
     "queued": frozenset({"limit", "limit_per_host", "shared_limit"}),
     "dequeued": frozenset({"cancelled", "timeout"}),
     "connecting": frozenset({None}),
+    "tunnel": frozenset({"connect", "socks"}),
     "acquired": frozenset({"new", "reused"}),
     "released": frozenset({"eof", "closed", "error"}),
     "closed": frozenset(
@@ -42,8 +43,8 @@ class PoolEvent:
     """One thing the pool did.
 
     Attributes:
-        kind: ``queued``, ``dequeued``, ``connecting``, ``acquired``, ``released`` or
-            ``closed``.
+        kind: ``queued``, ``dequeued``, ``connecting``, ``tunnel`` (a proxy tunnel of a
+            connection being opened is ready), ``acquired``, ``released`` or ``closed``.
         key: the pool key (scheme, host, port, TLS identity) the event concerns.
         connection_id: the connection, unique per client; ``None`` for ``queued`` and
             ``dequeued``.

@@ -22,6 +22,7 @@ import asyncio
 import base64
 import importlib.util
 import ipaddress
+import os
 import re
 import socket
 import ssl
@@ -33,11 +34,13 @@ import yarl
 from ._exceptions import ConnectError, ConnectTimeout, InvalidURL, ProxyError, TLSError
 from ._http11 import HTTP11Connection, ParserLimits, ReceiveBuffer
 from ._http11.request_head import RequestTarget, request_target
+from ._pool.asyncio import connect_progress
 from ._pool.key import PoolKey, ProxyIdentity, TLSIdentity
 from ._redact import redact_url, safe_text
 
 __all__ = [
     "NoProxy",
+    "ca_from_env",
     "ProxyChoice",
     "env_proxies",
     "forward_target",
@@ -271,6 +274,37 @@ class ProxyChoice:
         return chosen
 
 
+def ca_from_env(verify: bool, environ: Mapping[str, str], trust_env: bool) -> bool | str:
+    """What ``verify=True`` means: ``SSL_CERT_FILE``, else ``SSL_CERT_DIR`` (the first
+    existing entry of a ``:``-separated list) when ``trust_env``; without ``trust_env``,
+    the system's CA file or directory (OpenSSL's built-in paths, whatever the environment
+    says), or ``True`` (the platform default) when neither exists.
+
+    Raises:
+        ValueError: ``SSL_CERT_FILE`` or ``SSL_CERT_DIR`` names nothing that exists.
+    """
+    if not verify:
+        return verify
+    if trust_env:
+        for var in ("SSL_CERT_FILE", "SSL_CERT_DIR"):
+            value = environ.get(var, "").strip()
+            if not value:
+                continue
+            paths = [value] if var == "SSL_CERT_FILE" else value.split(os.pathsep)
+            for path in paths:
+                if path and os.path.exists(path):
+                    return path
+            raise ValueError(
+                f"environment variable {var}={value!r}: no such CA bundle file or directory"
+            )
+        return True
+    defaults = ssl.get_default_verify_paths()
+    for path in (defaults.openssl_cafile, defaults.openssl_capath):
+        if path and os.path.exists(path):
+            return path
+    return True
+
+
 # --------------------------------------------------------- forwarded requests
 
 
@@ -379,11 +413,11 @@ class _ReplyHead(asyncio.Protocol):
             return
         self.buf += data
         end = self.buf.find(b"\r\n\r\n")
-        if end >= 0:
+        if (end < 0 and len(self.buf) > MAX_CONNECT_REPLY) or end + 4 > MAX_CONNECT_REPLY:
+            self.done.set_exception(ValueError(f"over {MAX_CONNECT_REPLY} bytes"))
+        elif end >= 0:
             self.done.set_result(bytes(self.buf[: end + 4]))
             del self.buf[: end + 4]
-        elif len(self.buf) > MAX_CONNECT_REPLY:
-            self.done.set_exception(ValueError(f"over {MAX_CONNECT_REPLY} bytes"))
 
     def eof_received(self) -> bool:
         if not self.done.done():
@@ -450,6 +484,7 @@ async def _tunnel(
                 f"proxy {proxy.url} sent data after its CONNECT reply, before the origin spoke",
                 proxy=proxy.url,
             )
+        connect_progress("tunnel", "connect")
         conn = HTTP11Connection(key, limits=limits, recv_buffer=recv_buffer)
         if context is None:
             transport.set_protocol(conn)
@@ -504,6 +539,7 @@ async def _via_socks(
             f"proxy {proxy.url} refused to connect to {key.origin}: {safe_text(str(exc))}",
             proxy=proxy.url,
         ) from exc
+    connect_progress("tunnel", "socks")
     conn = HTTP11Connection(key, limits=limits, recv_buffer=recv_buffer)
     try:
         sock.setblocking(False)

@@ -51,7 +51,15 @@ from ._http11 import HTTP11Connection, ParserLimits, ReceiveBuffer
 from ._http11.request_head import RequestTarget, build_request_head, request_target
 from ._pool.asyncio import Pool, SharedLimits
 from ._pool.key import PoolKey, ProxyIdentity, TLSIdentity
-from ._proxy import ProxyChoice, env_proxies, forward_target, forwards, open_via_proxy, parse_proxy
+from ._proxy import (
+    ProxyChoice,
+    ca_from_env,
+    env_proxies,
+    forward_target,
+    forwards,
+    open_via_proxy,
+    parse_proxy,
+)
 from ._redact import redact_url
 from ._redirects import REDIRECT_STATUSES, redirect_request
 from ._request import Request, RequestBody, encode_body
@@ -121,7 +129,8 @@ class Client:
             ``socks5://`` or ``socks5h://`` URL, credentials in its userinfo (see
             docs/proxies.md). ``None``: the environment's proxies if ``trust_env``.
         trust_env: read ``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY`` and ``NO_PROXY``
-            (lower or upper case) when the client is created.
+            (lower or upper case), and ``SSL_CERT_FILE``/``SSL_CERT_DIR`` for
+            ``verify=True``, when the client is created; ``False`` ignores them all.
 
     Raises:
         ValueError, TypeError: a limit, duration or cap is out of range (named).
@@ -184,6 +193,8 @@ class Client:
             max_chunk_ext_bytes=check_int("max_chunk_ext_bytes", max_chunk_ext_bytes),
         )
         self._cert = (cert, None) if isinstance(cert, str) else cert
+        if verify is True:
+            verify = ca_from_env(verify, os.environ, trust_env)
         self._tls = tls_identity(verify, self._cert, None)
         self.trust_env = trust_env
         explicit = None if proxy is None else parse_proxy(proxy, source="proxy=", tls=self._tls)
