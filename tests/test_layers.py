@@ -60,6 +60,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (  # bottom first
             "_exchange",
             "_headers",
             "_http11",
+            "_proxy",
             "_redirects",
             "_request",
             "_response",

@@ -16,6 +16,7 @@ from ._exceptions import (
     PoolMisuse,
     PoolTimeout,
     ProtocolError,
+    ProxyError,
     ReadError,
     ReadTimeout,
     ResponseNotRead,
@@ -35,7 +36,7 @@ from ._fleet import RedisLimits
 from ._headers import Headers
 from ._pool.adaptive import AdaptiveLimits
 from ._pool.asyncio import Pool
-from ._pool.key import PoolKey, TLSIdentity
+from ._pool.key import PoolKey, ProxyIdentity, TLSIdentity
 from ._request import Request
 from ._response import Response
 from ._retry import Retry, RetryAttempt
@@ -69,6 +70,8 @@ __all__ = [
     "PoolStats",
     "PoolTimeout",
     "ProtocolError",
+    "ProxyError",
+    "ProxyIdentity",
     "ReadError",
     "ReadTimeout",
     "RedisLimits",

@@ -19,6 +19,7 @@ EVENT_REASONS: Final[dict[str, frozenset[str | None]]] = {
     "queued": frozenset({"limit", "limit_per_host", "shared_limit"}),
     "dequeued": frozenset({"cancelled", "timeout"}),
     "connecting": frozenset({None}),
+    "tunnel": frozenset({"connect", "socks"}),
     "acquired": frozenset({"new", "reused"}),
     "released": frozenset({"eof", "closed", "error"}),
     "closed": frozenset(
@@ -63,9 +64,10 @@ class PoolEvent:
     """One thing the pool did.
 
     Attributes:
-        kind: ``queued``, ``dequeued``, ``connecting``, ``acquired``, ``released``,
-            ``closed``, ``retry`` (a request is sent again after a wait) or
-            ``limit_changed`` (an adaptive per-host limit moved).
+        kind: ``queued``, ``dequeued``, ``connecting``, ``tunnel`` (a proxy tunnel of a
+            connection being opened is ready), ``acquired``, ``released``, ``closed``,
+            ``retry`` (a request is sent again after a wait) or ``limit_changed`` (an
+            adaptive per-host limit moved).
         key: the pool key (scheme, host, port, TLS identity) the event concerns.
         connection_id: the connection, unique per client; ``None`` for ``queued`` and
             ``dequeued``.

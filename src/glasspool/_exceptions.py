@@ -16,7 +16,8 @@ with ``from`` so the original cause stays visible in tracebacks.
     │   ├── ConnectTimeout, ReadTimeout, WriteTimeout, TotalTimeout
     ├── NetworkError
     │   ├── ConnectError, ReadError, WriteError
-    │   └── ServerDisconnected
+    │   ├── ServerDisconnected
+    │   └── ProxyError
     ├── TLSError (also ConnectError)
     ├── ProtocolError
     │   └── IncompleteBody
@@ -53,6 +54,7 @@ __all__ = [
     "PoolMisuse",
     "PoolTimeout",
     "ProtocolError",
+    "ProxyError",
     "ReadError",
     "ReadTimeout",
     "ResponseNotRead",
@@ -142,6 +144,24 @@ class WriteError(NetworkError):
 
 class ServerDisconnected(NetworkError):
     """The server closed the connection before a complete response head arrived."""
+
+
+class ProxyError(NetworkError):
+    """The proxy refused the request or failed: a ``407``, a refused ``CONNECT``, a
+    SOCKS error, or a reply that is not HTTP.
+
+    The message names the proxy (its password replaced by ``***``) and, when the proxy
+    answered, its status.
+
+    Attributes:
+        proxy: the proxy's URL, password replaced by ``***``.
+        status: the HTTP status the proxy answered with, or ``None``.
+    """
+
+    def __init__(self, message: str, *, proxy: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.proxy = proxy
+        self.status = status
 
 
 class TLSError(ConnectError):

@@ -14,7 +14,7 @@ from typing import TypeAlias
 import yarl
 
 from ._exceptions import InvalidURL
-from ._pool.key import PoolKey, TLSIdentity
+from ._pool.key import PoolKey, ProxyIdentity, TLSIdentity
 from ._redact import redact_url
 from ._syntax import DEFAULT_PORTS, URL_FORBIDDEN, first_bad_char, has_forbidden
 
@@ -250,13 +250,16 @@ def parse_url(
     return parsed
 
 
-def pool_key_for(url: yarl.URL, tls: TLSIdentity | None) -> PoolKey:
+def pool_key_for(
+    url: yarl.URL, tls: TLSIdentity | None, proxy: ProxyIdentity | None = None
+) -> PoolKey:
     """Return the :class:`PoolKey` a request to ``url`` is pooled under.
 
     Args:
         url: a URL accepted by :func:`parse_url`.
         tls: the TLS identity of the client; used only for ``https`` (``http`` keys always
             get ``None``, so TLS settings never split plain-text pools).
+        proxy: the proxy the request goes through, if any.
 
     Returns:
         ``PoolKey(scheme, host, port, tls)`` with the host lowercased, IDNA-encoded and
@@ -271,4 +274,5 @@ def pool_key_for(url: yarl.URL, tls: TLSIdentity | None) -> PoolKey:
         (url.raw_host or "").lower(),
         port,
         tls if url.scheme == "https" else None,
+        proxy,
     )

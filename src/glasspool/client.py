@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import ssl
 import time
@@ -37,14 +38,29 @@ from ._defaults import (
     Unset,
     default_limit_per_host,
 )
-from ._exceptions import ClientClosed, InvalidRequest, TooManyRedirects, UnclosedResponseWarning
+from ._exceptions import (
+    ClientClosed,
+    InvalidRequest,
+    ProxyError,
+    TooManyRedirects,
+    UnclosedResponseWarning,
+)
 from ._exchange import Exchange, call_site
 from ._headers import Headers, HeaderTypes, default_headers
 from ._http11 import HTTP11Connection, ParserLimits, ReceiveBuffer
 from ._http11.request_head import RequestTarget, build_request_head, request_target
 from ._pool.adaptive import AdaptiveLimits, AdaptiveLimitsTypes
 from ._pool.asyncio import Pool, SharedLimits
-from ._pool.key import PoolKey, TLSIdentity
+from ._pool.key import PoolKey, ProxyIdentity, TLSIdentity
+from ._proxy import (
+    ProxyChoice,
+    ca_from_env,
+    env_proxies,
+    forward_target,
+    forwards,
+    open_via_proxy,
+    parse_proxy,
+)
 from ._redact import redact_url
 from ._redirects import REDIRECT_STATUSES, redirect_request
 from ._request import Request, RequestBody, encode_body
@@ -110,6 +126,12 @@ class Client:
         happy_eyeballs_delay: seconds before trying the next address (RFC 8305).
         retry: retry failed requests: ``None`` (never), a number of retries, or a
             :class:`glasspool.Retry` (see docs/retries.md).
+        proxy: send every request through this proxy: ``http://``, ``https://``,
+            ``socks5://`` or ``socks5h://`` URL, credentials in its userinfo (see
+            docs/proxies.md). ``None``: the environment's proxies if ``trust_env``.
+        trust_env: read ``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY`` and ``NO_PROXY``
+            (lower or upper case), and ``SSL_CERT_FILE``/``SSL_CERT_DIR`` for
+            ``verify=True``, when the client is created; ``False`` ignores them all.
         adaptive_limits: lower a host's limit when it answers 429/503 or ``Retry-After``
             and raise it back after successes: ``True`` (the defaults), a
             :class:`glasspool.AdaptiveLimits`, or ``None`` (off; docs/pool.md).
@@ -143,6 +165,8 @@ class Client:
         shared_limits: SharedLimits | None = None,
         happy_eyeballs_delay: float | None = 0.25,
         retry: RetryTypes = None,
+        proxy: str | None = None,
+        trust_env: bool = True,
         adaptive_limits: AdaptiveLimitsTypes = None,
     ) -> None:
         self._site = call_site()
@@ -175,7 +199,14 @@ class Client:
             max_chunk_ext_bytes=check_int("max_chunk_ext_bytes", max_chunk_ext_bytes),
         )
         self._cert = (cert, None) if isinstance(cert, str) else cert
+        if verify is True:
+            verify = ca_from_env(verify, os.environ, trust_env)
         self._tls = tls_identity(verify, self._cert, None)
+        self.trust_env = trust_env
+        explicit = None if proxy is None else parse_proxy(proxy, source="proxy=", tls=self._tls)
+        env = env_proxies(os.environ, self._tls) if trust_env else None
+        self._proxies = ProxyChoice(explicit, env)
+        self._proxy_urls: dict[str, ProxyIdentity] = {}  # per-request proxy= strings
         self._happy_eyeballs_delay = happy_eyeballs_delay
         self.retry = Retry.coerce(retry)
         self._retry_rng = random.Random()  # the backoff's jitter; tests replace it
@@ -219,6 +250,7 @@ class Client:
         timeout: TimeoutTypes | Unset = UNSET,
         follow_redirects: bool | Unset = UNSET,
         retry: RetryTypes | Unset = UNSET,
+        proxy: str | Unset | None = UNSET,
     ) -> Response:
         """Send a request and read the whole response body.
 
@@ -235,6 +267,8 @@ class Client:
             timeout: overrides the client's timeout for this request.
             follow_redirects: overrides the client's setting for this request.
             retry: overrides the client's ``retry`` for this request (``None``: none).
+            proxy: a proxy URL for this request (and its redirects), or ``None`` to go
+                direct; left out, the client's ``proxy`` or the environment's.
 
         Returns:
             The :class:`Response`, body read (``content``, ``text``, ``json()``).
@@ -243,7 +277,8 @@ class Client:
             InvalidURL, InvalidRequest: before any connection is taken.
             PoolTimeout, ConnectError, TLSError, ConnectTimeout, ReadTimeout,
             WriteTimeout, TotalTimeout, ServerDisconnected, ProtocolError,
-            IncompleteBody, ResponseTooLarge, TooManyRedirects, ClientClosed.
+            IncompleteBody, ResponseTooLarge, TooManyRedirects, ClientClosed,
+            ProxyError.
         """
         return await self._request(
             method,
@@ -257,6 +292,7 @@ class Client:
             follow_redirects,
             False,
             retry,
+            proxy,
         )
 
     def stream(
@@ -272,6 +308,7 @@ class Client:
         timeout: TimeoutTypes | Unset = UNSET,
         follow_redirects: bool | Unset = UNSET,
         retry: RetryTypes | Unset = UNSET,
+        proxy: str | Unset | None = UNSET,
     ) -> StreamContext:
         """Send a request and give the response with its body unread: ``async with``.
 
@@ -281,7 +318,10 @@ class Client:
         remain). Same arguments and errors as :meth:`request`; retries happen only before
         the response is handed over.
         """
-        call = (method, url, params, headers, content, json, data, timeout, follow_redirects, retry)
+        call = (
+            method, url, params, headers, content, json, data, timeout, follow_redirects, retry,
+            proxy,
+        )  # fmt: skip
         return StreamContext(self, call)
 
     async def get(self, url: str | yarl.URL, **kwargs: Any) -> Response:
@@ -327,17 +367,22 @@ class Client:
         follow_redirects: bool | Unset,
         stream: bool,
         retry: RetryTypes | Unset = UNSET,
+        proxy: str | Unset | None = UNSET,
     ) -> Response:
         if self._closed:
             raise ClientClosed(f"the client is closed; cannot send {method} {redact_url(url)}")
         t = self.timeout if isinstance(timeout, Unset) else Timeout.coerce(timeout)
         follow = self.follow_redirects if isinstance(follow_redirects, Unset) else follow_redirects
         policy = self.retry if isinstance(retry, Unset) else Retry.coerce(retry)
-        request, route = self._build_request(method, url, params, headers, content, json, data)
+        request, route = self._build_request(
+            method, url, params, headers, content, json, data, proxy
+        )
         if t.total is None:
-            return await self._send_following(request, route, t, None, follow, stream, policy)
+            return await self._send_following(
+                request, route, t, None, follow, stream, policy, proxy
+            )
         deadline = asyncio.get_running_loop().time() + t.total
-        following = self._send_following(request, route, t, deadline, follow, stream, policy)
+        following = self._send_following(request, route, t, deadline, follow, stream, policy, proxy)
         return await within_deadline(following, deadline, t.total, request.url)
 
     def _build_request(
@@ -349,8 +394,9 @@ class Client:
         content: Content,
         json: Any,
         data: Mapping[str, Any] | None,
+        proxy: str | Unset | None = UNSET,
     ) -> tuple[Request, _Route]:
-        full, route = self._target(url, params)
+        full, route = self._target(url, params, proxy)
         body: RequestBody = None
         body_headers: Headers | None = None
         if content is not None or json is not None or data is not None:
@@ -366,7 +412,9 @@ class Client:
             return Request._trusted(method, full, merged, body, None), route
         return Request._trusted(method, full, merged, None, body), route
 
-    def _target(self, url: str | yarl.URL, params: ParamTypes | None) -> tuple[yarl.URL, _Route]:
+    def _target(
+        self, url: str | yarl.URL, params: ParamTypes | None, proxy: str | Unset | None = UNSET
+    ) -> tuple[yarl.URL, _Route]:
         """The validated URL of a request and its route (pool key, checked request target).
 
         A URL given as a string without ``params`` is remembered (up to ``URL_CACHE_SIZE``
@@ -377,9 +425,9 @@ class Client:
         Raises:
             InvalidURL: see :func:`parse_url`.
         """
-        if params is not None or type(url) is not str:
+        if params is not None or type(url) is not str or not isinstance(proxy, Unset):
             full = parse_url(url, base_url=self.base_url, params=params)
-            return full, _Route(pool_key_for(full, self._tls), None)
+            return full, _Route(pool_key_for(full, self._tls, self._proxy_for(full, proxy)), None)
         hit = self._urls.get(url)
         if hit is not None and hit[0] is self.base_url and hit[1] is self._tls:
             return hit[2], hit[3]
@@ -388,7 +436,7 @@ class Client:
             target: RequestTarget | None = request_target(full)
         except InvalidRequest:
             target = None  # build_request_head raises it, after any earlier error
-        route = _Route(pool_key_for(full, self._tls), target)
+        route = _Route(pool_key_for(full, self._tls, self._proxies.select(full)), target)
         if len(self._urls) >= URL_CACHE_SIZE:
             self._urls.clear()
         self._urls[url] = (self.base_url, self._tls, full, route)
@@ -403,9 +451,11 @@ class Client:
         follow: bool,
         stream: bool,
         retry: Retry | None = None,
+        proxy: str | Unset | None = UNSET,
     ) -> Response:
         """Send ``request`` and follow its redirects; the last response's body is read
-        (``stream`` false) or handed to the caller unread. ``retry`` counts over all hops."""
+        (``stream`` false) or handed to the caller unread. ``retry`` counts over all hops;
+        ``proxy`` (a per-request choice) applies to every hop."""
         history: list[Response] = []
         stripped = False
         while True:
@@ -436,10 +486,17 @@ class Client:
                     f"{redact_url(request.url)} to {redact_url(location, quoted=True)}",
                     history=history,
                 )
-            request, route, stripped = self._redirected(request, response, location, stripped)
+            request, route, stripped = self._redirected(
+                request, response, location, stripped, proxy
+            )
 
     def _redirected(
-        self, request: Request, response: Response, location: str, stripped: bool
+        self,
+        request: Request,
+        response: Response,
+        location: str,
+        stripped: bool,
+        proxy: str | Unset | None = UNSET,
     ) -> tuple[Request, _Route, bool]:
         """The request that follows ``response`` to ``location`` (``_redirects`` rules), its
         route, and whether credentials have been stripped on the way so far."""
@@ -454,7 +511,27 @@ class Client:
         )
         content = request.content if plan.keep_body else None
         follow = Request(plan.method, plan.url, plan.headers, content=content)
-        return follow, _Route(pool_key_for(plan.url, self._tls), None), plan.stripped
+        key = pool_key_for(plan.url, self._tls, self._proxy_for(plan.url, proxy))
+        return follow, _Route(key, None), plan.stripped
+
+    def _proxy_for(self, url: yarl.URL, proxy: str | Unset | None) -> ProxyIdentity | None:
+        """The proxy of a request to ``url``: the per-request ``proxy`` if given, else the
+        client's choice (``proxy=`` or the environment).
+
+        Raises:
+            InvalidURL: a per-request proxy URL that is not valid (named ``proxy=``).
+        """
+        if isinstance(proxy, Unset):
+            return self._proxies.select(url)
+        if proxy is None:
+            return None
+        found = self._proxy_urls.get(proxy)
+        if found is None:
+            found = parse_proxy(proxy, source="proxy=", tls=self._tls)
+            if len(self._proxy_urls) >= 64:
+                self._proxy_urls.clear()
+            self._proxy_urls[proxy] = found
+        return found
 
     async def _send_retrying(
         self, request: Request, route: _Route, t: Timeout, deadline: float | None, retry: Retry
@@ -516,13 +593,17 @@ class Client:
         if request.stream is not None:
             body = request.stream
         chunked = request.stream is not None
+        key = route.key
+        target = route.target
+        if key.proxy is not None and forwards(key):
+            target = forward_target(request.url, key.proxy, target)
         head = build_request_head(
             request.method,
             request.url,
             request.headers,
             body_length=None if body is None or chunked else len(request.content or b""),
             chunked=chunked,
-            target=route.target,
+            target=target,
         )
         retry_ok = request.method in IDEMPOTENT_METHODS and request.body_replayable
         for attempt in (0, 1):
@@ -539,13 +620,59 @@ class Client:
                 if attempt == 1 or not retry_ok or not exchange.failed_stale(exc):
                     raise
                 continue
+            if response.status == 407 and key.proxy is not None and forwards(key):
+                await self._proxy_refused(request, response, key.proxy)
             if self._pool._adaptive:  # adaptive limits hear of every response head
                 after = response.headers.get("retry-after") is not None
                 self._pool._response_seen(exchange._lease, response.status, after)
             return exchange, response
         raise AssertionError("unreachable: the second attempt returns or raises")
 
+    async def _proxy_refused(
+        self, request: Request, response: Response, proxy: ProxyIdentity
+    ) -> None:
+        """Raise ProxyError for a 407 from an HTTP proxy, after giving its connection back."""
+        with contextlib.suppress(Exception):  # the error below is what the caller needs
+            await response._drain(REDIRECT_DRAIN_BYTES)
+        raise ProxyError(
+            f"proxy {proxy.url} requires authentication: {request.method} "
+            f"{redact_url(request.url)} answered 407 {response.reason}".rstrip(),
+            proxy=proxy.url,
+            status=407,
+        )
+
+    async def _connect_via_proxy(
+        self, key: PoolKey, connect_timeout: float | None
+    ) -> HTTP11Connection:
+        """Open a connection for a key with a proxy (``_proxy.open_via_proxy``); the
+        connection to the proxy itself is opened by :meth:`_connect`, like any other."""
+        proxy = key.proxy
+        assert proxy is not None
+        origin_context = None
+        if key.scheme == "https":
+            origin_context = context_for(key.tls if key.tls is not None else self._tls)
+        proxy_context = None
+        if proxy.scheme == "https":
+            proxy_context = context_for(proxy.tls if proxy.tls is not None else self._tls)
+        if self._recv_buffer is None:
+            self._recv_buffer = ReceiveBuffer()
+
+        async def open_tcp(pkey: PoolKey, _context: ssl.SSLContext | None) -> HTTP11Connection:
+            return await self._connect(pkey, connect_timeout)
+
+        return await open_via_proxy(
+            key,
+            open_tcp=open_tcp,
+            proxy_context=proxy_context,
+            origin_context=origin_context,
+            connect_timeout=connect_timeout,
+            limits=self._limits,
+            recv_buffer=self._recv_buffer,
+        )
+
     async def _connect(self, key: PoolKey, connect_timeout: float | None) -> HTTP11Connection:
+        if key.proxy is not None:
+            return await self._connect_via_proxy(key, connect_timeout)
         # The key's TLS identity, not the client's, sets up the handshake: a connection is
         # always made the way its key says, so no key can borrow another's verification.
         context = None
@@ -627,9 +754,11 @@ class StreamContext:
         self._response: Response | None = None
 
     async def __aenter__(self) -> Response:
-        (method, url, params, headers, content, json, data, timeout, follow, retry) = self._call
+        (method, url, params, headers, content, json, data, timeout, follow, retry, proxy) = (
+            self._call
+        )
         self._response = await self._client._request(
-            method, url, params, headers, content, json, data, timeout, follow, True, retry
+            method, url, params, headers, content, json, data, timeout, follow, True, retry, proxy
         )
         return self._response
 

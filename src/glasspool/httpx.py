@@ -99,7 +99,8 @@ class AsyncTransport(httpx.AsyncBaseTransport):
             ``limit_per_host``, ``host_limits``, ``keepalive_expiry``, ``max_lifetime``,
             ``max_requests_per_connection``, ``evict_grace``, ``verify``, ``cert``,
             ``shared_limits``, ``happy_eyeballs_delay``, ``max_header_bytes``,
-            ``max_headers``, ``max_line_bytes``, ``max_chunk_ext_bytes``). Request-level
+            ``max_headers``, ``max_line_bytes``, ``max_chunk_ext_bytes``, ``proxy``,
+            ``trust_env``: see docs/proxies.md). Request-level
             options (timeouts, redirects, headers, retries) are httpx's.
 
     Raises:
@@ -179,7 +180,7 @@ class AsyncTransport(httpx.AsyncBaseTransport):
         greq = Request._trusted(request.method, url, headers, content, stream)
         # Client._send: the head, the hand-over, and the one resend of an idempotent
         # request whose reused connection the server had closed (stale-connection retry).
-        route = _Route(pool_key_for(url, client._tls), None)
+        route = _Route(pool_key_for(url, client._tls, client._proxies.select(url)), None)
         exchange, response = await client._send(greq, route, timeout, None)
         exchange.hand_over()
         version = response.http_version

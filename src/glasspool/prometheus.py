@@ -77,7 +77,8 @@ class PoolCollector:
 
     Register it: ``prometheus_client.REGISTRY.register(PoolCollector(client))``. Each
     per-key metric has the label ``key`` (``str(key)``, e.g. ``http://127.0.0.1:8080``);
-    keys that print the same (they differ only in TLS identity or proxy) are added up.
+    keys that print the same (they differ only in TLS identity, or in a proxy's password)
+    are added up.
     Metric names are ``<namespace>_pool_open``, ``_pool_in_use``, ``_pool_idle``,
     ``_pool_connecting``, ``_pool_waiting``, ``_pool_available``, ``_pool_host_limit``
     (gauges), ``_pool_connections_opened_total``, ``_pool_connections_closed_total``,

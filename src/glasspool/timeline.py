@@ -17,7 +17,9 @@ delimit:
   served request (and with the next ``dequeued``, which is exact for pool timeouts and a
   best guess for cancellations);
 - **connect**: ``connecting`` until ``acquired new`` (TCP connect and TLS handshake
-  together: the events do not split them);
+  together: the events do not split them); through a proxy, the bar's hover text also
+  says when the tunnel was ready (``tunnel``: the proxy accepted ``CONNECT``, or the
+  SOCKS handshake ended);
 - **in use**: ``acquired`` until ``released`` (sending, waiting for the head and reading
   the body together: no public event separates them).
 
@@ -82,6 +84,7 @@ class _Bar:
     how: str  # "new", "reused", or "failed" (the connect failed)
     end: float | None = None
     end_reason: str | None = None
+    tunnel: tuple[float, str | None] | None = None  # when a proxy tunnel was ready, and how
 
 
 @dataclass(slots=True)
@@ -120,6 +123,7 @@ class _Builder:
         self.queues: dict[PoolKey, deque[float]] = {}
         self.connecting: dict[int, tuple[float, float | None]] = {}
         self.active: dict[int, _Bar] = {}
+        self.tunnels: dict[int, tuple[float, str | None]] = {}
 
     def feed(self, event: PoolEvent) -> None:
         """Apply one event and add a point to the series."""
@@ -176,8 +180,15 @@ class _Builder:
             connect, queued = None, self._pop_wait(event.key, served)
         how = "new" if event.reason == "new" else "reused"
         bar = _Bar(self.model.bars, lane.conn, event.key, queued, connect, event.time, how)
+        if event.reason == "new":
+            bar.tunnel = self.tunnels.pop(lane.conn, None)
         self._add_bar(lane, bar)
         self.active[lane.conn] = bar
+
+    def on_tunnel(self, event: PoolEvent, served: bool) -> None:
+        """A proxy tunnel of a connection being opened is ready: shown on its first bar."""
+        if event.connection_id is not None:
+            self.tunnels[event.connection_id] = (event.time, event.reason)
 
     def on_released(self, event: PoolEvent, served: bool) -> None:
         """The connection's current bar ends."""
@@ -190,6 +201,7 @@ class _Builder:
         lane = self._lane(event)
         lane.end, lane.close_reason = event.time, event.reason
         self.open = max(0, self.open - 1)
+        self.tunnels.pop(lane.conn, None)
         pending = self.connecting.pop(lane.conn, None)
         if pending is not None:
             connect, queued = pending
@@ -210,6 +222,7 @@ _HANDLERS: Final[dict[str, Callable[[_Builder, PoolEvent, bool], None]]] = {
     "queued": _Builder.on_queued,
     "dequeued": _Builder.on_dequeued,
     "connecting": _Builder.on_connecting,
+    "tunnel": _Builder.on_tunnel,
     "acquired": _Builder.on_acquired,
     "released": _Builder.on_released,
     "closed": _Builder.on_closed,
@@ -292,6 +305,9 @@ def _bar_tip(bar: _Bar, scale: _Scale) -> str:
         )
     if bar.connect is not None:
         lines.append(f"connect {_dur(bar.connect, _first(bar.start, bar.end, t_end))}")
+        if bar.tunnel is not None:
+            what = "CONNECT accepted" if bar.tunnel[1] == "connect" else "SOCKS handshake done"
+            lines.append(f"proxy tunnel ready after {_dur(bar.connect, bar.tunnel[0])} ({what})")
     if bar.start is not None:
         end = _first(bar.end, t_end)
         how = "new connection" if bar.how == "new" else "reused connection"

@@ -19,6 +19,7 @@ import logging
 import select
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from typing import Any, Protocol
 
 from .._defaults import (
@@ -34,9 +35,27 @@ from .adaptive import AdaptiveLimits
 from .key import PoolKey
 from .state import Action, Close, Conn, ConnState, PoolState, Waiter, WaiterState
 
-__all__ = ["Pool", "PoolConnection", "SharedLimits"]
+__all__ = ["Pool", "PoolConnection", "SharedLimits", "connect_progress"]
 
 logger = logging.getLogger("glasspool.pool")
+
+# Set around a connection factory call: reports a step of that connect as a pool event.
+# It holds a list that is emptied when the connect ends: transports copy the context into
+# their callbacks, and must not keep the request's waiter alive through it.
+_PROGRESS: ContextVar[list[Callable[[str, str | None], None]] | None] = ContextVar(
+    "glasspool_connect_progress", default=None
+)
+
+
+def connect_progress(kind: str, reason: str | None) -> None:
+    """Report a step of the connect under way (called from a connection factory).
+
+    Emits a :class:`PoolEvent` of ``kind`` for the connection being opened, e.g.
+    ``tunnel``/``connect`` when a proxy accepted ``CONNECT``. Does nothing outside a
+    pool's connect.
+    """
+    for report in _PROGRESS.get() or ():
+        report(kind, reason)
 
 
 class PoolConnection(Protocol):
@@ -410,7 +429,13 @@ class Pool:
         try:
             if self._shared is not None and not await self._fleet_lease(waiter, timeout):
                 return  # served by an idle connection of its key instead
-            handle = await self._connect(waiter.key, connect_timeout)
+            cell = [lambda kind, reason: self._state.progress(waiter, kind, reason, self._clock())]
+            token = _PROGRESS.set(cell)
+            try:
+                handle = await self._connect(waiter.key, connect_timeout)
+            finally:
+                cell.clear()
+                _PROGRESS.reset(token)
         except BaseException as exc:
             self._active.discard(waiter)
             if not self._closed:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # pragma: no cover
     import ssl
 
-__all__ = ["PoolKey", "TLSIdentity"]
+__all__ = ["PoolKey", "ProxyIdentity", "TLSIdentity"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,10 +37,51 @@ class TLSIdentity:
 
 
 @dataclass(frozen=True, slots=True)
+class ProxyIdentity:
+    """The proxy a connection goes through, part of its :class:`PoolKey`.
+
+    Two proxies are the same only if every field is equal, credentials included, so
+    connections opened with different proxy credentials are never shared. ``str()`` and
+    ``repr()`` never show the password (``***``).
+
+    Attributes:
+        scheme: ``http``, ``https`` (TLS to the proxy), ``socks5`` or ``socks5h``.
+        host: the proxy's host name or IP address (IPv6 without brackets).
+        port: the proxy's port.
+        username: the user name of the proxy's credentials, if any.
+        password: the password of the proxy's credentials, if any (never shown).
+        tls: for an ``https`` proxy, how the proxy's certificate is checked.
+    """
+
+    scheme: str
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+    tls: TLSIdentity | None = None
+
+    @property
+    def url(self) -> str:
+        """``scheme://[user:***@]host:port``: the proxy's URL with the password hidden."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        user = ""
+        if self.username is not None or self.password is not None:
+            user = (self.username or "") + (":***" if self.password is not None else "") + "@"
+        return f"{self.scheme}://{user}{host}:{self.port}"
+
+    def __str__(self) -> str:
+        return self.url
+
+    def __repr__(self) -> str:
+        return f"ProxyIdentity({self.url!r})"
+
+
+@dataclass(frozen=True, slots=True)
 class PoolKey:
     """The identity of a pool of interchangeable connections.
 
-    ``str(key)`` looks like ``https://example.org:443``; IPv6 hosts are bracketed.
+    ``str(key)`` looks like ``https://example.org:443``; IPv6 hosts are bracketed. Through
+    a proxy it looks like ``https://example.org:443 via http://user:***@proxy:3128``.
 
     >>> str(PoolKey("http", "127.0.0.1", 8080))
     'http://127.0.0.1:8080'
@@ -52,7 +93,7 @@ class PoolKey:
     host: str
     port: int
     tls: TLSIdentity | None = None
-    proxy: str | None = None
+    proxy: ProxyIdentity | None = None
     _hash: int = field(init=False, repr=False, compare=False, default=0)
 
     def __post_init__(self) -> None:
@@ -75,4 +116,6 @@ class PoolKey:
         return f"{self.scheme}://{host}:{self.port}"
 
     def __str__(self) -> str:
-        return self.origin
+        if self.proxy is None:
+            return self.origin
+        return f"{self.origin} via {self.proxy.url}"

@@ -363,6 +363,18 @@ class PoolState:
             cid = None if conn is None else conn.id
             self.emit(PoolEvent(kind, host.key, cid, reason, now, len(host.waiters)))
 
+    def progress(self, waiter: Waiter, kind: str, reason: str | None, now: float) -> None:
+        """Report a step in opening ``waiter``'s connection (a proxy tunnel) as an event.
+
+        Changes no count: the connection stays ``connecting`` until :meth:`connected`.
+        """
+        conn = waiter.conn
+        if self.emit is None or conn is None or waiter.state is not WaiterState.CONNECTING:
+            return
+        host = self._hosts.get(waiter.key)
+        if host is not None:
+            self._event(kind, host, conn, reason, now)
+
     def _mark_ready(self, host: _Host) -> None:
         """Push ``host`` on the ready heap if it has waiters and per-key headroom, and on
         the starving heap too if it has no connection."""

@@ -27,6 +27,13 @@ TEMPLATES: Final[dict[tuple[str, str | None, str], str]] = {
         "A waiting request for {host} got a free slot, so connection {conn} is being opened "
         "for it ({queue})."
     ),
+    ("tunnel", "connect", ""): (
+        "The proxy accepted CONNECT: connection {conn}'s tunnel to {host} is open; TLS with "
+        "the origin runs inside it next."
+    ),
+    ("tunnel", "socks", ""): (
+        "The SOCKS proxy connected connection {conn} through to {host}; the tunnel is open."
+    ),
     ("acquired", "new", ""): "Connection {conn} is open and carries the request (reason new).",
     ("acquired", "reused", ""): (
         "Connection {conn} was idle in the pool and now carries this request (reason reused): "
