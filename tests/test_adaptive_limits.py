@@ -319,3 +319,25 @@ async def test_prometheus_reports_the_effective_limit() -> None:
             registry.register(PoolCollector(client))
             assert (await client.get(f"http://127.0.0.1:{srv.port}/")).status == 200
             assert registry.get_sample_value("glasspool_pool_effective_limit", key) is None
+
+
+async def test_with_fleet_limits_a_cut_gives_back_the_leases_of_closed_connections() -> None:
+    from tests._pool.test_asyncio import Factory, FakeFleet, until
+
+    fleet = FakeFleet(slots=4)
+    pool = glasspool.Pool(
+        Factory(), limit=10, limit_per_host=4, shared_limits=fleet, adaptive_limits=AdaptiveLimits()
+    )
+    leases = [await pool.acquire(K) for _ in range(4)]
+    assert fleet.held[K] == 4
+    for lease in leases[1:]:
+        pool.release(lease)  # three idle, each still holding its fleet slot
+    pool._response_seen(leases[0], 503, False)  # 4 -> 2: two idle connections close
+    await until(lambda: fleet.held[K] == 2, "the closed connections' leases went back")
+    host = pool.stats().hosts[K]
+    assert (host.effective_limit, host.limit, host.shared_limit) == (2, 4, 4)
+    assert (host.in_use, host.idle, host.leases) == (1, 1, 2)
+    pool.release(leases[0])  # 2 open with it: within the limit, kept idle with its lease
+    host = pool.stats().hosts[K]
+    assert (host.idle, host.open, fleet.held[K]) == (2, 2, 2)
+    await pool.aclose()
