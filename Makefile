@@ -11,7 +11,7 @@ PY312 ?= $(shell pyenv prefix 3.12 2>/dev/null)/bin/python
 PY313 ?= $(shell pyenv prefix 3.13 2>/dev/null)/bin/python
 # The soak and fuzz runs are left to the default interpreter's full run.
 QUICK := -m 'not soak' --deselect tests/test_fuzz.py
-RUNTIME_DEPS := httptools|yarl|multidict|brotli|zstandard|rich|redis|uvloop|aiohttp|httpx
+RUNTIME_DEPS := httptools|yarl|multidict|aiohappyeyeballs|brotli|zstandard|rich|redis|uvloop|aiohttp|httpx
 
 .PHONY: demo test check fmt bench fuzz clean lock test-uvloop test-py312 test-py313 \
 	test-floor test-matrix venv-check

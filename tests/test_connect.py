@@ -9,9 +9,9 @@ import socket
 import ssl
 from typing import Any
 
+import aiohappyeyeballs.impl
 import pytest
 
-import glasspool._connect
 from glasspool._connect import context_for, make_ssl_context, open_connection, tls_identity
 from glasspool._exceptions import ConnectError, ConnectTimeout, TLSError
 from glasspool._http11 import HTTP11Connection
@@ -191,20 +191,22 @@ def both_attempts_connect(monkeypatch: pytest.MonkeyPatch) -> None:
     Without it the race can end before the second attempt reaches ``connect()`` (on
     uvloop ``sock_connect`` resolves the address in a thread first, and a busy machine
     lets the first attempt win meanwhile), and there would be no losing socket to check.
+    The hold wraps aiohappyeyeballs' per-address attempt, the one place every attempt
+    passes through.
     """
     connected: list[socket.socket] = []
     both = asyncio.Event()
-    attempt = glasspool._connect._attempt
+    attempt = aiohappyeyeballs.impl._connect_sock
 
-    async def held(loop: asyncio.AbstractEventLoop, info: Any) -> socket.socket:
-        sock = await attempt(loop, info)
+    async def held(*args: Any, **kwargs: Any) -> socket.socket:
+        sock = await attempt(*args, **kwargs)
         connected.append(sock)
         if len(connected) == 2:
             both.set()
         await asyncio.wait_for(both.wait(), 5)
         return sock
 
-    monkeypatch.setattr(glasspool._connect, "_attempt", held)
+    monkeypatch.setattr(aiohappyeyeballs.impl, "_connect_sock", held)
 
 
 async def test_happy_eyeballs_closes_the_losing_connection(
@@ -216,7 +218,7 @@ async def test_happy_eyeballs_closes_the_losing_connection(
         fake_getaddrinfo(monkeypatch, {"dual.test": [("127.0.0.1", srv.port)] * 2})
         key = PoolKey("http", "dual.test", srv.port)
         conn = await open_connection(
-            key, ssl_context=None, connect_timeout=5, happy_eyeballs_delay=0
+            key, ssl_context=None, connect_timeout=5, happy_eyeballs_delay=0.01
         )
         await asyncio.wait_for(counting.all_accepted.wait(), 5)
         assert not conn.is_closed()
@@ -234,7 +236,7 @@ async def test_cancelling_during_happy_eyeballs_and_tls_closes_every_socket(
         key = PoolKey("https", "dual.test", srv.port, tls_identity(True, None, None))
         ctx = make_ssl_context(str(tls_certs.ca_file))
         task = asyncio.create_task(
-            open_connection(key, ssl_context=ctx, connect_timeout=5, happy_eyeballs_delay=0)
+            open_connection(key, ssl_context=ctx, connect_timeout=5, happy_eyeballs_delay=0.01)
         )
         await asyncio.wait_for(counting.all_accepted.wait(), 5)
         task.cancel()

@@ -1,8 +1,8 @@
 """Opening connections: name resolution, happy eyeballs, TLS, and the SSL context cache.
 
 ``open_connection()`` resolves the host with ``loop.getaddrinfo`` (IP literals skip the
-resolver thread), races the addresses with happy eyeballs (RFC 8305), wraps the winning
-socket with ``loop.create_connection(sock=...)`` and runs the TLS handshake with
+resolver thread), races the addresses with happy eyeballs (RFC 8305, by aiohappyeyeballs),
+wraps the winning socket with ``loop.create_connection(sock=...)`` and runs the TLS handshake with
 ``loop.start_tls``. Failures are translated once, here, into :class:`ConnectError`,
 :class:`TLSError` or :class:`ConnectTimeout`, each naming host and port and chained to the
 original error. Cancelling at any point closes every socket it opened.
@@ -14,24 +14,123 @@ SSL contexts are expensive (loading a CA bundle takes milliseconds), so
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import ipaddress
-import itertools
 import os
 import socket
 import ssl
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import aiohappyeyeballs
 
 from ._exceptions import ConnectError, ConnectTimeout, TLSError
 from ._http11 import HTTP11Connection, ParserLimits, ReceiveBuffer
 from ._pool.key import PoolKey, TLSIdentity
 
-__all__ = ["context_for", "make_ssl_context", "open_connection", "tls_identity"]
+__all__ = [
+    "ConnectOptions",
+    "context_for",
+    "make_ssl_context",
+    "open_connection",
+    "os_reason",
+    "tls_identity",
+]
 
 VerifyTypes = bool | str | ssl.SSLContext
 CertTypes = str | tuple[str, str | None] | None
 
 _DEFAULT_LIMITS = ParserLimits()
+
+SocketOption = tuple[int, int, int | bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectOptions:
+    """How a client opens its sockets (``Client(local_address=, socket_options=, uds=,
+    resolve=)``); made and checked by :meth:`build`.
+
+    Attributes:
+        local_address: the source IP to bind before connecting; only addresses of its
+            family are tried.
+        socket_options: ``(level, option, value)`` triples set on every socket before it
+            connects, after glasspool's own ``TCP_NODELAY``.
+        uds: a Unix domain socket path every connection goes to (the URL still gives the
+            ``Host`` header, the TLS name and the pool key).
+        resolve: ``(host, port) -> address`` overrides, like curl's ``--resolve``; the URL's
+            host still goes in ``Host`` and TLS SNI.
+    """
+
+    local_address: str | None = None
+    socket_options: tuple[SocketOption, ...] = ()
+    uds: str | None = None
+    resolve: tuple[tuple[tuple[str, int], str], ...] = ()
+
+    @classmethod
+    def build(
+        cls,
+        local_address: str | None = None,
+        socket_options: Iterable[SocketOption] | None = None,
+        uds: str | os.PathLike[str] | None = None,
+        resolve: Mapping[str, str] | None = None,
+    ) -> ConnectOptions:
+        """Check the options; errors name the argument and the bad value.
+
+        Raises:
+            TypeError: a value of the wrong type.
+            ValueError: ``local_address`` or a ``resolve`` address that is not an IP
+                address, a ``resolve`` key that is not ``host:port``, an empty ``uds``.
+        """
+        if local_address is not None:
+            _check_ip("local_address", local_address)
+        options: list[SocketOption] = []
+        for option in socket_options or ():
+            if (
+                not isinstance(option, tuple)
+                or len(option) != 3
+                or not all(isinstance(x, int) for x in option[:2])
+                or not isinstance(option[2], int | bytes)
+            ):
+                raise TypeError(
+                    f"socket_options entries are (level, option, value) tuples of ints "
+                    f"(value may be bytes), got {option!r}"
+                )
+            options.append(option)
+        path: str | None = None
+        if uds is not None:
+            if not isinstance(uds, str | os.PathLike):
+                raise TypeError(f"uds must be a path, got {type(uds).__name__}")
+            path = os.fspath(uds)
+            if not path:
+                raise ValueError("uds must be a non-empty path")
+        overrides: list[tuple[tuple[str, int], str]] = []
+        for entry, address in (resolve or {}).items():
+            host, colon, port = str(entry).rpartition(":")
+            if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"resolve keys are 'host:port', got {entry!r}")
+            _check_ip(f"resolve[{entry!r}]", address)
+            overrides.append(((host.strip("[]").lower(), int(port)), address.strip("[]")))
+        return cls(local_address, tuple(options), path, tuple(overrides))
+
+    def address_for(self, host: str, port: int) -> str:
+        """The address to connect to for ``host:port`` (a ``resolve`` override, or host)."""
+        for (name, number), address in self.resolve:
+            if number == port and name == host.lower():
+                return address
+        return host
+
+
+def _check_ip(name: str, value: object) -> None:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be an IP address string, got {type(value).__name__}")
+    try:
+        ipaddress.ip_address(value.strip("[]"))
+    except ValueError:
+        raise ValueError(f"{name} must be an IP address, got {value!r}") from None
+
+
+_NO_OPTIONS = ConnectOptions()
 
 
 async def open_connection(
@@ -42,6 +141,7 @@ async def open_connection(
     happy_eyeballs_delay: float | None = 0.25,
     limits: ParserLimits = _DEFAULT_LIMITS,
     recv_buffer: ReceiveBuffer | None = None,
+    options: ConnectOptions = _NO_OPTIONS,
 ) -> HTTP11Connection:
     """Open a TCP (and, with ``ssl_context``, TLS) connection for ``key``.
 
@@ -58,6 +158,7 @@ async def open_connection(
         limits: header and chunk caps for every response on the connection.
         recv_buffer: the read buffer the connections of one client share (same event
             loop); None gives the connection a small one of its own.
+        options: source address, socket options, a Unix socket, name overrides.
 
     Returns:
         A connected :class:`HTTP11Connection` with ``TCP_NODELAY`` set.
@@ -72,17 +173,20 @@ async def open_connection(
     conn = HTTP11Connection(key, limits=limits, recv_buffer=recv_buffer)
     try:
         async with asyncio.timeout(connect_timeout):
-            sock = await _connect_socket(loop, host, key.port, happy_eyeballs_delay)
-            try:
-                transport, _ = await loop.create_connection(lambda: conn, sock=sock)
-            except BaseException:
-                sock.close()
-                raise
-            _set_nodelay(conn)
+            if options.uds is not None:
+                transport, _ = await loop.create_unix_connection(lambda: conn, options.uds)
+            else:
+                target = options.address_for(host, key.port)
+                sock = await _connect_socket(loop, target, key.port, happy_eyeballs_delay, options)
+                try:
+                    transport, _ = await loop.create_connection(lambda: conn, sock=sock)
+                except BaseException:
+                    sock.close()
+                    raise
             if ssl_context is not None:
                 await _start_tls(loop, conn, transport, ssl_context, key, host)
     except Exception as exc:
-        err = _connect_failure(exc, key, host, ssl_context, connect_timeout)
+        err = _connect_failure(exc, key, host, ssl_context, connect_timeout, options)
         if err is exc:
             raise
         raise err from exc
@@ -93,25 +197,59 @@ _AddrInfo = tuple[int, int, int, str, tuple[object, ...]]
 
 
 async def _connect_socket(
-    loop: asyncio.AbstractEventLoop, host: str, port: int, delay: float | None
+    loop: asyncio.AbstractEventLoop,
+    host: str,
+    port: int,
+    delay: float | None,
+    options: ConnectOptions = _NO_OPTIONS,
 ) -> socket.socket:
-    """Resolve ``host`` and return a connected non-blocking socket.
+    """Resolve ``host`` and return a connected non-blocking socket with ``TCP_NODELAY``.
 
-    Addresses are tried in turn, or raced with happy eyeballs (RFC 8305: families
-    interleaved, the next attempt starts after ``delay`` or as soon as one fails).
-    ``create_connection(happy_eyeballs_delay=...)`` is not used: on CPython 3.11 its
-    ``staggered_race`` loses the winning socket if cancelled after the connect succeeded.
+    Addresses are tried in turn, or raced with happy eyeballs by aiohappyeyeballs (RFC
+    8305: families interleaved, the next attempt starts after ``delay`` or as soon as one
+    fails; losing sockets are closed, also when cancelled).
     """
-    infos = _literal(host, port)
-    if infos is None:
-        infos = _interleave(
-            await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+    literal = _literal(host, port)
+    if literal is not None:
+        infos: list[_AddrInfo] = literal
+    else:
+        found = await loop.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
         )
+        infos = [(f, t, p, c, tuple(a)) for f, t, p, c, a in found]
+    local: list[_AddrInfo] | None = None
+    if options.local_address is not None:
+        local = _literal(options.local_address, 0)
+        assert local is not None  # checked by ConnectOptions.build
+        family = local[0][0]
+        infos = [info for info in infos if info[0] == family]
+        if not infos:
+            raise OSError(
+                errno.EAFNOSUPPORT,
+                f"{host} has no address of the family of local_address={options.local_address}",
+            )
     if not infos:
         raise OSError(f"no addresses for {host!r}")
-    if delay is None or len(infos) == 1:
-        return await _connect_in_turn(loop, infos)
-    return await _race(loop, infos, delay)
+
+    def make_socket(info: _AddrInfo) -> socket.socket:
+        sock = socket.socket(info[0], info[1], info[2])
+        try:
+            if info[0] in (socket.AF_INET, socket.AF_INET6):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for level, option, value in options.socket_options:
+                sock.setsockopt(level, option, value)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    return await aiohappyeyeballs.start_connection(
+        infos,
+        local_addr_infos=local,
+        happy_eyeballs_delay=delay,
+        interleave=1 if delay is not None else None,
+        socket_factory=make_socket,
+    )
 
 
 def _literal(host: str, port: int) -> list[_AddrInfo] | None:
@@ -127,92 +265,12 @@ def _literal(host: str, port: int) -> list[_AddrInfo] | None:
     return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (host, port))]
 
 
-def _interleave(infos: Sequence[_AddrInfo]) -> list[_AddrInfo]:
-    """Alternate address families, keeping the resolver's order within each."""
-    families: dict[int, list[_AddrInfo]] = {}
-    for info in infos:
-        families.setdefault(info[0], []).append(info)
-    rounds = itertools.zip_longest(*families.values())
-    return [info for group in rounds for info in group if info is not None]
-
-
-async def _attempt(loop: asyncio.AbstractEventLoop, info: _AddrInfo) -> socket.socket:
-    """Connect one socket to one address; the socket is closed on any failure."""
-    family, kind, proto, _, address = info
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setblocking(False)
-        await loop.sock_connect(sock, address)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-async def _connect_in_turn(
-    loop: asyncio.AbstractEventLoop, infos: list[_AddrInfo]
-) -> socket.socket:
-    errors: list[OSError] = []
-    for info in infos:
-        try:
-            return await _attempt(loop, info)
-        except OSError as exc:
-            errors.append(exc)
-    raise _all_failed(errors)
-
-
-async def _race(
-    loop: asyncio.AbstractEventLoop, infos: list[_AddrInfo], delay: float
-) -> socket.socket:
-    """Happy eyeballs. Every socket but the winner is closed, even when cancelled."""
-    waiting = list(reversed(infos))
-    started: list[asyncio.Task[socket.socket]] = []
-    pending: set[asyncio.Task[socket.socket]] = set()
-    errors: list[OSError] = []
-    winner: asyncio.Task[socket.socket] | None = None
-    try:
-        while waiting or pending:
-            if waiting:
-                task = loop.create_task(_attempt(loop, waiting.pop()))
-                started.append(task)
-                pending.add(task)
-            timeout = delay if waiting else None
-            done, pending = await asyncio.wait(
-                pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-            )
-            for task in (t for t in started if t in done):
-                exc = task.exception()
-                if exc is None:
-                    winner = task
-                    return task.result()
-                if not isinstance(exc, OSError):
-                    raise exc
-                errors.append(exc)
-        raise _all_failed(errors)
-    finally:
-        for task in started:
-            if task is winner:
-                continue
-            if task.done():
-                _close_connected(task)
-            else:
-                task.cancel()  # _attempt closes its socket when the cancel lands
-                task.add_done_callback(_close_connected)
-
-
-def _close_connected(task: asyncio.Task[socket.socket]) -> None:
-    """Close the socket of a losing attempt that connected anyway."""
-    if not task.cancelled() and task.exception() is None:
-        task.result().close()
-
-
-def _all_failed(errors: list[OSError]) -> OSError:
-    if len(errors) == 1:
-        return errors[0]
-    reasons = "; ".join(dict.fromkeys(str(e) for e in errors))
-    err = OSError(f"all {len(errors)} addresses failed: {reasons}")
-    err.__cause__ = errors[0]
-    return err
+def os_reason(exc: OSError) -> str:
+    """A socket error in words: "connection refused" said so, also when the event loop's
+    message is only "Connect call failed"."""
+    if isinstance(exc, ConnectionRefusedError) or exc.errno == errno.ECONNREFUSED:
+        return "connection refused"
+    return str(exc.strerror or exc)
 
 
 async def _start_tls(
@@ -240,24 +298,18 @@ async def _start_tls(
     conn.connection_made(tls)
 
 
-def _set_nodelay(conn: HTTP11Connection) -> None:
-    setsockopt = getattr(conn.get_extra_info("socket"), "setsockopt", None)
-    if setsockopt is not None:
-        try:
-            setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:  # already closed by the peer: the first read will report it
-            pass
-
-
 def _connect_failure(
     exc: Exception,
     key: PoolKey,
     host: str,
     ssl_context: ssl.SSLContext | None,
     timeout: float | None,
+    options: ConnectOptions = _NO_OPTIONS,
 ) -> Exception:
     """Translate an error from ``create_connection`` into glasspool's tree."""
     where = f"{host}:{key.port}"
+    if options.uds is not None:
+        where = f"{where} over the Unix socket {options.uds}"
     if isinstance(exc, TimeoutError):
         phase = "connecting or the TLS handshake" if ssl_context else "connecting"
         return ConnectTimeout(f"{phase} to {where} took longer than {timeout}s (connect timeout)")
@@ -272,7 +324,7 @@ def _connect_failure(
     if isinstance(exc, socket.gaierror):
         return ConnectError(f"could not resolve host {host!r} (port {key.port}): {exc}")
     if isinstance(exc, OSError):
-        return ConnectError(f"cannot connect to {where}: {exc.strerror or exc}")
+        return ConnectError(f"cannot connect to {where}: {os_reason(exc)}")
     return exc
 
 

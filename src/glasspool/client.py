@@ -18,13 +18,13 @@ import ssl
 import time
 import warnings
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Final, NamedTuple
 
 import yarl
 
-from ._connect import context_for, open_connection, tls_identity
+from ._connect import ConnectOptions, context_for, open_connection, tls_identity
 from ._defaults import (
     DEFAULT_EVICT_GRACE,
     DEFAULT_KEEPALIVE_EXPIRY,
@@ -135,6 +135,15 @@ class Client:
         adaptive_limits: lower a host's limit when it answers 429/503 or ``Retry-After``
             and raise it back after successes: ``True`` (the defaults), a
             :class:`glasspool.AdaptiveLimits`, or ``None`` (off; docs/pool.md).
+        local_address: the source IP address to connect from (only addresses of its
+            family are tried).
+        socket_options: ``(level, option, value)`` triples set on every socket before
+            it connects (``TCP_NODELAY`` is always set first).
+        uds: connect every request to this Unix domain socket (e.g. a container engine's
+            API socket); the URL still names the host for ``Host``, TLS and the pool.
+            Proxies are not used with it.
+        resolve: ``{"host:port": "address"}`` overrides, like curl's ``--resolve``: the
+            connection goes to the address, ``Host`` and TLS keep the URL's host.
 
     Raises:
         ValueError, TypeError: a limit, duration or cap is out of range (named).
@@ -168,6 +177,10 @@ class Client:
         proxy: str | None = None,
         trust_env: bool = True,
         adaptive_limits: AdaptiveLimitsTypes = None,
+        local_address: str | None = None,
+        socket_options: Iterable[tuple[int, int, int | bytes]] | None = None,
+        uds: str | os.PathLike[str] | None = None,
+        resolve: Mapping[str, str] | None = None,
     ) -> None:
         self._site = call_site()
         self._closed = False
@@ -204,7 +217,10 @@ class Client:
         self._tls = tls_identity(verify, self._cert, None)
         self.trust_env = trust_env
         explicit = None if proxy is None else parse_proxy(proxy, source="proxy=", tls=self._tls)
-        env = env_proxies(os.environ, self._tls) if trust_env else None
+        self._connect_options = ConnectOptions.build(local_address, socket_options, uds, resolve)
+        if uds is not None and explicit is not None:
+            raise ValueError("uds= and proxy= cannot be combined: uds connects to a local socket")
+        env = env_proxies(os.environ, self._tls) if trust_env and uds is None else None
         self._proxies = ProxyChoice(explicit, env)
         self._proxy_urls: dict[str, ProxyIdentity] = {}  # per-request proxy= strings
         self._happy_eyeballs_delay = happy_eyeballs_delay
@@ -689,6 +705,7 @@ class Client:
             happy_eyeballs_delay=self._happy_eyeballs_delay,
             limits=self._limits,
             recv_buffer=self._recv_buffer,
+            options=self._connect_options,
         )
 
     # ------------------------------------------------------------- lifecycle
