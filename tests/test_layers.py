@@ -56,6 +56,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (  # bottom first
         "HTTP/1.1",
         (
             "_connect",
+            "_dns",
             "_decoders",
             "_exchange",
             "_headers",

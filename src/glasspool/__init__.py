@@ -40,7 +40,7 @@ from ._pool.key import PoolKey, ProxyIdentity, TLSIdentity
 from ._request import Request
 from ._response import Response
 from ._retry import Retry, RetryAttempt
-from ._stats import HostStats, PoolStats
+from ._stats import DNSStats, HostStats, PoolStats
 from ._timeouts import Timeout
 from ._version import __version__
 from .client import Client
@@ -48,6 +48,7 @@ from .timeline import Timeline
 
 __all__ = [
     "EVENT_REASONS",
+    "DNSStats",
     "AdaptiveLimits",
     "Client",
     "ClientClosed",

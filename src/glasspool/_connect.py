@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import aiohappyeyeballs
 
+from ._dns import DNSCache
 from ._exceptions import ConnectError, ConnectTimeout, TLSError
 from ._http11 import HTTP11Connection, ParserLimits, ReceiveBuffer
 from ._pool.key import PoolKey, TLSIdentity
@@ -142,6 +143,7 @@ async def open_connection(
     limits: ParserLimits = _DEFAULT_LIMITS,
     recv_buffer: ReceiveBuffer | None = None,
     options: ConnectOptions = _NO_OPTIONS,
+    dns: DNSCache | None = None,
 ) -> HTTP11Connection:
     """Open a TCP (and, with ``ssl_context``, TLS) connection for ``key``.
 
@@ -159,6 +161,7 @@ async def open_connection(
         recv_buffer: the read buffer the connections of one client share (same event
             loop); None gives the connection a small one of its own.
         options: source address, socket options, a Unix socket, name overrides.
+        dns: the client's name cache and resolver; None asks ``getaddrinfo`` each time.
 
     Returns:
         A connected :class:`HTTP11Connection` with ``TCP_NODELAY`` set.
@@ -177,7 +180,9 @@ async def open_connection(
                 transport, _ = await loop.create_unix_connection(lambda: conn, options.uds)
             else:
                 target = options.address_for(host, key.port)
-                sock = await _connect_socket(loop, target, key.port, happy_eyeballs_delay, options)
+                sock = await _connect_socket(
+                    loop, target, key.port, happy_eyeballs_delay, options, dns
+                )
                 try:
                     transport, _ = await loop.create_connection(lambda: conn, sock=sock)
                 except BaseException:
@@ -202,6 +207,7 @@ async def _connect_socket(
     port: int,
     delay: float | None,
     options: ConnectOptions = _NO_OPTIONS,
+    dns: DNSCache | None = None,
 ) -> socket.socket:
     """Resolve ``host`` and return a connected non-blocking socket with ``TCP_NODELAY``.
 
@@ -212,6 +218,8 @@ async def _connect_socket(
     literal = _literal(host, port)
     if literal is not None:
         infos: list[_AddrInfo] = literal
+    elif dns is not None:
+        infos = await dns.lookup(host, port)
     else:
         found = await loop.getaddrinfo(
             host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP

@@ -8,7 +8,7 @@ from typing import Final
 
 from ._pool.key import PoolKey
 
-__all__ = ["TABLE_COLUMNS", "HostStats", "HostsView", "PoolStats"]
+__all__ = ["TABLE_COLUMNS", "DNSStats", "HostStats", "HostsView", "PoolStats"]
 
 TABLE_COLUMNS: Final = ("open", "in use", "idle", "connecting", "waiting", "available")
 """The count columns of :meth:`PoolStats.table`, left to right."""
@@ -94,6 +94,23 @@ class HostsView(dict[PoolKey, HostStats]):
 
 
 @dataclass(frozen=True, slots=True)
+class DNSStats:
+    """The client's name cache, in ``PoolStats.dns``.
+
+    Attributes:
+        ttl: seconds an answer is kept (``None``: names are looked up every time).
+        entries: names cached now (expired ones included until they are looked up again).
+        hits: lookups answered from the cache (or by joining a lookup in flight).
+        misses: lookups that went to the resolver.
+    """
+
+    ttl: float | None
+    entries: int
+    hits: int
+    misses: int
+
+
+@dataclass(frozen=True, slots=True)
 class PoolStats:
     """A snapshot of the whole pool.
 
@@ -106,6 +123,8 @@ class PoolStats:
             (``limit - open``; an idle connection of another key may also be evicted).
         hosts: per-key snapshots for every key with a connection, a waiter or history;
             also indexable by ``str(key)`` or a host name (see :class:`HostsView`).
+        dns: the client's name cache (``ttl``, ``entries``, ``hits``, ``misses``), or
+            ``None`` for a pool without one.
     """
 
     limit: int
@@ -117,6 +136,7 @@ class PoolStats:
     waiting: int
     available: int
     hosts: HostsView = field(default_factory=HostsView)
+    dns: DNSStats | None = None
 
     def host(self, host: str, port: int | None = None) -> HostStats | None:
         """The stats of the first key whose host (and port, if given) match, or ``None``."""

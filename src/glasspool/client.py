@@ -38,6 +38,7 @@ from ._defaults import (
     Unset,
     default_limit_per_host,
 )
+from ._dns import DNSCache, Resolver
 from ._exceptions import (
     ClientClosed,
     InvalidRequest,
@@ -74,6 +75,7 @@ __all__ = ["Client", "StreamContext"]
 
 IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 REDIRECT_DRAIN_BYTES: Final = 64 * 1024
+DEFAULT_DNS_TTL: Final = 10.0  # seconds a resolved name is kept (as aiohttp)
 URL_CACHE_SIZE: Final = 1024  # parsed request URLs kept per client (see Client._target)
 DEFAULT_TIMEOUT: Final = Timeout()
 
@@ -144,6 +146,10 @@ class Client:
             Proxies are not used with it.
         resolve: ``{"host:port": "address"}`` overrides, like curl's ``--resolve``: the
             connection goes to the address, ``Host`` and TLS keep the URL's host.
+        resolver: ``async def resolver(host, port) -> list of IP address strings``,
+            asked instead of the system resolver.
+        dns_ttl: seconds a name's addresses are cached (``0`` or ``None``: not cached);
+            the counters are in ``pool.stats().dns``.
 
     Raises:
         ValueError, TypeError: a limit, duration or cap is out of range (named).
@@ -181,12 +187,16 @@ class Client:
         socket_options: Iterable[tuple[int, int, int | bytes]] | None = None,
         uds: str | os.PathLike[str] | None = None,
         resolve: Mapping[str, str] | None = None,
+        resolver: Resolver | None = None,
+        dns_ttl: float | None = DEFAULT_DNS_TTL,
     ) -> None:
         self._site = call_site()
         self._closed = False
         self._loop_watch: AsyncGenerator[None, None] | None = None  # see _watch_loop
+        self._dns = DNSCache(dns_ttl, resolver)
         self._pool = Pool(
             _weak_factory(self),
+            dns_stats=self._dns.stats,
             limit=limit,
             limit_per_host=_default_per_host(limit, limit_per_host),
             host_limits=host_limits,
@@ -706,6 +716,7 @@ class Client:
             limits=self._limits,
             recv_buffer=self._recv_buffer,
             options=self._connect_options,
+            dns=self._dns,
         )
 
     # ------------------------------------------------------------- lifecycle

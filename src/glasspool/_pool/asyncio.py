@@ -30,7 +30,7 @@ from .._defaults import (
 )
 from .._events import PoolEvent, PoolListener
 from .._exceptions import ClientClosed, PoolTimeout
-from .._stats import HostStats, HostsView, PoolStats
+from .._stats import DNSStats, HostStats, HostsView, PoolStats
 from .adaptive import AdaptiveLimits
 from .key import PoolKey
 from .state import Action, Close, Conn, ConnState, PoolState, Waiter, WaiterState
@@ -131,7 +131,9 @@ class Pool:
         shared_limits: SharedLimits | None = None,
         clock: Callable[[], float] = time.monotonic,
         adaptive_limits: AdaptiveLimits | None = None,
+        dns_stats: Callable[[], DNSStats] | None = None,
     ) -> None:
+        self._dns_stats = dns_stats
         self._state = PoolState(
             limit,
             limit_per_host,
@@ -282,6 +284,7 @@ class Pool:
             waiting=st.waiting,
             available=max(0, st.limit - st.open),
             hosts=hosts,
+            dns=None if self._dns_stats is None else self._dns_stats(),
         )
 
     @property
