@@ -33,7 +33,8 @@ __all__ = ["build_parser", "main"]
 
 _DESCRIPTION = "glasspool: an asyncio HTTP client built around a pool you can see through."
 _EPILOG = (
-    "Run 'glasspool demo' to see the seed scenario explained, and 'glasspool get --help' "
+    "Run 'glasspool demo' to see why aiohttp's count \"hung at 4\" explained, and "
+    "'glasspool get --help' "
     "for the fetch options. Exit codes: 0 ok, 1 a request failed, 2 usage error, 130 "
     "interrupted."
 )
@@ -157,9 +158,11 @@ _GET_OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
 def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     demo = sub.add_parser(
         "demo",
-        help="replay the seed scenario on loopback servers and explain every pool event",
+        help="answer the 'hung at 4' question on loopback servers, explaining every pool event",
         description=(
-            "Start two loopback HTTP servers, replay the seed's requests with "
+            "Explain in aiohttp's terms why TCPConnector(limit=25, limit_per_host=5) "
+            "showed 'available' stuck at 4, then start two loopback HTTP servers, replay the "
+            "same requests with "
             "Client(limit=25, limit_per_host=5), and after each step print the pool events "
             "(one sentence each) and the public stats() table. Needs no network."
         ),

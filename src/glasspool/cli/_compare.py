@@ -52,7 +52,7 @@ class _AioRun:
     a: DemoServer
     b: DemoServer
     concurrent: int
-    keep: list[Any] = field(default_factory=list)  # responses, never read (as in the seed)
+    keep: list[Any] = field(default_factory=list)  # responses, never read (as in the question)
     held: list[asyncio.Task[Any]] = field(default_factory=list)
     keys: dict[str, Any] = field(default_factory=dict)
 
@@ -188,7 +188,7 @@ def print_comparison(
     printer.heading("The same steps through aiohttp (private counters) and glasspool (public)")
     printer.wrapped(
         "aiohttp: TCPConnector(limit=25, limit_per_host=5); responses are never read or "
-        "closed, as in the seed. aiohttp counts only acquired connections: an idle one does "
+        "closed, as in the question. aiohttp counts only acquired connections: an idle one does "
         "not lower _available_connections. glasspool: client.pool.stats() from the run "
         "above, where idle connections count because they are open sockets.",
         0,

@@ -1,9 +1,10 @@
-"""``glasspool demo``: the seed's story replayed on loopback servers, explained step by step.
+"""``glasspool demo``: the "hung at 4" question replayed on loopback servers, step by step.
 
-The seed: a user of another client set ``limit=25, limit_per_host=5``, made requests
-without closing the responses, and could not tell from private counters why "available"
-hung at 4, nor why the per-host dict had one key. Here every step prints the public
-events it caused, one sentence each, and ``client.pool.stats()``.
+The question: a user of aiohttp set ``TCPConnector(limit=25, limit_per_host=5)``, made
+requests without closing the responses, and could not tell from private counters why
+``_available_connections`` hung at 4, nor why ``_acquired_per_host`` had one key. The demo
+answers in aiohttp's terms first, then replays the requests through glasspool: every step
+prints the public events it caused, one sentence each, and ``client.pool.stats()``.
 """
 
 from __future__ import annotations
@@ -190,8 +191,8 @@ class Step:
 
 
 STEPS: Final = (
-    Step("1", "GET host A /hello: a small body, read to its end (the seed's r1)", SMALL, _get_a),
-    Step("2", "GET host A /hello again (the seed's r2)", SMALL, _get_a),
+    Step("1", "GET host A /hello: a small body, read to its end (request 1)", SMALL, _get_a),
+    Step("2", "GET host A /hello again (request 2)", SMALL, _get_a),
     Step("3", "stream host A /stream and leave the response open, body unread", "", _stream_a),
     Step("4", "GET host B /hello: a second host", SMALL, _get_b),
     Step(
@@ -230,11 +231,38 @@ def _print_step(run: DemoRun, step: Step, note: str) -> None:
 
 def _print_intro(run: DemoRun) -> None:
     p = run.printer
-    p.heading("glasspool demo: the seed's questions, answered from the public API")
+    p.heading('glasspool demo: why did aiohttp\'s count "hang at 4"?')
+    p.wrapped(
+        "The question: with aiohttp's TCPConnector(limit=25, limit_per_host=5), two GETs to "
+        "one host and three to another, responses never closed, _available_connections(key) "
+        "read 4, 4, 4, 3, 2, and _acquired_per_host only ever had one key. Why?",
+        0,
+    )
+    p.heading("The answer in aiohttp's terms")
+    p.wrapped(
+        "_available_connections(key) is limit_per_host minus the connections of that key "
+        "that are acquired right now, that is, held by a response. An idle connection back "
+        "in the pool is not counted. A response holds its connection only until its body "
+        "has arrived in full; for a page that arrives quickly this happens on its own, "
+        "whether or not your code reads or closes the response, and the connection goes "
+        "back to the pool. So when the count was printed after request 2, request 1's body "
+        "had finished arriving and its connection was idle, uncounted: one connection "
+        "acquired, available 5 - 1 = 4 again.",
+        0,
+    )
+    p.line()
+    p.wrapped(
+        "_acquired_per_host maps each key to its acquired connections, and a key is deleted "
+        "when its last acquired connection is released. Once the first host's connections "
+        "had gone back to the pool, only the second host still had one acquired, so the "
+        "dict had one key.",
+        0,
+    )
+    p.heading("The same requests through glasspool")
     p.wrapped(
         "Two loopback servers play two hosts. One Client(limit=25, limit_per_host=5) replays "
-        "the seed's requests. After each step: the pool events it caused, one sentence each, "
-        "and the public client.pool.stats() table (in use + idle + connecting = open).",
+        "the requests. After each step: the pool events it caused, one sentence each, and "
+        "the public client.pool.stats() table (in use + idle + connecting = open).",
         0,
     )
     p.line(f"  host A = {run.a.url('')}")
@@ -268,17 +296,26 @@ def _answers(run: DemoRun) -> list[tuple[str, str]]:
     q2 = (
         "Why does the per-host dict have one key? In aiohttp, _acquired_per_host lists only "
         "hosts with a connection acquired right now; a host's entry is deleted when its last "
-        "connection is released. In the seed, docs.aiohttp.org's connections had gone back at "
-        "EOF, so only github.com was left. In glasspool, stats().hosts keeps every key with a "
-        f"connection, a waiter or history, with its counters: {keys}."
+        "connection is released. In the question, docs.aiohttp.org's connections had gone "
+        "back at EOF, so only github.com was left. In glasspool, stats().hosts keeps every "
+        f"key with a connection, a waiter or history, with its counters: {keys}."
     )
-    return [("The seed's first question", q1), ("The seed's second question", q2)]
+    return [
+        ('Why did the count "hang at 4"? (glasspool\'s view)', q1),
+        ("Why did the per-host dict have one key? (glasspool's view)", q2),
+    ]
 
 
 def _print_answers(run: DemoRun) -> None:
     for title, text in _answers(run):
         run.printer.heading(title)
         run.printer.wrapped(text, 0)
+    run.printer.line()
+    run.printer.wrapped(
+        "Run 'glasspool demo --compare-aiohttp' to replay the same steps through aiohttp and "
+        "see its private counters beside glasspool's public ones.",
+        0,
+    )
 
 
 # -- running ------------------------------------------------------------------------------
@@ -302,7 +339,8 @@ async def _steps(run: DemoRun, timeline: Timeline | None) -> None:
 async def run_demo(
     printer: Printer, timeline_path: Path | None = None, trace_path: Path | None = None
 ) -> DemoOutcome:
-    """Replay the seed on two loopback servers, printing every step and the answers.
+    """Replay the question's requests on two loopback servers, printing every step and the
+    answers.
 
     Args:
         printer: where the text goes.
