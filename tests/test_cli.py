@@ -273,7 +273,7 @@ def test_get_plain_lines_and_summary(
     assert lines[0].startswith(f"[1/2] 200 {hello} 13 B ")
     assert lines[1].startswith(f"[2/2] 404 {missing} 11 B ")
     assert summary_value(out, "status codes:") == "200 x1, 404 x1"
-    assert summary_value(out, "connections:") == "1 opened, 1 reused"
+    assert summary_value(out, "connections:") == "1 opened, 1 reused, 0 closed"
     assert summary_value(out, "bytes:") == "24 body bytes received"
     assert summary_value(out, "errors:") == "none"
     assert re.fullmatch(
@@ -287,7 +287,7 @@ def test_get_repeat(capsys: pytest.CaptureFixture[str], server: ThreadedServer) 
     assert code == 0
     assert server.server.requests == 3
     assert summary_value(out, "summary:").startswith("3 requests in ")
-    assert summary_value(out, "connections:") == "1 opened, 2 reused"
+    assert summary_value(out, "connections:") == "1 opened, 2 reused, 0 closed"
 
 
 def test_get_concurrency(capsys: pytest.CaptureFixture[str], server: ThreadedServer) -> None:
@@ -296,7 +296,7 @@ def test_get_concurrency(capsys: pytest.CaptureFixture[str], server: ThreadedSer
     code, out, _ = run_cli(capsys, *argv)
     assert code == 0
     assert summary_value(out, "status codes:") == "200 x3"
-    assert summary_value(out, "connections:") == "3 opened, 0 reused"
+    assert summary_value(out, "connections:") == "3 opened, 0 reused, 0 closed"
 
 
 def test_get_limit(capsys: pytest.CaptureFixture[str], server: ThreadedServer) -> None:
@@ -304,14 +304,14 @@ def test_get_limit(capsys: pytest.CaptureFixture[str], server: ThreadedServer) -
         capsys, "get", "--limit", "1", "-c", "3", "-n", "3", server.url("/hello")
     )
     assert code == 0
-    assert summary_value(out, "connections:") == "1 opened, 2 reused"
+    assert summary_value(out, "connections:") == "1 opened, 2 reused, 0 closed"
 
 
 def test_get_limit_per_host(capsys: pytest.CaptureFixture[str], server: ThreadedServer) -> None:
     argv = ("--limit-per-host", "2", "-c", "4", "-n", "4", server.url("/barrier/2"))
     code, out, _ = run_cli(capsys, "get", "--timeout", "5", *argv)
     assert code == 0
-    assert summary_value(out, "connections:") == "2 opened, 2 reused"
+    assert summary_value(out, "connections:") == "2 opened, 2 reused, 0 closed"
 
 
 def test_get_limit_per_host_none(
@@ -321,16 +321,17 @@ def test_get_limit_per_host_none(
     argv = ("--limit-per-host", "none", "-c", "12", "-n", "12", server.url("/barrier/12"))
     code, out, _ = run_cli(capsys, "get", "--timeout", "5", *argv)
     assert code == 0
-    assert summary_value(out, "connections:") == "12 opened, 0 reused"
+    assert summary_value(out, "connections:") == "12 opened, 0 reused, 0 closed"
 
 
 def test_get_timeout_groups_the_error(
     capsys: pytest.CaptureFixture[str], server: ThreadedServer
 ) -> None:
-    code, out, _ = run_cli(capsys, "get", "--timeout", "0.2", server.url("/hold"))
+    # A single request: the report goes to stderr (stdout is for the body).
+    code, _, err = run_cli(capsys, "get", "--timeout", "0.2", server.url("/hold"))
     assert code == 1
-    assert summary_value(out, "latency:") == "no responses"
-    error = summary_value(out, "errors:")
+    assert summary_value(err, "latency:") == "no responses"
+    error = summary_value(err, "errors:")
     assert error.startswith("ReadTimeout x1 (e.g. ")
     assert "0.2" in error
 

@@ -1,14 +1,19 @@
 """The ``glasspool`` command line: ``glasspool demo`` and ``glasspool get``.
 
 ``main(argv)`` is what the ``glasspool`` console script and ``python -m glasspool`` call.
-Exit codes: 0 success; 1 a request failed (``get``) or the demo broke; 2 a usage error
-(bad option, missing optional dependency); 130 interrupted.
+Exit codes: 0 success; 1 a request failed (a network, timeout or protocol error) or the
+demo broke; 2 a usage error (bad option, unusable output path, missing optional
+dependency); 22 with ``get --fail``, a response had a 4xx or 5xx status (curl's code);
+130 interrupted; 141 stdout was closed early (a pipe into ``head``), quietly.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,11 +27,14 @@ from ._get import (
     DEFAULT_NAMESPACE,
     GetOptions,
     PlainReporter,
+    QuietReporter,
     Reporter,
     UsageError,
+    check_output_paths,
     check_urls,
     run_get,
 )
+from ._summary import summary_json
 from ._text import Printer, wants_color
 
 __all__ = ["build_parser", "main"]
@@ -35,8 +43,8 @@ _DESCRIPTION = "glasspool: an asyncio HTTP client built around a pool you can se
 _EPILOG = (
     "Run 'glasspool demo' to see why aiohttp's count \"hung at 4\" explained, and "
     "'glasspool get --help' "
-    "for the fetch options. Exit codes: 0 ok, 1 a request failed, 2 usage error, 130 "
-    "interrupted."
+    "for the fetch options. Exit codes: 0 ok, 1 a request failed, 2 usage error, 22 an "
+    "HTTP error status with --fail, 130 interrupted, 141 output pipe closed."
 )
 _RICH_MISSING = "--live needs the 'rich' package: pip install 'glasspool[cli]'"
 
@@ -117,6 +125,22 @@ _GET_OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
          "directory PATH as <n>-<host>_<port>_<path>"},
     ),
     (
+        ("-i", "--include"),
+        {"action": "store_true",
+         "help": "write the status line and headers before the body (to stdout, or into "
+         "the -o file)"},
+    ),
+    (
+        ("--fail",),
+        {"action": "store_true",
+         "help": "exit with status 22 if a response has a 4xx or 5xx status (as curl -f)"},
+    ),
+    (
+        ("--json",),
+        {"action": "store_true",
+         "help": "print only the summary, as JSON, on stdout (no body, no per-request lines)"},
+    ),
+    (
         ("--live",),
         {"action": "store_true",
          "help": "live view on a terminal: a row per host (in use, idle, connecting, "
@@ -192,8 +216,10 @@ def _add_get(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description=(
             "GET every URL (each --repeat times) with at most --concurrency requests in "
             "flight, then print a summary: status codes, latency p50/p90/p99, connections "
-            "opened vs reused, body bytes, errors by exception class. Without --live, or "
-            "when stdout is not a terminal, output is plain lines without control codes."
+            "opened, reused and closed (with the reasons), body bytes, errors by exception "
+            "class. A single request (one URL, no -o) prints its body on stdout, like curl, "
+            "and the report on stderr. Without --live, or when stdout is not a terminal, "
+            "output is plain lines without control codes."
         ),
     )
     get.add_argument("urls", nargs="+", metavar="URL", help="absolute http:// or https:// URL")
@@ -215,6 +241,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.compare_aiohttp and (missing := aiohttp_missing()) is not None:
         err.write(f"glasspool demo: {missing}\n")
+        return 2
+    try:
+        check_output_paths(args.timeline, args.trace, None, 0)
+    except UsageError as exc:
+        err.write(f"glasspool demo: {exc}\n")
         return 2
     printer = Printer(out)
 
@@ -245,6 +276,7 @@ def _get_options(args: argparse.Namespace) -> GetOptions:
     """The parsed ``get`` arguments as :class:`GetOptions`; raises :class:`UsageError`."""
     check_urls(tuple(args.urls))
     _check_fleet_flags(args)
+    check_output_paths(args.timeline, args.trace, args.output, len(args.urls) * args.repeat)
     return GetOptions(
         urls=tuple(args.urls),
         repeat=args.repeat,
@@ -259,20 +291,37 @@ def _get_options(args: argparse.Namespace) -> GetOptions:
         redis_url=args.redis,
         shared_limit=args.shared_limit,
         namespace=args.namespace or DEFAULT_NAMESPACE,
+        include=args.include,
+        fail=args.fail,
+        json=args.json,
+        stdout=getattr(sys.stdout, "buffer", None),
     )
 
 
 def _cmd_get(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    reporter: Reporter = PlainReporter(Printer(out, color=False))
     try:
         opts = _get_options(args)
-        if opts.live:
-            reporter = _live_reporter(out) or reporter
+        reporter: Reporter
+        if opts.json:
+            reporter = QuietReporter(Printer(err, color=False))
+        elif opts.body_to_stdout:  # stdout carries the body: the report goes to stderr
+            reporter = PlainReporter(Printer(err, color=False))
+        else:
+            reporter = PlainReporter(Printer(out, color=False))
+            if opts.live:
+                reporter = _live_reporter(out) or reporter
         summary = asyncio.run(run_get(opts, reporter))
     except UsageError as exc:
         err.write(f"glasspool get: {exc}\n")
         return 2
-    return 1 if summary.failed else 0
+    if opts.json:
+        out.write(json.dumps(summary_json(summary), indent=2) + "\n")
+        out.flush()
+    if summary.failed:
+        return 1
+    if opts.fail and any(code >= 400 for code in summary.statuses):
+        return 22
+    return 0
 
 
 def _live_reporter(out: TextIO) -> Reporter | None:
@@ -314,3 +363,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("glasspool: interrupted\n")
         return 130
+    except BrokenPipeError:
+        return _stdout_closed()
+    except BaseExceptionGroup as group:  # a worker wrote into the closed pipe
+        rest = group.subgroup(lambda e: not isinstance(e, BrokenPipeError | BaseExceptionGroup))
+        if rest is not None:
+            raise
+        return _stdout_closed()
+
+
+def _stdout_closed() -> int:
+    """The reader of stdout went away (``glasspool get ... | head``): end quietly.
+
+    stdout is pointed at /dev/null so the interpreter's final flush cannot fail again, as
+    the Python docs advise for SIGPIPE; 141 is what a tool killed by SIGPIPE returns.
+    """
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    return 141

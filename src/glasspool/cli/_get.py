@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 import yarl
 
 from .._defaults import DEFAULT_LIMIT, DEFAULT_LIMIT_PER_HOST
+from .._events import PoolEvent
 from .._exceptions import GlasspoolError
 from .._fleet import RedisLimits
 from .._pool.asyncio import Pool
@@ -26,6 +29,8 @@ from ._text import Printer
 
 __all__ = [
     "DEFAULT_NAMESPACE",
+    "QuietReporter",
+    "check_output_paths",
     "GetOptions",
     "PlainReporter",
     "Reporter",
@@ -60,6 +65,20 @@ class GetOptions:
     redis_url: str | None = None  # shared limits over Redis when given
     shared_limit: int | None = None  # None: limit_per_host
     namespace: str = DEFAULT_NAMESPACE
+    include: bool = False  # the status line and headers before the body (-i)
+    fail: bool = False  # exit 22 on a 4xx/5xx status (--fail)
+    json: bool = False  # the summary as JSON on stdout, nothing else there (--json)
+    stdout: BinaryIO | None = None  # where a single body goes when no -o is given
+
+    @property
+    def body_to_stdout(self) -> bool:
+        """Whether the body goes to stdout: one request, no ``-o``, no ``--json``/``--live``."""
+        return (
+            len(self.urls) * self.repeat == 1
+            and self.output is None
+            and not self.json
+            and not self.live
+        )
 
     def jobs(self) -> list[tuple[int, str]]:
         """Every request as ``(index, url)``: each URL once per round, ``repeat`` rounds."""
@@ -115,6 +134,67 @@ class PlainReporter:
         self.printer.line(line)
 
 
+class QuietReporter:
+    """Nothing per request and no summary lines (``--json`` prints the summary itself);
+    notes go to ``printer`` (stderr)."""
+
+    def __init__(self, printer: Printer) -> None:
+        self.printer = printer
+
+    def started(self, pool: Pool, total: int) -> None:
+        """Nothing to show."""
+
+    def result(self, result: Result) -> None:
+        """Nothing to show."""
+
+    async def finished(self, lines: list[str]) -> None:
+        """Nothing to show."""
+
+    def note(self, line: str) -> None:
+        """Print the note."""
+        self.printer.line(line)
+
+
+def _check_file(flag: str, path: Path) -> None:
+    """A file ``path`` can be written: not a directory, its directory exists and is
+    writable, and an existing file is writable."""
+    if path.is_dir():
+        raise UsageError(f"{flag} {path}: is a directory")
+    parent = path.parent
+    if not parent.is_dir():
+        raise UsageError(f"{flag} {path}: the directory {parent} does not exist")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise UsageError(f"{flag} {path}: permission denied")
+    if not path.exists() and not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {path}: cannot create files in {parent} (permission denied)")
+
+
+def check_output_paths(
+    timeline: Path | None, trace: Path | None, output: Path | None, requests: int
+) -> None:
+    """Check every output path before any request is sent.
+
+    Raises:
+        UsageError: naming the option and the path: a directory where a file is needed, a
+            file where a directory is needed, a missing parent directory, no permission.
+    """
+    for flag, path in (("--timeline", timeline), ("--trace", trace)):
+        if path is not None:
+            _check_file(flag, path)
+    if output is None:
+        return
+    if requests == 1 and not output.is_dir():
+        _check_file("-o", output)
+        return
+    if output.exists() and not output.is_dir():
+        raise UsageError(f"-o {output}: is a file, but {requests} responses need a directory")
+    existing = output
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"-o {output}: cannot create files in {existing} (permission denied)")
+
+
 def check_urls(urls: tuple[str, ...]) -> None:
     """Raise :class:`UsageError` naming the first URL that is not absolute http(s)."""
     for url in urls:
@@ -153,15 +233,30 @@ def output_plan(output: Path | None, jobs: list[tuple[int, str]]) -> dict[int, P
     return {i: output / f"{i + 1:0{width}d}-{_slug(url)}" for i, url in jobs}
 
 
-async def _drain(response: Response, target: Path | None) -> int:
-    """Read the body to its end, writing it to ``target`` if given; return its size."""
+def _head_bytes(response: Response) -> bytes:
+    """The status line and header fields as received, for ``--include``."""
+    lines = [
+        f"HTTP/{response.http_version.removeprefix('HTTP/')} {response.status} "
+        f"{response.reason_phrase}".rstrip()
+    ]
+    lines += [f"{name}: {value}" for name, value in response.headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
+
+
+async def _drain(response: Response, target: Path | BinaryIO | None, include: bool = False) -> int:
+    """Read the body to its end, writing it to ``target`` (a path, or an open binary
+    stream such as stdout) if given, after the head with ``include``; return its size."""
     nbytes = 0
     with contextlib.ExitStack() as stack:
-        sink = stack.enter_context(target.open("wb")) if target is not None else None
+        sink = stack.enter_context(target.open("wb")) if isinstance(target, Path) else target
+        if sink is not None and include:
+            sink.write(_head_bytes(response))
         async for chunk in response.aiter_bytes():
             nbytes += len(chunk)
             if sink is not None:
                 sink.write(chunk)
+        if sink is not None:
+            sink.flush()
     return nbytes
 
 
@@ -171,7 +266,9 @@ def _public_name(exc: BaseException) -> str:
     return next(c.__name__ for c in type(exc).__mro__ if not c.__name__.startswith("_"))
 
 
-async def _fetch(client: Client, index: int, url: str, target: Path | None) -> Result:
+async def _fetch(
+    client: Client, index: int, url: str, target: Path | BinaryIO | None, include: bool = False
+) -> Result:
     """GET ``url``, stream its body (to ``target`` if given), time it; never raises.
 
     The result holds ``url`` with any password replaced by ``***``, and the error message
@@ -180,7 +277,7 @@ async def _fetch(client: Client, index: int, url: str, target: Path | None) -> R
     start = time.perf_counter()
     try:
         async with client.stream("GET", url) as response:
-            nbytes = await _drain(response, target)
+            nbytes = await _drain(response, target, include)
     except (GlasspoolError, OSError) as exc:
         took = time.perf_counter() - start
         shown = redact_url(url)
@@ -227,7 +324,7 @@ def _client(opts: GetOptions, shared: RedisLimits | None) -> Client:
 
 
 async def _run_jobs(
-    client: Client, opts: GetOptions, targets: dict[int, Path], reporter: Reporter
+    client: Client, opts: GetOptions, targets: dict[int, Path | BinaryIO], reporter: Reporter
 ) -> list[Result]:
     """Run every job with ``opts.concurrency`` workers; return the results in job order."""
     jobs = opts.jobs()
@@ -236,7 +333,7 @@ async def _run_jobs(
 
     async def worker() -> None:
         for index, url in pending:  # one shared iterator: each job is taken once
-            result = await _fetch(client, index, url, targets.get(index))
+            result = await _fetch(client, index, url, targets.get(index), opts.include)
             results.append(result)
             reporter.result(result)
 
@@ -266,7 +363,9 @@ async def run_get(opts: GetOptions, reporter: Reporter) -> Summary:
     """
     shared = fleet_limits(opts)  # first: a missing extra must not leave an -o directory
     try:
-        targets = output_plan(opts.output, opts.jobs())
+        targets: dict[int, Path | BinaryIO] = dict(output_plan(opts.output, opts.jobs()))
+        if opts.body_to_stdout and opts.stdout is not None:
+            targets[0] = opts.stdout
         summary, timeline = await _run_client(opts, shared, targets, reporter)
     finally:
         if shared is not None:  # the client closed it already unless building it failed
@@ -281,19 +380,29 @@ async def run_get(opts: GetOptions, reporter: Reporter) -> Summary:
 
 
 async def _run_client(
-    opts: GetOptions, shared: RedisLimits | None, targets: dict[int, Path], reporter: Reporter
+    opts: GetOptions,
+    shared: RedisLimits | None,
+    targets: dict[int, Path | BinaryIO],
+    reporter: Reporter,
 ) -> tuple[Summary, Timeline | None]:
     """Open the client, run the jobs, report the summary, close the client."""
     start = time.perf_counter()
     async with _client(opts, shared) as client:
         recording = opts.timeline is not None or opts.trace is not None
         timeline = Timeline(client.pool, title="glasspool get") if recording else None
+        closed: Counter[str] = Counter()
+
+        def count_closed(event: PoolEvent) -> None:
+            if event.kind == "closed":
+                closed[event.reason or "unknown"] += 1
+
+        client.pool.add_listener(count_closed)
         reporter.started(client.pool, len(opts.jobs()))
         try:
             results = await _run_jobs(client, opts, targets, reporter)
         except BaseException:
             await reporter.finished([])  # stop the live view before the error propagates
             raise
-        summary = summarize(results, client.pool.stats(), time.perf_counter() - start)
+        summary = summarize(results, client.pool.stats(), time.perf_counter() - start, dict(closed))
         await reporter.finished(summary_lines(summary))
     return summary, timeline

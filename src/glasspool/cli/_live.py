@@ -64,6 +64,7 @@ class LiveReporter:
         self._task: TaskID | None = None
         self._pool: Pool | None = None
         self._done: Counter[PoolKey] = Counter()
+        self._closed: Counter[str] = Counter()  # close reasons
         self._start = time.perf_counter()
         self._live = Live(
             console=console,
@@ -88,6 +89,8 @@ class LiveReporter:
     def _on_event(self, event: PoolEvent) -> None:
         if event.kind == "released":
             self._done[event.key] += 1
+        elif event.kind == "closed":
+            self._closed[event.reason or "unknown"] += 1
 
     async def _tick(self) -> None:
         while True:
@@ -114,7 +117,12 @@ class LiveReporter:
             table.add_column(name, justify="right", no_wrap=True)
         elapsed = max(time.perf_counter() - self._start, 1e-9)
         if stats is not None:
-            table.title = f"pool: {stats.open}/{stats.limit} open, {stats.waiting} waiting"
+            title = f"pool: {stats.open}/{stats.limit} open, {stats.waiting} waiting"
+            if self._closed:
+                title += "; closed: " + ", ".join(
+                    f"{reason} x{n}" for reason, n in self._closed.most_common()
+                )
+            table.title = title
             for key, h in stats.hosts.items():
                 cells = (h.in_use, h.idle, h.connecting, h.waiting, h.opened, h.reused)
                 rate = f"{self._done[key] / elapsed:.1f}"

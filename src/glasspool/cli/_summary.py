@@ -16,7 +16,9 @@ __all__ = [
     "duration",
     "fleet_cell",
     "percentile",
+    "plural",
     "summarize",
+    "summary_json",
     "summary_lines",
 ]
 
@@ -87,6 +89,7 @@ class Summary:
     nbytes: int
     errors: dict[str, tuple[int, str]] = field(default_factory=dict)  # class -> count, example
     fleet: tuple[Fleet, ...] = ()  # keys with shared limits, in stats() order
+    closed: dict[str, int] = field(default_factory=dict)  # close reason -> connections
 
     @property
     def failed(self) -> int:
@@ -113,8 +116,23 @@ def percentile(ordered: Sequence[float], q: float) -> float:
     return ordered[rank - 1]
 
 
-def summarize(results: Sequence[Result], stats: PoolStats, elapsed_s: float) -> Summary:
-    """Fold the results and the pool's final ``stats()`` into a :class:`Summary`."""
+def plural(count: int, noun: str) -> str:
+    """``1 request``, ``2 requests``.
+
+    >>> plural(1, "request"), plural(0, "error")
+    ('1 request', '0 errors')
+    """
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def summarize(
+    results: Sequence[Result],
+    stats: PoolStats,
+    elapsed_s: float,
+    closed: dict[str, int] | None = None,
+) -> Summary:
+    """Fold the results, the pool's final ``stats()`` and the close reasons seen (reason ->
+    connections) into a :class:`Summary`."""
     answered = [r for r in results if r.status is not None]
     ordered = sorted(r.latency_s for r in answered)
     latencies = {f"p{q}": percentile(ordered, q) for q in (50, 90, 99)} if ordered else {}
@@ -138,6 +156,7 @@ def summarize(results: Sequence[Result], stats: PoolStats, elapsed_s: float) -> 
             for key, h in stats.hosts.items()
             if h.shared_limit is not None
         ),
+        closed=dict(sorted((closed or {}).items(), key=lambda kv: (-kv[1], kv[0]))),
     )
 
 
@@ -155,16 +174,19 @@ def summary_lines(s: Summary) -> list[str]:
     statuses = ", ".join(f"{code} x{n}" for code, n in sorted(s.statuses.items())) or "none"
     latency = (
         ", ".join(f"{name} {duration(v)}" for name, v in s.latencies.items())
-        + f" ({s.responses} responses)"
+        + f" ({plural(s.responses, 'response')})"
         if s.latencies
         else "no responses"
     )
+    closed = sum(s.closed.values())
+    reasons = ", ".join(f"{reason} x{n}" for reason, n in s.closed.items())
     lines = [
-        f"summary: {s.requests} requests in {duration(s.elapsed_s)} ({rate:.1f} req/s): "
-        f"{s.responses} responses, {s.failed} errors",
+        f"summary: {plural(s.requests, 'request')} in {duration(s.elapsed_s)} "
+        f"({rate:.1f} req/s): {plural(s.responses, 'response')}, {plural(s.failed, 'error')}",
         f"status codes: {statuses}",
         f"latency: {latency}",
-        f"connections: {s.opened} opened, {s.reused} reused",
+        f"connections: {s.opened} opened, {s.reused} reused, {closed} closed"
+        + (f" ({reasons})" if reasons else ""),
         f"bytes: {s.nbytes} body bytes received",
     ]
     for f in s.fleet:
@@ -176,3 +198,25 @@ def summary_lines(s: Summary) -> list[str]:
     for name, (count, example) in sorted(s.errors.items()):
         lines.append(f"errors: {name} x{count} (e.g. {example})")
     return lines
+
+
+def summary_json(s: Summary) -> dict[str, object]:
+    """The summary as a JSON-ready dict (``glasspool get --json``; schema in docs/cli.md)."""
+    return {
+        "requests": s.requests,
+        "responses": s.responses,
+        "errors": s.failed,
+        "elapsed_s": round(s.elapsed_s, 6),
+        "statuses": {str(code): n for code, n in sorted(s.statuses.items())},
+        "latency_s": {name: round(v, 6) for name, v in s.latencies.items()},
+        "connections": {"opened": s.opened, "reused": s.reused, "closed": dict(s.closed)},
+        "body_bytes": s.nbytes,
+        "error_classes": {
+            name: {"count": count, "example": example}
+            for name, (count, example) in sorted(s.errors.items())
+        },
+        "fleet": [
+            {"key": f.key, "shared_limit": f.shared_limit, "in_use": f.in_use, "leases": f.leases}
+            for f in s.fleet
+        ],
+    }
