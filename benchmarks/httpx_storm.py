@@ -4,9 +4,9 @@ For httpx's default transport and for ``glasspool.httpx.AsyncTransport``, each w
 of 8 connections, ``--waves`` waves of ``--tasks`` requests go to a loopback server that
 answers after a random 0-4 ms; every task is cancelled after a random 0 to
 ``--cancel-ms`` ms (default 30), so cancellations land while waiting for a slot,
-connecting, sending and reading. After the storm, 8 requests at once must all get a connection within 2 s: a leaked slot shows as a
-pool timeout. For glasspool the pool's own counts are printed too (in use and waiting
-must be 0).
+connecting, sending and reading. After the storm, 8 requests at once must all get a
+connection within 2 s: a leaked slot shows as a pool timeout. For glasspool the pool's
+own counts are printed too (in use and waiting must be 0).
 
     .venv/bin/python benchmarks/httpx_storm.py
     .venv/bin/python benchmarks/httpx_storm.py --waves 50 --tasks 200
