@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gzip
 import importlib
+import ssl
 import sys
 from collections.abc import AsyncIterator
 
@@ -14,6 +15,7 @@ import pytest
 
 import glasspool
 from glasspool.httpx import AsyncTransport
+from tests.nginx import TLSCerts
 from tests.rawserver import RawServer, Reply, read_request
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
@@ -251,13 +253,91 @@ async def test_server_closed_keepalive_connection_is_not_an_error() -> None:
     assert served == 2
 
 
-async def test_http2_extension_and_sni_hostname_refused() -> None:
+async def test_http2_extension_refused() -> None:
     async with AsyncTransport() as transport:
-        for ext in ({"http2": True}, {"sni_hostname": "example.org"}):
-            request = httpx.Request("GET", "http://127.0.0.1:1/", extensions=ext)
-            with pytest.raises(httpx.UnsupportedProtocol):
-                await transport.handle_async_request(request)
+        request = httpx.Request("GET", "http://127.0.0.1:1/", extensions={"http2": True})
+        with pytest.raises(httpx.UnsupportedProtocol):
+            await transport.handle_async_request(request)
         assert transport.pool.stats().open == 0
+
+
+def _recording_server_context(tls_certs: TLSCerts, names: list[str | None]) -> ssl.SSLContext:
+    ctx = tls_certs.server_context(wrong_host=True)  # valid only for example.invalid
+
+    def record(sock: ssl.SSLObject | ssl.SSLSocket, name: str | None, c: ssl.SSLContext) -> None:
+        names.append(name)
+
+    ctx.sni_callback = record
+    return ctx
+
+
+async def test_sni_hostname_is_sent_verified_and_part_of_the_key(tls_certs: TLSCerts) -> None:
+    names: list[str | None] = []
+    ctx = _recording_server_context(tls_certs, names)
+    transport = AsyncTransport(verify=str(tls_certs.ca_file))
+    async with (
+        RawServer(handler=_serve_ok, ssl_context=ctx) as srv,
+        httpx.AsyncClient(transport=transport) as client,
+    ):
+        url = f"https://127.0.0.1:{srv.port}/"
+        sni = {"sni_hostname": "example.invalid"}
+        for _ in range(2):
+            r = await client.get(url, extensions=sni)
+            assert r.status_code == 200
+        assert names == ["example.invalid"]  # sent, verified, and the connection reused
+        # Without the extension the certificate (for example.invalid) does not match
+        # 127.0.0.1, and the verified connection opened for example.invalid is not lent.
+        with pytest.raises(httpx.ConnectError) as info:
+            await client.get(url)
+        assert isinstance(info.value.__cause__, glasspool.TLSError)
+        stats = transport.pool.stats()
+        assert stats.open == 1
+        (key,) = [k for k, h in stats.hosts.items() if h.open]
+        assert key.tls is not None and key.tls.server_hostname == "example.invalid"
+
+
+async def test_different_sni_hostnames_do_not_share_connections(tls_certs: TLSCerts) -> None:
+    names: list[str | None] = []
+    ctx = _recording_server_context(tls_certs, names)
+    transport = AsyncTransport(verify=False)
+    async with (
+        RawServer(handler=_serve_ok, ssl_context=ctx) as srv,
+        httpx.AsyncClient(transport=transport) as client,
+    ):
+        url = f"https://127.0.0.1:{srv.port}/"
+        for name in ("a.example", "b.example", "a.example", b"b.example"):
+            r = await client.get(url, extensions={"sni_hostname": name})
+            assert r.status_code == 200
+        assert names == ["a.example", "b.example"]
+        assert srv.connections == 2
+        assert transport.pool.stats().open == 2
+
+
+@pytest.mark.parametrize("bad", [1, "", "a b", "x\r\n", "é.example", b"\xff"])
+async def test_bad_sni_hostname_is_a_clear_error(bad: object) -> None:
+    async with AsyncTransport() as transport:
+        request = httpx.Request("GET", "https://127.0.0.1:1/", extensions={"sni_hostname": bad})
+        with pytest.raises(httpx.LocalProtocolError, match="sni_hostname must be"):
+            await transport.handle_async_request(request)
+        assert transport.pool.stats().open == 0
+
+
+async def test_httpx_limits_are_mapped() -> None:
+    limits = httpx.Limits(max_connections=3, max_keepalive_connections=1, keepalive_expiry=7)
+    async with AsyncTransport(limits=limits, limit_per_host=2) as transport:
+        stats = transport.pool.stats()
+        assert stats.limit == 3
+        assert transport.pool._state.keepalive_expiry == 7
+    with pytest.raises(TypeError, match=r"limits must be httpx\.Limits"):
+        AsyncTransport(limits=3)
+    with pytest.raises(TypeError, match="not both"):
+        AsyncTransport(limits=limits, limit=4)
+
+
+async def _serve_ok(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while await read_request(reader):
+        writer.write(OK)
+        await writer.drain()
 
 
 async def test_body_cut_short_is_remote_protocol_error() -> None:

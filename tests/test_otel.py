@@ -31,6 +31,7 @@ import glasspool
 from glasspool import otel
 from tests.demoserver import DemoServer
 from tests.faults import FaultServer
+from tests.rawserver import RawServer
 
 Server = tuple[str, int, str]  # server.address, server.port, url.scheme
 
@@ -538,6 +539,43 @@ async def test_traceparent_is_injected_only_when_asked(
     )
     assert second.header("X-Keep") == "1"
     assert third.header("traceparent") == mine  # the caller's own is kept
+
+
+async def test_redirects_and_retries_are_separate_spans_under_the_callers(
+    telemetry: Telemetry,
+) -> None:
+    replies = [
+        b"HTTP/1.1 302 Found\r\nLocation: /next\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 503 Busy\r\nRetry-After: 0\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    ]
+    retry = glasspool.Retry(total=1, backoff=0, statuses=frozenset({503}))
+    async with RawServer(replies=replies) as srv, glasspool.Client(retry=retry) as client:
+        otel.instrument(client, telemetry.meters, telemetry.tracers, propagate=True)
+        tracer = telemetry.tracers.get_tracer("test")
+        with tracer.start_as_current_span("caller") as caller:
+            r = await client.get(f"http://127.0.0.1:{srv.port}/first")
+        assert r.status == 200
+    spans = [s for s in telemetry.spans() if s.kind is SpanKind.CLIENT]
+    assert len(spans) == 3
+    first, hop, retried = sorted(spans, key=lambda s: s.start_time or 0)
+    base = f"http://127.0.0.1:{srv.port}"
+    for span, url, status, resends in (
+        (first, f"{base}/first", 302, None),
+        (hop, f"{base}/next", 503, 1),
+        (retried, f"{base}/next", 200, 2),
+    ):
+        assert span.parent is not None
+        assert span.parent.span_id == caller.get_span_context().span_id
+        assert span.attributes is not None
+        assert span.attributes["url.full"] == url
+        assert span.attributes["http.response.status_code"] == status
+        assert span.attributes.get("http.request.resend_count") == resends
+        assert span.end_time is not None
+    # Each send carries its own span's traceparent.
+    for raw, span in zip(srv.requests, (first, hop, retried), strict=True):
+        ctx = span.context
+        assert f"traceparent: 00-{ctx.trace_id:032x}-{ctx.span_id:016x}-".encode() in raw.lower()
 
 
 # -- lifecycle --------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ before it). See docs/httpx.md.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from typing import Any
 
@@ -132,6 +133,9 @@ class AsyncTransport(httpx.AsyncBaseTransport):
                 f"AsyncTransport does not take {', '.join(wrong)}: httpx.AsyncClient "
                 "owns timeouts, redirects, headers and decoding"
             )
+        limits = options.pop("limits", None)
+        if limits is not None:
+            options = _from_limits(limits, options)
         self._client = Client(follow_redirects=False, **options)
 
     @property
@@ -145,22 +149,19 @@ class AsyncTransport(httpx.AsyncBaseTransport):
             raise httpx.UnsupportedProtocol(
                 "glasspool.httpx.AsyncTransport speaks HTTP/1.1 only; HTTP/2 was asked for"
             )
-        if "sni_hostname" in ext:
-            raise httpx.UnsupportedProtocol(
-                "glasspool.httpx.AsyncTransport does not support the sni_hostname extension"
-            )
+        sni = _sni_hostname(ext.get("sni_hostname"))
         client = self._client
         if client.is_closed:
             raise httpx.TransportError("the transport is closed") from gx.ClientClosed(
                 "the client is closed"
             )
         try:
-            return await self._send(client, request, _timeout(ext))
+            return await self._send(client, request, _timeout(ext), sni)
         except gx.GlasspoolError as exc:
             raise map_exception(exc) from exc
 
     async def _send(
-        self, client: Client, request: httpx.Request, timeout: Timeout
+        self, client: Client, request: httpx.Request, timeout: Timeout, sni: str | None
     ) -> httpx.Response:
         url = parse_url(str(request.url))
         headers = Headers(
@@ -180,7 +181,12 @@ class AsyncTransport(httpx.AsyncBaseTransport):
         greq = Request._trusted(request.method, url, headers, content, stream)
         # Client._send: the head, the hand-over, and the one resend of an idempotent
         # request whose reused connection the server had closed (stale-connection retry).
-        route = _Route(pool_key_for(url, client._tls, client._proxies.select(url)), None)
+        tls = client._tls
+        if sni is not None and url.scheme == "https":
+            # The SNI name is part of the TLS identity, hence of the pool key: a connection
+            # opened for one name is never lent to a request that asked for another.
+            tls = dataclasses.replace(tls, server_hostname=sni)
+        route = _Route(pool_key_for(url, tls, client._proxies.select(url)), None)
         exchange, response = await client._send(greq, route, timeout, None)
         exchange.hand_over()
         version = response.http_version
@@ -196,6 +202,45 @@ class AsyncTransport(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+def _sni_hostname(value: object) -> str | None:
+    """The ``sni_hostname`` extension as a host name, or None; a clear error otherwise."""
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("ascii")
+        except UnicodeDecodeError:
+            raise httpx.LocalProtocolError("sni_hostname must be an ASCII host name") from None
+    if not isinstance(value, str):
+        raise httpx.LocalProtocolError(f"sni_hostname must be a str, not {type(value).__name__}")
+    if not value or len(value) > 253 or not all(33 <= ord(c) < 127 for c in value):
+        raise httpx.LocalProtocolError(
+            "sni_hostname must be a non-empty ASCII host name of at most 253 characters "
+            "without spaces or control characters"
+        )
+    return value
+
+
+def _from_limits(limits: object, options: dict[str, Any]) -> dict[str, Any]:
+    """Map ``httpx.Limits`` onto the pool's options (``limit``, ``keepalive_expiry``).
+
+    ``max_connections`` becomes ``limit``; ``keepalive_expiry`` becomes
+    ``keepalive_expiry``. ``max_keepalive_connections`` has no counterpart: glasspool's
+    limit already counts idle connections, so it is accepted and not used.
+    """
+    if not isinstance(limits, httpx.Limits):
+        raise TypeError(f"limits must be httpx.Limits, not {type(limits).__name__}")
+    both = sorted({"limit", "keepalive_expiry"}.intersection(options))
+    if both:
+        raise TypeError(f"give either limits= or {', '.join(both)}, not both")
+    mapped = dict(options)
+    if limits.max_connections is not None:
+        mapped["limit"] = limits.max_connections
+    if limits.keepalive_expiry is not None:
+        mapped["keepalive_expiry"] = limits.keepalive_expiry
+    return mapped
 
 
 async def _body(request: httpx.Request) -> AsyncIterator[bytes]:

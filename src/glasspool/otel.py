@@ -371,10 +371,12 @@ class _Call:
     """One call of ``request()`` or one ``stream()`` block."""
 
     __slots__ = (
+        "attempts",
         "conn",
         "ended",
         "fleet_since",
         "handle",
+        "last",
         "method",
         "name",
         "reused",
@@ -398,6 +400,8 @@ class _Call:
         self.ended = False
         self.name = "HTTP"  # its spans' name (one span per attempt)
         self.method: str | None = None
+        self.attempts = 0  # sends so far (redirect hops and retries each count one)
+        self.last: Response | None = None  # the response of the latest send, if any
 
 
 # -- the handle -------------------------------------------------------------------------------
@@ -470,7 +474,12 @@ class Instrumentation:
                 k.waiting = host.waiting
                 k.waiting_cell.value += host.waiting
                 k.queue.extend((None, None) for _ in range(host.waiting))
-        for name, wrapper in (("request", self._wrap_request), ("stream", self._wrap_stream)):
+        wrappers = (
+            ("request", self._wrap_request),
+            ("stream", self._wrap_stream),
+            ("_send", self._wrap_send),
+        )
+        for name, wrapper in wrappers:
             self._saved[name] = attrs.get(name)
             attrs[name] = wrapper(getattr(client, name))
         self._pool.add_listener(self._on_event)
@@ -555,23 +564,13 @@ class Instrumentation:
         self._span_event(self._current(), event)
 
     def _on_retry(self, event: PoolEvent, k: _Key, served: bool) -> None:
-        """A retry, in the requesting task: the attempt's span ends with the reason as its
-        outcome, and the next attempt gets a span of its own, a sibling under the
-        caller's span (the current one in this task, as when the call began)."""
+        """A retry, in the requesting task: an event on the attempt's span (its reason,
+        delay and number). The next send ends that span and starts the attempt's own (see
+        ``_wrap_send``)."""
         call = self._current()
         if call is None or call.span is None or call.ended:
             return
         self._span_event(call, event)
-        _end_attempt(call.span, call.url, call.reused, event)
-        span = self._tracer.start_span(
-            call.name, kind=SpanKind.CLIENT, attributes=call.target.attributes
-        )
-        if event.attempt is not None and event.attempt > 1:
-            span.set_attribute(RESEND_COUNT, event.attempt - 1)
-        if call.name == "HTTP" and call.method is not None:
-            span.set_attribute(METHOD_ORIGINAL, call.method)
-        call.span = span if span.is_recording() else None
-        call.reused = None
 
     def _current(self) -> _Call | None:
         call = _CURRENT.get()
@@ -788,6 +787,41 @@ class Instrumentation:
         stream.__glasspool_otel__ = self  # type: ignore[attr-defined]
         return stream
 
+    def _wrap_send(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        # Client._send sends one request (a redirect hop or a retry is another call of it):
+        # every send after a call's first gets its own CLIENT span, under the caller's.
+        async def _send(request: Any, *args: Any) -> Any:
+            call = _CURRENT.get()
+            if call is not None and call.handle is self and self._installed and not call.ended:
+                call.attempts += 1
+                if call.attempts > 1 and call.span is not None:
+                    self._next_span(call, request)
+            result = await original(request, *args)
+            if call is not None:
+                call.last = result[1]
+            return result
+
+        _send.__glasspool_otel__ = self  # type: ignore[attr-defined]
+        return _send
+
+    def _next_span(self, call: _Call, request: Any) -> None:
+        """End the span of the call's previous send and start one for this send."""
+        assert call.span is not None
+        previous = call.span
+        _end_span(previous, call.url, call.reused, call.last, None, own_url=True)
+        method = request.method
+        target = self._target(method, request.url)
+        span = self._tracer.start_span(
+            method if method in KNOWN_METHODS else "HTTP",
+            kind=SpanKind.CLIENT,
+            attributes={**target.attributes, RESEND_COUNT: call.attempts - 1},
+        )
+        if method not in KNOWN_METHODS:
+            span.set_attribute(METHOD_ORIGINAL, method)
+        if self._propagate:
+            _replace_trace_headers(request.headers, previous, span)
+        call.span, call.reused, call.url = span, None, request.url
+
     def _begin(self, method: str, url: object, kwargs: dict[str, Any]) -> _Call:
         """Start a call: its attributes, its span, one more active request."""
         target = self._target(method, url)
@@ -839,7 +873,7 @@ class Instrumentation:
             call.target.active.value -= 1
         call.ended = True
         if call.span is not None:
-            _end_span(call.span, call.url, call.reused, response, exc)
+            _end_span(call.span, call.url, call.reused, response, exc, own_url=call.attempts > 1)
 
 
 class _TracedStream:
@@ -925,8 +959,13 @@ def _end_span(
     reused: bool | None,
     response: Response | None,
     exc: BaseException | None,
+    *,
+    own_url: bool = False,
 ) -> None:
-    """Set the outcome's attributes and status on ``span`` (one call), and end it."""
+    """Set the outcome's attributes and status on ``span`` (one call), and end it.
+
+    ``url.full`` is the first URL of the call, or with ``own_url`` the URL of the
+    response's own request (a span for one send of several)."""
     attrs: dict[str, str | int | bool] = {}
     if reused is not None:
         attrs[REUSED] = reused
@@ -938,7 +977,9 @@ def _end_span(
         if response.status >= 400:
             attrs[ERROR_TYPE] = str(response.status)
             span.set_status(Status(StatusCode.ERROR))
-        first = (response.history[0] if response.history else response).request
+        first = response.request
+        if response.history and not own_url:
+            first = response.history[0].request
         if first is not None:  # the URL as sent: params added, base_url joined
             url = first.url
     attrs[URL_FULL] = redact_url(url)
@@ -947,23 +988,6 @@ def _end_span(
         span.record_exception(exc)
         span.set_status(Status(StatusCode.ERROR, type(exc).__qualname__))
     span.set_attributes(attrs)
-    span.end()
-
-
-def _end_attempt(span: Span, url: object, reused: bool | None, event: PoolEvent) -> None:
-    """End the span of an attempt that is retried (``event``, a ``retry`` event): its
-    outcome is the retried status (``status_503``) or error class."""
-    reason = event.reason or "retry"
-    status = reason.removeprefix("status_")
-    attrs: dict[str, str | int | bool] = {URL_FULL: redact_url(url), ERROR_TYPE: status}
-    if status.isdigit():
-        attrs[STATUS] = int(status)
-    if reused is not None:
-        attrs[REUSED] = reused
-    if event.attempt is not None and event.attempt > 2:
-        attrs[RESEND_COUNT] = event.attempt - 2
-    span.set_attributes(attrs)
-    span.set_status(Status(StatusCode.ERROR, status))
     span.end()
 
 
@@ -977,6 +1001,18 @@ def _with_trace_headers(headers: Any, span: Span) -> Headers:
         if name not in merged:
             merged[name] = value
     return merged
+
+
+def _replace_trace_headers(headers: Headers, previous: Span, span: Span) -> None:
+    """Point the propagator's fields in ``headers`` at ``span``, where they still hold
+    the values injected for ``previous`` (a field the caller set is left alone)."""
+    old: dict[str, str] = {}
+    new: dict[str, str] = {}
+    otel_propagate.inject(old, context=otel_trace.set_span_in_context(previous))
+    otel_propagate.inject(new, context=otel_trace.set_span_in_context(span))
+    for name, value in new.items():
+        if name in headers and headers.get(name) == old.get(name):
+            headers[name] = value
 
 
 def instrument(
