@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json as jsonlib
 import urllib.parse
-from collections.abc import AsyncIterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
@@ -15,7 +15,7 @@ from ._headers import Headers
 from ._redact import redact_url
 from ._urls import param_pairs
 
-__all__ = ["Request", "RequestBody", "encode_body"]
+__all__ = ["Request", "RequestBody", "encode_body", "sized_stream"]
 
 
 RequestBody: TypeAlias = bytes | AsyncIterable[bytes] | None
@@ -47,7 +47,8 @@ def encode_body(
     """Turn the body arguments of a request into bytes or a stream, plus headers to add.
 
     ``content`` bytes are sent as is; ``str`` as UTF-8 with ``Content-Type: text/plain;
-    charset=utf-8``; an async iterable of bytes is streamed (chunked). ``json`` is encoded
+    charset=utf-8``; an async iterable of bytes is streamed (chunked, or with the
+    caller's ``Content-Length`` header when there is one). ``json`` is encoded
     compactly as UTF-8 with ``Content-Type: application/json`` (``None`` means "no JSON
     body"). ``data`` is a form (see :data:`ParamTypes` for the values) sent as
     ``application/x-www-form-urlencoded``. The caller adds the returned headers only
@@ -88,6 +89,43 @@ def encode_body(
     raise TypeError(
         f"content= must be bytes, str or an async iterable of bytes, not {type(content).__name__}"
     )
+
+
+def declared_length(headers: Headers) -> int:
+    """The ``Content-Length`` of a streamed body, checked.
+
+    Raises:
+        InvalidRequest: the header is not one non-negative decimal integer.
+    """
+    value = (headers.get("content-length") or "").strip()
+    if not (value.isascii() and value.isdigit()):
+        raise InvalidRequest(f"Content-Length {value!r} is not a non-negative integer")
+    return int(value)
+
+
+async def sized_stream(stream: AsyncIterable[bytes], declared: int) -> AsyncIterator[bytes]:
+    """Yield the chunks of ``stream``, checking that they add up to ``declared`` bytes.
+
+    A chunk that would pass the declared length is not yielded (so it is never sent).
+
+    Raises:
+        InvalidRequest: the stream yielded more or fewer bytes than ``declared``, naming
+            both counts; the connection it was being sent on is then not reused.
+    """
+    sent = 0
+    async for chunk in stream:
+        sent += len(chunk)
+        if sent > declared:
+            raise InvalidRequest(
+                f"the streamed body passed its Content-Length: {declared} bytes declared, "
+                f"at least {sent} yielded"
+            )
+        yield chunk
+    if sent != declared:
+        raise InvalidRequest(
+            f"the streamed body ended short of its Content-Length: {declared} bytes "
+            f"declared, {sent} yielded"
+        )
 
 
 # --------------------------------------------------------------------------- Request

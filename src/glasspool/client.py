@@ -63,7 +63,7 @@ from ._proxy import (
 )
 from ._redact import redact_url
 from ._redirects import REDIRECT_STATUSES, redirect_request
-from ._request import Request, RequestBody, encode_body
+from ._request import Request, RequestBody, declared_length, encode_body, sized_stream
 from ._response import Response
 from ._retry import Retry, RetryTypes, error_delay, method_allows_retry, status_delay
 from ._timeouts import Timeout, TimeoutTypes, within_deadline
@@ -261,7 +261,8 @@ class Client:
             url: absolute, or relative to ``base_url``.
             params: query parameters to add to the URL.
             headers: headers for this request (override the client's).
-            content: bytes, str (UTF-8) or an async iterable of bytes (sent chunked).
+            content: bytes, str (UTF-8) or an async iterable of bytes (sent chunked, or
+                with the length of a ``Content-Length`` header, which it must match).
             json: a value sent as JSON.
             data: a form sent as ``application/x-www-form-urlencoded``.
             timeout: overrides the client's timeout for this request.
@@ -593,6 +594,11 @@ class Client:
         if request.stream is not None:
             body = request.stream
         chunked = request.stream is not None
+        length = None if body is None or chunked else len(request.content or b"")
+        if request.stream is not None and "content-length" in request.headers:  # sized
+            length = declared_length(request.headers)
+            body = sized_stream(request.stream, length)
+            chunked = False
         key = route.key
         target = route.target
         if key.proxy is not None and forwards(key):
@@ -601,7 +607,7 @@ class Client:
             request.method,
             request.url,
             request.headers,
-            body_length=None if body is None or chunked else len(request.content or b""),
+            body_length=length,
             chunked=chunked,
             target=target,
         )
