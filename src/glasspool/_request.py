@@ -12,6 +12,7 @@ import yarl
 
 from ._exceptions import InvalidRequest
 from ._headers import Headers
+from ._multipart import FilesTypes, MultipartBody, multipart_body
 from ._redact import redact_url
 from ._urls import param_pairs
 
@@ -43,6 +44,7 @@ def encode_body(
     content: str | bytes | bytearray | memoryview | AsyncIterable[bytes] | None = None,
     json: Any = None,
     data: Mapping[str, Any] | None = None,
+    files: FilesTypes | None = None,
 ) -> tuple[RequestBody, Headers]:
     """Turn the body arguments of a request into bytes or a stream, plus headers to add.
 
@@ -51,7 +53,9 @@ def encode_body(
     caller's ``Content-Length`` header when there is one). ``json`` is encoded
     compactly as UTF-8 with ``Content-Type: application/json`` (``None`` means "no JSON
     body"). ``data`` is a form (see :data:`ParamTypes` for the values) sent as
-    ``application/x-www-form-urlencoded``. The caller adds the returned headers only
+    ``application/x-www-form-urlencoded``; with ``files`` (and ``data`` fields alongside)
+    it is a streamed ``multipart/form-data`` body, with ``Content-Length`` when every part's
+    size is known (see :func:`multipart_body`). The caller adds the returned headers only
     where it has no header of that name (``Headers.setdefault``).
 
     >>> encode_body(json={"a": [1, 2]})
@@ -61,6 +65,7 @@ def encode_body(
         content: raw body.
         json: a JSON-serialisable value.
         data: form fields.
+        files: files for a multipart/form-data body.
 
     Returns:
         ``(body, headers)``: the body is ``None`` when no argument was given.
@@ -69,6 +74,15 @@ def encode_body(
         InvalidRequest: more than one argument was given, or ``json`` holds NaN/Infinity.
         TypeError: ``content``/``data``/``json`` of an unsupported type.
     """
+    if files is not None:
+        if content is not None or json is not None:
+            other = "content=" if content is not None else "json="
+            raise InvalidRequest(f"give files= with data= fields or alone, not with {other}")
+        multipart = multipart_body(files, data)
+        added = [("Content-Type", multipart.content_type)]
+        if multipart.length is not None:
+            added.append(("Content-Length", str(multipart.length)))
+        return multipart, Headers(added)
     given = [n for n, v in (("content", content), ("json", json), ("data", data)) if v is not None]
     if len(given) > 1:
         raise InvalidRequest(f"give only one of content=, json= and data=, not {', '.join(given)}")
@@ -174,8 +188,10 @@ class Request:
 
     @property
     def body_replayable(self) -> bool:
-        """Whether the body can be sent again (no body, or a bytes body)."""
-        return self.stream is None
+        """Whether the body can be sent again (no body, a bytes body, or a multipart body
+        of bytes, paths and seekable files)."""
+        stream = self.stream
+        return stream is None or (isinstance(stream, MultipartBody) and stream.replayable)
 
     def __repr__(self) -> str:
         return f"<Request({self.method!r}, {redact_url(self.url, quoted=True)})>"

@@ -49,6 +49,7 @@ from ._exchange import Exchange, call_site
 from ._headers import Headers, HeaderTypes, default_headers
 from ._http11 import HTTP11Connection, ParserLimits, ReceiveBuffer
 from ._http11.request_head import RequestTarget, build_request_head, request_target
+from ._multipart import FilesTypes
 from ._pool.adaptive import AdaptiveLimits, AdaptiveLimitsTypes
 from ._pool.asyncio import Pool, SharedLimits
 from ._pool.key import PoolKey, ProxyIdentity, TLSIdentity
@@ -251,6 +252,7 @@ class Client:
         follow_redirects: bool | Unset = UNSET,
         retry: RetryTypes | Unset = UNSET,
         proxy: str | Unset | None = UNSET,
+        files: FilesTypes | None = None,
     ) -> Response:
         """Send a request and read the whole response body.
 
@@ -270,6 +272,9 @@ class Client:
             retry: overrides the client's ``retry`` for this request (``None``: none).
             proxy: a proxy URL for this request (and its redirects), or ``None`` to go
                 direct; left out, the client's ``proxy`` or the environment's.
+            files: files sent as ``multipart/form-data``, with ``data`` fields alongside:
+                ``{"name": content | (filename, content[, content_type])}``, the content
+                bytes, a binary file object or a ``pathlib.Path`` (see ``docs/uploads.md``).
 
         Returns:
             The :class:`Response`, body read (``content``, ``text``, ``json()``).
@@ -294,6 +299,7 @@ class Client:
             False,
             retry,
             proxy,
+            files,
         )
 
     def stream(
@@ -310,6 +316,7 @@ class Client:
         follow_redirects: bool | Unset = UNSET,
         retry: RetryTypes | Unset = UNSET,
         proxy: str | Unset | None = UNSET,
+        files: FilesTypes | None = None,
     ) -> StreamContext:
         """Send a request and give the response with its body unread: ``async with``.
 
@@ -321,7 +328,7 @@ class Client:
         """
         call = (
             method, url, params, headers, content, json, data, timeout, follow_redirects, retry,
-            proxy,
+            proxy, files,
         )  # fmt: skip
         return StreamContext(self, call)
 
@@ -369,6 +376,7 @@ class Client:
         stream: bool,
         retry: RetryTypes | Unset = UNSET,
         proxy: str | Unset | None = UNSET,
+        files: FilesTypes | None = None,
     ) -> Response:
         if self._closed:
             raise ClientClosed(f"the client is closed; cannot send {method} {redact_url(url)}")
@@ -376,7 +384,7 @@ class Client:
         follow = self.follow_redirects if isinstance(follow_redirects, Unset) else follow_redirects
         policy = self.retry if isinstance(retry, Unset) else Retry.coerce(retry)
         request, route = self._build_request(
-            method, url, params, headers, content, json, data, proxy
+            method, url, params, headers, content, json, data, proxy, files
         )
         if t.total is None:
             return await self._send_following(
@@ -396,12 +404,13 @@ class Client:
         json: Any,
         data: Mapping[str, Any] | None,
         proxy: str | Unset | None = UNSET,
+        files: FilesTypes | None = None,
     ) -> tuple[Request, _Route]:
         full, route = self._target(url, params, proxy)
         body: RequestBody = None
         body_headers: Headers | None = None
-        if content is not None or json is not None or data is not None:
-            body, body_headers = encode_body(content, json, data)
+        if content is not None or json is not None or data is not None or files is not None:
+            body, body_headers = encode_body(content, json, data, files)
         merged = self._headers
         if headers is not None or body_headers:
             merged = self._headers.copy()
@@ -511,7 +520,8 @@ class Client:
             stripped,
         )
         content = request.content if plan.keep_body else None
-        follow = Request(plan.method, plan.url, plan.headers, content=content)
+        stream = request.stream if plan.keep_body else None  # only a replayable one is kept
+        follow = Request(plan.method, plan.url, plan.headers, content=content, stream=stream)
         key = pool_key_for(plan.url, self._tls, self._proxy_for(plan.url, proxy))
         return follow, _Route(key, None), plan.stripped
 
@@ -595,9 +605,9 @@ class Client:
             body = request.stream
         chunked = request.stream is not None
         length = None if body is None or chunked else len(request.content or b"")
-        if request.stream is not None and "content-length" in request.headers:  # sized
+        sized = request.stream is not None and "content-length" in request.headers
+        if sized:  # a stream of a declared size: checked as it is sent
             length = declared_length(request.headers)
-            body = sized_stream(request.stream, length)
             chunked = False
         key = route.key
         target = route.target
@@ -613,6 +623,9 @@ class Client:
         )
         retry_ok = request.method in IDEMPOTENT_METHODS and request.body_replayable
         for attempt in (0, 1):
+            if sized:
+                assert request.stream is not None and length is not None
+                body = sized_stream(request.stream, length)
             exchange = await Exchange.start(self._pool, route.key, t, deadline, request.url)
             try:
                 response = await exchange.send(
@@ -760,12 +773,24 @@ class StreamContext:
         self._response: Response | None = None
 
     async def __aenter__(self) -> Response:
-        (method, url, params, headers, content, json, data, timeout, follow, retry, proxy) = (
-            self._call
-        )
+        (
+            method,
+            url,
+            params,
+            headers,
+            content,
+            json,
+            data,
+            timeout,
+            follow,
+            retry,
+            proxy,
+            files,
+        ) = self._call
         self._response = await self._client._request(
-            method, url, params, headers, content, json, data, timeout, follow, True, retry, proxy
-        )
+            method, url, params, headers, content, json, data, timeout, follow, True, retry, proxy,
+            files,
+        )  # fmt: skip
         return self._response
 
     async def __aexit__(
