@@ -49,6 +49,7 @@ from ._exchange import Exchange, call_site
 from ._headers import Headers, HeaderTypes, default_headers
 from ._http11 import HTTP11Connection, ParserLimits, ReceiveBuffer
 from ._http11.request_head import RequestTarget, build_request_head, request_target
+from ._mock import MockTransport
 from ._multipart import FilesTypes
 from ._pool.adaptive import AdaptiveLimits, AdaptiveLimitsTypes
 from ._pool.asyncio import Pool, SharedLimits
@@ -136,6 +137,8 @@ class Client:
         adaptive_limits: lower a host's limit when it answers 429/503 or ``Retry-After``
             and raise it back after successes: ``True`` (the defaults), a
             :class:`glasspool.AdaptiveLimits`, or ``None`` (off; docs/pool.md).
+        transport: a :class:`glasspool.MockTransport` answering requests without sockets,
+            through the real pool (for tests; docs/testing.md); ``None``: real sockets.
 
     Raises:
         ValueError, TypeError: a limit, duration or cap is out of range (named).
@@ -169,6 +172,7 @@ class Client:
         proxy: str | None = None,
         trust_env: bool = True,
         adaptive_limits: AdaptiveLimitsTypes = None,
+        transport: MockTransport | None = None,
     ) -> None:
         self._site = call_site()
         self._closed = False
@@ -209,6 +213,12 @@ class Client:
         self._proxies = ProxyChoice(explicit, env)
         self._proxy_urls: dict[str, ProxyIdentity] = {}  # per-request proxy= strings
         self._happy_eyeballs_delay = happy_eyeballs_delay
+        if transport is not None and not isinstance(transport, MockTransport):
+            raise TypeError(
+                f"transport= must be a glasspool.MockTransport or None, not "
+                f"{type(transport).__name__}"
+            )
+        self._mock_transport = transport
         self.retry = Retry.coerce(retry)
         self._retry_rng = random.Random()  # the backoff's jitter; tests replace it
         self._retry_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep  # and this
@@ -690,6 +700,10 @@ class Client:
         )
 
     async def _connect(self, key: PoolKey, connect_timeout: float | None) -> HTTP11Connection:
+        if self._mock_transport is not None:  # in memory, proxies included
+            if self._loop_watch is None:
+                self._loop_watch = _watch_loop(self)
+            return await self._mock_transport._open(key, self._limits)
         if key.proxy is not None:
             return await self._connect_via_proxy(key, connect_timeout)
         # The key's TLS identity, not the client's, sets up the handshake: a connection is
