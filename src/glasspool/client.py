@@ -47,6 +47,7 @@ from ._exceptions import (
 )
 from ._exchange import Exchange, call_site
 from ._headers import Headers, HeaderTypes, default_headers
+from ._hooks import EventHooks, call_hooks, check_hooks
 from ._http11 import HTTP11Connection, ParserLimits, ReceiveBuffer
 from ._http11.request_head import RequestTarget, build_request_head, request_target
 from ._mock import MockTransport
@@ -139,6 +140,12 @@ class Client:
             :class:`glasspool.AdaptiveLimits`, or ``None`` (off; docs/pool.md).
         transport: a :class:`glasspool.MockTransport` answering requests without sockets,
             through the real pool (for tests; docs/testing.md); ``None``: real sockets.
+        event_hooks: ``{"request": [fn, ...], "response": [fn, ...]}``, plain or async
+            functions. Request hooks get each :class:`Request` before it is sent (once
+            per attempt: retries and redirect hops included) and may change its headers;
+            response hooks get each :class:`Response` when its head has arrived, body
+            unread. Run in list order; an exception from a hook ends the request
+            (docs/testing.md).
 
     Raises:
         ValueError, TypeError: a limit, duration or cap is out of range (named).
@@ -173,6 +180,7 @@ class Client:
         trust_env: bool = True,
         adaptive_limits: AdaptiveLimitsTypes = None,
         transport: MockTransport | None = None,
+        event_hooks: EventHooks | None = None,
     ) -> None:
         self._site = call_site()
         self._closed = False
@@ -219,6 +227,7 @@ class Client:
                 f"{type(transport).__name__}"
             )
         self._mock_transport = transport
+        self._request_hooks, self._response_hooks = check_hooks(event_hooks)
         self.retry = Retry.coerce(retry)
         self._retry_rng = random.Random()  # the backoff's jitter; tests replace it
         self._retry_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep  # and this
@@ -610,6 +619,12 @@ class Client:
         closed it as the request went out) is sent once more, on a new connection, if its
         method is idempotent and its body can be replayed.
         """
+        if self._request_hooks:  # on a copy: the hooks' changes are this attempt's only
+            headers = request.headers.copy()
+            request = Request._trusted(
+                request.method, request.url, headers, request.content, request.stream
+            )
+            await call_hooks(self._request_hooks, request)
         body: bytes | AsyncIterable[bytes] | None = request.content
         if request.stream is not None:
             body = request.stream
@@ -654,6 +669,12 @@ class Client:
             if self._pool._adaptive:  # adaptive limits hear of every response head
                 after = response.headers.get("retry-after") is not None
                 self._pool._response_seen(exchange._lease, response.status, after)
+            if self._response_hooks:
+                try:
+                    await call_hooks(self._response_hooks, response)
+                except BaseException:
+                    await response.aclose()  # gives the connection back (closed if unread)
+                    raise
             return exchange, response
         raise AssertionError("unreachable: the second attempt returns or raises")
 
