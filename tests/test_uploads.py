@@ -329,3 +329,40 @@ async def test_a_replayable_multipart_body_is_retried(tmp_path: pathlib.Path) ->
     assert response.status == 200
     assert len(attempts) == 2 and attempts[0] == attempts[1]
     assert b"payload" * 1000 in attempts[1]
+
+
+async def test_a_307_resends_a_replayable_multipart_body(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "a.txt"
+    path.write_bytes(b"A" * 100000)
+    bodies: list[bytes] = []
+
+    def handler(request: glasspool.Request) -> glasspool.MockResponse:
+        bodies.append(request.content or b"")
+        if request.url.path == "/old":
+            return glasspool.MockResponse(307, {"Location": "/new"})
+        return glasspool.MockResponse(200)
+
+    transport = glasspool.MockTransport(handler)
+    async with glasspool.Client(transport=transport) as client:
+        response = await client.post("http://a.test/old", files={"f": path})
+    assert response.status == 200 and len(bodies) == 2
+    assert bodies[0] == bodies[1] and b"A" * 100000 in bodies[1]
+    second = transport.requests[1]
+    assert second.headers["content-length"] == str(len(bodies[1]))
+
+
+async def test_an_unseekable_multipart_body_is_not_sent_twice() -> None:
+    class Pipe(io.RawIOBase):
+        def readable(self) -> bool:
+            return True
+
+        def read(self, size: int = -1) -> bytes:
+            return b""
+
+    def handler(request: glasspool.Request) -> glasspool.MockResponse:
+        return glasspool.MockResponse(307, {"Location": "/new"})
+
+    async with glasspool.Client(transport=glasspool.MockTransport(handler)) as client:
+        with pytest.raises(glasspool.InvalidRequest, match="cannot be replayed"):
+            await client.post("http://a.test/old", files={"f": Pipe()})
+        assert client.pool.stats().in_use == 0
