@@ -34,6 +34,7 @@ from ._exceptions import (
 )
 from ._fleet import RedisLimits
 from ._headers import Headers
+from ._mock import MockResponse, MockTransport
 from ._pool.adaptive import AdaptiveLimits
 from ._pool.asyncio import Pool
 from ._pool.key import PoolKey, ProxyIdentity, TLSIdentity
@@ -61,6 +62,8 @@ __all__ = [
     "IncompleteBody",
     "InvalidRequest",
     "InvalidURL",
+    "MockResponse",
+    "MockTransport",
     "NetworkError",
     "Pool",
     "PoolError",

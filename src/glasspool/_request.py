@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json as jsonlib
 import urllib.parse
-from collections.abc import AsyncIterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
@@ -12,10 +12,11 @@ import yarl
 
 from ._exceptions import InvalidRequest
 from ._headers import Headers
+from ._multipart import FilesTypes, MultipartBody, multipart_body
 from ._redact import redact_url
 from ._urls import param_pairs
 
-__all__ = ["Request", "RequestBody", "encode_body"]
+__all__ = ["Request", "RequestBody", "encode_body", "sized_stream"]
 
 
 RequestBody: TypeAlias = bytes | AsyncIterable[bytes] | None
@@ -43,14 +44,18 @@ def encode_body(
     content: str | bytes | bytearray | memoryview | AsyncIterable[bytes] | None = None,
     json: Any = None,
     data: Mapping[str, Any] | None = None,
+    files: FilesTypes | None = None,
 ) -> tuple[RequestBody, Headers]:
     """Turn the body arguments of a request into bytes or a stream, plus headers to add.
 
     ``content`` bytes are sent as is; ``str`` as UTF-8 with ``Content-Type: text/plain;
-    charset=utf-8``; an async iterable of bytes is streamed (chunked). ``json`` is encoded
+    charset=utf-8``; an async iterable of bytes is streamed (chunked, or with the
+    caller's ``Content-Length`` header when there is one). ``json`` is encoded
     compactly as UTF-8 with ``Content-Type: application/json`` (``None`` means "no JSON
     body"). ``data`` is a form (see :data:`ParamTypes` for the values) sent as
-    ``application/x-www-form-urlencoded``. The caller adds the returned headers only
+    ``application/x-www-form-urlencoded``; with ``files`` (and ``data`` fields alongside)
+    it is a streamed ``multipart/form-data`` body, with ``Content-Length`` when every part's
+    size is known (see :func:`multipart_body`). The caller adds the returned headers only
     where it has no header of that name (``Headers.setdefault``).
 
     >>> encode_body(json={"a": [1, 2]})
@@ -60,6 +65,7 @@ def encode_body(
         content: raw body.
         json: a JSON-serialisable value.
         data: form fields.
+        files: files for a multipart/form-data body.
 
     Returns:
         ``(body, headers)``: the body is ``None`` when no argument was given.
@@ -68,6 +74,15 @@ def encode_body(
         InvalidRequest: more than one argument was given, or ``json`` holds NaN/Infinity.
         TypeError: ``content``/``data``/``json`` of an unsupported type.
     """
+    if files is not None:
+        if content is not None or json is not None:
+            other = "content=" if content is not None else "json="
+            raise InvalidRequest(f"give files= with data= fields or alone, not with {other}")
+        multipart = multipart_body(files, data)
+        added = [("Content-Type", multipart.content_type)]
+        if multipart.length is not None:
+            added.append(("Content-Length", str(multipart.length)))
+        return multipart, Headers(added)
     given = [n for n, v in (("content", content), ("json", json), ("data", data)) if v is not None]
     if len(given) > 1:
         raise InvalidRequest(f"give only one of content=, json= and data=, not {', '.join(given)}")
@@ -88,6 +103,43 @@ def encode_body(
     raise TypeError(
         f"content= must be bytes, str or an async iterable of bytes, not {type(content).__name__}"
     )
+
+
+def declared_length(headers: Headers) -> int:
+    """The ``Content-Length`` of a streamed body, checked.
+
+    Raises:
+        InvalidRequest: the header is not one non-negative decimal integer.
+    """
+    value = (headers.get("content-length") or "").strip()
+    if not (value.isascii() and value.isdigit()):
+        raise InvalidRequest(f"Content-Length {value!r} is not a non-negative integer")
+    return int(value)
+
+
+async def sized_stream(stream: AsyncIterable[bytes], declared: int) -> AsyncIterator[bytes]:
+    """Yield the chunks of ``stream``, checking that they add up to ``declared`` bytes.
+
+    A chunk that would pass the declared length is not yielded (so it is never sent).
+
+    Raises:
+        InvalidRequest: the stream yielded more or fewer bytes than ``declared``, naming
+            both counts; the connection it was being sent on is then not reused.
+    """
+    sent = 0
+    async for chunk in stream:
+        sent += len(chunk)
+        if sent > declared:
+            raise InvalidRequest(
+                f"the streamed body passed its Content-Length: {declared} bytes declared, "
+                f"at least {sent} yielded"
+            )
+        yield chunk
+    if sent != declared:
+        raise InvalidRequest(
+            f"the streamed body ended short of its Content-Length: {declared} bytes "
+            f"declared, {sent} yielded"
+        )
 
 
 # --------------------------------------------------------------------------- Request
@@ -136,8 +188,10 @@ class Request:
 
     @property
     def body_replayable(self) -> bool:
-        """Whether the body can be sent again (no body, or a bytes body)."""
-        return self.stream is None
+        """Whether the body can be sent again (no body, a bytes body, or a multipart body
+        of bytes, paths and seekable files)."""
+        stream = self.stream
+        return stream is None or (isinstance(stream, MultipartBody) and stream.replayable)
 
     def __repr__(self) -> str:
         return f"<Request({self.method!r}, {redact_url(self.url, quoted=True)})>"

@@ -48,8 +48,11 @@ from ._exceptions import (
 )
 from ._exchange import Exchange, call_site
 from ._headers import Headers, HeaderTypes, default_headers
+from ._hooks import EventHooks, call_hooks, check_hooks
 from ._http11 import HTTP11Connection, ParserLimits, ReceiveBuffer
 from ._http11.request_head import RequestTarget, build_request_head, request_target
+from ._mock import MockTransport
+from ._multipart import FilesTypes
 from ._pool.adaptive import AdaptiveLimits, AdaptiveLimitsTypes
 from ._pool.asyncio import Pool, SharedLimits
 from ._pool.key import PoolKey, ProxyIdentity, TLSIdentity
@@ -64,7 +67,7 @@ from ._proxy import (
 )
 from ._redact import redact_url
 from ._redirects import REDIRECT_STATUSES, redirect_request
-from ._request import Request, RequestBody, encode_body
+from ._request import Request, RequestBody, declared_length, encode_body, sized_stream
 from ._response import Response
 from ._retry import Retry, RetryTypes, error_delay, method_allows_retry, status_delay
 from ._timeouts import Timeout, TimeoutTypes, within_deadline
@@ -150,6 +153,14 @@ class Client:
             asked instead of the system resolver.
         dns_ttl: seconds a name's addresses are cached (``0`` or ``None``: not cached);
             the counters are in ``pool.stats().dns``.
+        transport: a :class:`glasspool.MockTransport` answering requests without sockets,
+            through the real pool (for tests; docs/testing.md); ``None``: real sockets.
+        event_hooks: ``{"request": [fn, ...], "response": [fn, ...]}``, plain or async
+            functions. Request hooks get each :class:`Request` before it is sent (once
+            per attempt: retries and redirect hops included) and may change its headers;
+            response hooks get each :class:`Response` when its head has arrived, body
+            unread. Run in list order; an exception from a hook ends the request
+            (docs/testing.md).
 
     Raises:
         ValueError, TypeError: a limit, duration or cap is out of range (named).
@@ -189,6 +200,8 @@ class Client:
         resolve: Mapping[str, str] | None = None,
         resolver: Resolver | None = None,
         dns_ttl: float | None = DEFAULT_DNS_TTL,
+        transport: MockTransport | None = None,
+        event_hooks: EventHooks | None = None,
     ) -> None:
         self._site = call_site()
         self._closed = False
@@ -234,6 +247,13 @@ class Client:
         self._proxies = ProxyChoice(explicit, env)
         self._proxy_urls: dict[str, ProxyIdentity] = {}  # per-request proxy= strings
         self._happy_eyeballs_delay = happy_eyeballs_delay
+        if transport is not None and not isinstance(transport, MockTransport):
+            raise TypeError(
+                f"transport= must be a glasspool.MockTransport or None, not "
+                f"{type(transport).__name__}"
+            )
+        self._mock_transport = transport
+        self._request_hooks, self._response_hooks = check_hooks(event_hooks)
         self.retry = Retry.coerce(retry)
         self._retry_rng = random.Random()  # the backoff's jitter; tests replace it
         self._retry_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep  # and this
@@ -277,6 +297,7 @@ class Client:
         follow_redirects: bool | Unset = UNSET,
         retry: RetryTypes | Unset = UNSET,
         proxy: str | Unset | None = UNSET,
+        files: FilesTypes | None = None,
     ) -> Response:
         """Send a request and read the whole response body.
 
@@ -287,7 +308,8 @@ class Client:
             url: absolute, or relative to ``base_url``.
             params: query parameters to add to the URL.
             headers: headers for this request (override the client's).
-            content: bytes, str (UTF-8) or an async iterable of bytes (sent chunked).
+            content: bytes, str (UTF-8) or an async iterable of bytes (sent chunked, or
+                with the length of a ``Content-Length`` header, which it must match).
             json: a value sent as JSON.
             data: a form sent as ``application/x-www-form-urlencoded``.
             timeout: overrides the client's timeout for this request.
@@ -295,6 +317,9 @@ class Client:
             retry: overrides the client's ``retry`` for this request (``None``: none).
             proxy: a proxy URL for this request (and its redirects), or ``None`` to go
                 direct; left out, the client's ``proxy`` or the environment's.
+            files: files sent as ``multipart/form-data``, with ``data`` fields alongside:
+                ``{"name": content | (filename, content[, content_type])}``, the content
+                bytes, a binary file object or a ``pathlib.Path`` (see ``docs/uploads.md``).
 
         Returns:
             The :class:`Response`, body read (``content``, ``text``, ``json()``).
@@ -319,6 +344,7 @@ class Client:
             False,
             retry,
             proxy,
+            files,
         )
 
     def stream(
@@ -335,6 +361,7 @@ class Client:
         follow_redirects: bool | Unset = UNSET,
         retry: RetryTypes | Unset = UNSET,
         proxy: str | Unset | None = UNSET,
+        files: FilesTypes | None = None,
     ) -> StreamContext:
         """Send a request and give the response with its body unread: ``async with``.
 
@@ -346,7 +373,7 @@ class Client:
         """
         call = (
             method, url, params, headers, content, json, data, timeout, follow_redirects, retry,
-            proxy,
+            proxy, files,
         )  # fmt: skip
         return StreamContext(self, call)
 
@@ -394,6 +421,7 @@ class Client:
         stream: bool,
         retry: RetryTypes | Unset = UNSET,
         proxy: str | Unset | None = UNSET,
+        files: FilesTypes | None = None,
     ) -> Response:
         if self._closed:
             raise ClientClosed(f"the client is closed; cannot send {method} {redact_url(url)}")
@@ -401,7 +429,7 @@ class Client:
         follow = self.follow_redirects if isinstance(follow_redirects, Unset) else follow_redirects
         policy = self.retry if isinstance(retry, Unset) else Retry.coerce(retry)
         request, route = self._build_request(
-            method, url, params, headers, content, json, data, proxy
+            method, url, params, headers, content, json, data, proxy, files
         )
         if t.total is None:
             return await self._send_following(
@@ -421,12 +449,13 @@ class Client:
         json: Any,
         data: Mapping[str, Any] | None,
         proxy: str | Unset | None = UNSET,
+        files: FilesTypes | None = None,
     ) -> tuple[Request, _Route]:
         full, route = self._target(url, params, proxy)
         body: RequestBody = None
         body_headers: Headers | None = None
-        if content is not None or json is not None or data is not None:
-            body, body_headers = encode_body(content, json, data)
+        if content is not None or json is not None or data is not None or files is not None:
+            body, body_headers = encode_body(content, json, data, files)
         merged = self._headers
         if headers is not None or body_headers:
             merged = self._headers.copy()
@@ -536,7 +565,8 @@ class Client:
             stripped,
         )
         content = request.content if plan.keep_body else None
-        follow = Request(plan.method, plan.url, plan.headers, content=content)
+        stream = request.stream if plan.keep_body else None  # only a replayable one is kept
+        follow = Request(plan.method, plan.url, plan.headers, content=content, stream=stream)
         key = pool_key_for(plan.url, self._tls, self._proxy_for(plan.url, proxy))
         return follow, _Route(key, None), plan.stripped
 
@@ -615,10 +645,21 @@ class Client:
         closed it as the request went out) is sent once more, on a new connection, if its
         method is idempotent and its body can be replayed.
         """
+        if self._request_hooks:  # on a copy: the hooks' changes are this attempt's only
+            headers = request.headers.copy()
+            request = Request._trusted(
+                request.method, request.url, headers, request.content, request.stream
+            )
+            await call_hooks(self._request_hooks, request)
         body: bytes | AsyncIterable[bytes] | None = request.content
         if request.stream is not None:
             body = request.stream
         chunked = request.stream is not None
+        length = None if body is None or chunked else len(request.content or b"")
+        sized = request.stream is not None and "content-length" in request.headers
+        if sized:  # a stream of a declared size: checked as it is sent
+            length = declared_length(request.headers)
+            chunked = False
         key = route.key
         target = route.target
         if key.proxy is not None and forwards(key):
@@ -627,12 +668,15 @@ class Client:
             request.method,
             request.url,
             request.headers,
-            body_length=None if body is None or chunked else len(request.content or b""),
+            body_length=length,
             chunked=chunked,
             target=target,
         )
         retry_ok = request.method in IDEMPOTENT_METHODS and request.body_replayable
         for attempt in (0, 1):
+            if sized:
+                assert request.stream is not None and length is not None
+                body = sized_stream(request.stream, length)
             exchange = await Exchange.start(self._pool, route.key, t, deadline, request.url)
             try:
                 response = await exchange.send(
@@ -651,6 +695,12 @@ class Client:
             if self._pool._adaptive:  # adaptive limits hear of every response head
                 after = response.headers.get("retry-after") is not None
                 self._pool._response_seen(exchange._lease, response.status, after)
+            if self._response_hooks:
+                try:
+                    await call_hooks(self._response_hooks, response)
+                except BaseException:
+                    await response.aclose()  # gives the connection back (closed if unread)
+                    raise
             return exchange, response
         raise AssertionError("unreachable: the second attempt returns or raises")
 
@@ -697,6 +747,10 @@ class Client:
         )
 
     async def _connect(self, key: PoolKey, connect_timeout: float | None) -> HTTP11Connection:
+        if self._mock_transport is not None:  # in memory, proxies included
+            if self._loop_watch is None:
+                self._loop_watch = _watch_loop(self)
+            return await self._mock_transport._open(key, self._limits)
         if key.proxy is not None:
             return await self._connect_via_proxy(key, connect_timeout)
         # The key's TLS identity, not the client's, sets up the handshake: a connection is
@@ -782,12 +836,24 @@ class StreamContext:
         self._response: Response | None = None
 
     async def __aenter__(self) -> Response:
-        (method, url, params, headers, content, json, data, timeout, follow, retry, proxy) = (
-            self._call
-        )
+        (
+            method,
+            url,
+            params,
+            headers,
+            content,
+            json,
+            data,
+            timeout,
+            follow,
+            retry,
+            proxy,
+            files,
+        ) = self._call
         self._response = await self._client._request(
-            method, url, params, headers, content, json, data, timeout, follow, True, retry, proxy
-        )
+            method, url, params, headers, content, json, data, timeout, follow, True, retry, proxy,
+            files,
+        )  # fmt: skip
         return self._response
 
     async def __aexit__(
