@@ -168,3 +168,26 @@ def test_bad_arguments() -> None:
         MockTransport("nope")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="MockTransport or None"):
         glasspool.Client(transport=object())  # type: ignore[arg-type]
+
+
+async def test_a_slow_handler_meets_the_read_timeout_and_is_cancelled() -> None:
+    started = asyncio.Event()
+    cancelled = asyncio.Event()
+
+    async def slow(request: Request) -> MockResponse:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        raise AssertionError("unreachable")
+
+    timeout = glasspool.Timeout(read=0.05)
+    async with glasspool.Client(transport=MockTransport(slow), timeout=timeout) as client:
+        with pytest.raises(glasspool.ReadTimeout):
+            await client.get("http://a.test/")
+        await asyncio.wait_for(cancelled.wait(), 5)  # the handler's task did not leak
+        assert started.is_set()
+        stats = client.pool.stats()
+        assert stats.open == 0 and stats.in_use == 0

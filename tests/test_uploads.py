@@ -366,3 +366,13 @@ async def test_an_unseekable_multipart_body_is_not_sent_twice() -> None:
         with pytest.raises(glasspool.InvalidRequest, match="cannot be replayed"):
             await client.post("http://a.test/old", files={"f": Pipe()})
         assert client.pool.stats().in_use == 0
+
+
+async def test_stream_takes_files_too() -> None:
+    def handler(request: glasspool.Request) -> glasspool.MockResponse:
+        return glasspool.MockResponse(200, content=request.content or b"")
+
+    async with glasspool.Client(transport=glasspool.MockTransport(handler)) as client:
+        async with client.stream("POST", "http://a.test/", files={"f": b"abc"}) as response:
+            body = await response.read()
+    assert b'name="f"; filename="f"' in body and b"\r\n\r\nabc\r\n" in body
