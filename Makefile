@@ -44,14 +44,14 @@ test: venv-check
 	$(MAKE) check
 
 check:
-	$(BIN)/ruff format --check src tests benchmarks
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks examples
+	$(BIN)/ruff check src tests benchmarks examples
 	$(BIN)/mypy --strict
 	$(BIN)/pytest -q
 
 fmt:
-	$(BIN)/ruff format src tests benchmarks
-	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format src tests benchmarks examples
+	$(BIN)/ruff check --fix src tests benchmarks examples
 
 # The whole suite on uvloop (tests/conftest.py reads GLASSPOOL_TEST_LOOP).
 test-uvloop: venv-check

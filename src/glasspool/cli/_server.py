@@ -181,7 +181,7 @@ class DemoServer:
         """
         if method != "GET":
             return await _send(writer, 405, b"GET only\n")
-        name, _, arg = path.lstrip("/").partition("/")
+        name, _, arg = path.partition("?")[0].lstrip("/").partition("/")  # query ignored
         route = _ROUTES.get(name)
         if route is None:
             return await _send(writer, 404, f"no route {path}\n".encode())
