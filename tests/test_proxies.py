@@ -593,3 +593,28 @@ def test_socks_without_the_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("ALL_PROXY", "socks5h://127.0.0.1:1080")
     with pytest.raises(ImportError, match="environment variable ALL_PROXY"):
         glasspool.Client()
+
+
+async def test_the_tunnel_is_an_event_on_the_request_span(
+    tinyproxy: Tinyproxy, https_origin: Origin, tls_certs: TLSCerts
+) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    import glasspool.otel
+
+    spans = InMemorySpanExporter()
+    tracers = TracerProvider()
+    tracers.add_span_processor(SimpleSpanProcessor(spans))
+    async with glasspool.Client(proxy=tinyproxy.url(), verify=str(tls_certs.ca_file)) as client:
+        handle = glasspool.otel.instrument(client, tracer_provider=tracers)
+        await client.get(https_origin.url("/traced"))
+        handle.uninstrument()
+    [span] = spans.get_finished_spans()
+    names = [event.name for event in span.events]
+    connecting = names.index("glasspool.pool.connecting")
+    tunnel = names.index("glasspool.pool.tunnel")
+    assert connecting < tunnel < names.index("glasspool.pool.acquired")
+    assert span.events[tunnel].attributes is not None
+    assert span.events[tunnel].attributes["glasspool.pool.reason"] == "connect"

@@ -444,6 +444,7 @@ class Instrumentation:
             "closed": self._on_closed,
             "retry": self._on_retry,
             "limit_changed": self._on_mark,
+            "tunnel": self._on_mark,  # a proxy's CONNECT or SOCKS tunnel is ready
         }
         self._installed = False
         self._saved: dict[str, Any] = {}
@@ -559,8 +560,9 @@ class Instrumentation:
             handler(event, k, event.waiting < before)
 
     def _on_mark(self, event: PoolEvent, k: _Key, served: bool) -> None:
-        """A retry or an adaptive limit change, seen in the requesting task: an event on
-        the request's span."""
+        """An adaptive limit change, or a proxy tunnel made ready while the request's
+        connection opens (``tunnel``: ``connect``/``socks``), seen in the requesting task (a
+        connect task inherits its context): an event on the request's span."""
         self._span_event(self._current(), event)
 
     def _on_retry(self, event: PoolEvent, k: _Key, served: bool) -> None:
