@@ -24,7 +24,9 @@ from typing import Any, Final, NamedTuple
 
 import yarl
 
+from ._auth import Auth, AuthTypes, BasicAuth, coerce_auth, netrc_auth, url_auth
 from ._connect import context_for, open_connection, tls_identity
+from ._cookies import Cookies, CookieTypes, cookie_header
 from ._defaults import (
     DEFAULT_EVICT_GRACE,
     DEFAULT_KEEPALIVE_EXPIRY,
@@ -74,6 +76,7 @@ __all__ = ["Client", "StreamContext"]
 
 IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 REDIRECT_DRAIN_BYTES: Final = 64 * 1024
+MAX_AUTH_ROUNDS: Final = 4  # requests an auth flow may send for one hop
 URL_CACHE_SIZE: Final = 1024  # parsed request URLs kept per client (see Client._target)
 DEFAULT_TIMEOUT: Final = Timeout()
 
@@ -135,6 +138,11 @@ class Client:
         adaptive_limits: lower a host's limit when it answers 429/503 or ``Retry-After``
             and raise it back after successes: ``True`` (the defaults), a
             :class:`glasspool.AdaptiveLimits`, or ``None`` (off; docs/pool.md).
+        auth: credentials for every request: ``("user", "pass")`` (Basic), a
+            :class:`glasspool.DigestAuth` or another :class:`glasspool.Auth` (docs/auth.md).
+            Without it, a URL's userinfo is sent as Basic, else ``.netrc`` if ``trust_env``.
+        cookies: initial cookies for :attr:`cookies`: a dict, :class:`glasspool.Cookies`
+            or ``http.cookiejar.CookieJar``.
 
     Raises:
         ValueError, TypeError: a limit, duration or cap is out of range (named).
@@ -168,6 +176,8 @@ class Client:
         proxy: str | None = None,
         trust_env: bool = True,
         adaptive_limits: AdaptiveLimitsTypes = None,
+        auth: AuthTypes = None,
+        cookies: CookieTypes = None,
     ) -> None:
         self._site = call_site()
         self._closed = False
@@ -214,6 +224,9 @@ class Client:
         self._recv_buffer: ReceiveBuffer | None = None  # shared by all its connections
         # URL string -> (base_url, TLS identity, parsed URL, route) they gave; see _target
         self._urls: dict[str, tuple[yarl.URL | None, TLSIdentity, yarl.URL, _Route]] = {}
+        self.auth = coerce_auth(auth)
+        self._cookies = Cookies(cookies)
+        self._netrc: dict[str, BasicAuth | None] = {}  # host -> its .netrc entry (trust_env)
 
     # ------------------------------------------------------------- properties
 
@@ -226,6 +239,11 @@ class Client:
     def headers(self) -> Any:
         """The headers sent with every request (defaults plus the ``headers`` argument)."""
         return self._headers
+
+    @property
+    def cookies(self) -> Cookies:
+        """The cookie jar: cookies given as ``cookies=`` and every ``Set-Cookie`` received."""
+        return self._cookies
 
     @property
     def is_closed(self) -> bool:
@@ -251,6 +269,8 @@ class Client:
         follow_redirects: bool | Unset = UNSET,
         retry: RetryTypes | Unset = UNSET,
         proxy: str | Unset | None = UNSET,
+        auth: AuthTypes = None,
+        cookies: CookieTypes = None,
     ) -> Response:
         """Send a request and read the whole response body.
 
@@ -269,6 +289,10 @@ class Client:
             retry: overrides the client's ``retry`` for this request (``None``: none).
             proxy: a proxy URL for this request (and its redirects), or ``None`` to go
                 direct; left out, the client's ``proxy`` or the environment's.
+            auth: credentials for this request (``None``: the client's ``auth``).
+            cookies: cookies sent with this request, besides the jar's (they replace jar
+                cookies of the same name); not stored in :attr:`cookies`, and not sent to
+                another origin after a redirect.
 
         Returns:
             The :class:`Response`, body read (``content``, ``text``, ``json()``).
@@ -293,6 +317,8 @@ class Client:
             False,
             retry,
             proxy,
+            auth,
+            cookies,
         )
 
     def stream(
@@ -309,6 +335,8 @@ class Client:
         follow_redirects: bool | Unset = UNSET,
         retry: RetryTypes | Unset = UNSET,
         proxy: str | Unset | None = UNSET,
+        auth: AuthTypes = None,
+        cookies: CookieTypes = None,
     ) -> StreamContext:
         """Send a request and give the response with its body unread: ``async with``.
 
@@ -320,7 +348,7 @@ class Client:
         """
         call = (
             method, url, params, headers, content, json, data, timeout, follow_redirects, retry,
-            proxy,
+            proxy, auth, cookies,
         )  # fmt: skip
         return StreamContext(self, call)
 
@@ -368,21 +396,30 @@ class Client:
         stream: bool,
         retry: RetryTypes | Unset = UNSET,
         proxy: str | Unset | None = UNSET,
+        auth: AuthTypes = None,
+        cookies: CookieTypes = None,
     ) -> Response:
         if self._closed:
             raise ClientClosed(f"the client is closed; cannot send {method} {redact_url(url)}")
         t = self.timeout if isinstance(timeout, Unset) else Timeout.coerce(timeout)
         follow = self.follow_redirects if isinstance(follow_redirects, Unset) else follow_redirects
         policy = self.retry if isinstance(retry, Unset) else Retry.coerce(retry)
+        flow = coerce_auth(auth) if auth is not None else self.auth
+        extra = None if cookies is None else Cookies(cookies)
         request, route = self._build_request(
             method, url, params, headers, content, json, data, proxy
         )
+        if flow is None:
+            flow = self._implicit_auth(request.url)
+        creds = _Credentials(flow, extra)
         if t.total is None:
             return await self._send_following(
-                request, route, t, None, follow, stream, policy, proxy
+                request, route, t, None, follow, stream, policy, proxy, creds
             )
         deadline = asyncio.get_running_loop().time() + t.total
-        following = self._send_following(request, route, t, deadline, follow, stream, policy, proxy)
+        following = self._send_following(
+            request, route, t, deadline, follow, stream, policy, proxy, creds
+        )
         return await within_deadline(following, deadline, t.total, request.url)
 
     def _build_request(
@@ -452,20 +489,18 @@ class Client:
         stream: bool,
         retry: Retry | None = None,
         proxy: str | Unset | None = UNSET,
+        creds: _Credentials | None = None,
     ) -> Response:
         """Send ``request`` and follow its redirects; the last response's body is read
         (``stream`` false) or handed to the caller unread. ``retry`` counts over all hops;
-        ``proxy`` (a per-request choice) applies to every hop."""
+        ``proxy`` (a per-request choice) applies to every hop; ``creds`` (auth and
+        per-request cookies) only to hops while no redirect has left the origin."""
         history: list[Response] = []
         stripped = False
         while True:
-            if retry is None:
-                exchange, response = await self._send(request, route, t, deadline)
-            else:
-                exchange, response, retry = await self._send_retrying(
-                    request, route, t, deadline, retry
-                )
-                response.attempts = retry.attempts
+            exchange, response, retry = await self._send_authed(
+                request, route, t, deadline, retry, None if stripped else creds
+            )
             # The status first: most responses are no redirect, and need no header index.
             if not follow or response.status not in REDIRECT_STATUSES:
                 location = None
@@ -532,6 +567,77 @@ class Client:
                 self._proxy_urls.clear()
             self._proxy_urls[proxy] = found
         return found
+
+    def _implicit_auth(self, url: yarl.URL) -> Auth | None:
+        """Credentials from the URL's userinfo, else from ``.netrc`` when ``trust_env``."""
+        found = url_auth(url)
+        if found is not None or not self.trust_env:
+            return found
+        host = url.host or ""
+        if host not in self._netrc:
+            if len(self._netrc) >= 64:
+                self._netrc.clear()
+            self._netrc[host] = netrc_auth(host, os.environ)
+        return self._netrc[host]
+
+    async def _send_authed(
+        self,
+        request: Request,
+        route: _Route,
+        t: Timeout,
+        deadline: float | None,
+        retry: Retry | None,
+        creds: _Credentials | None,
+    ) -> tuple[Exchange, Response, Retry | None]:
+        """Send one hop with its cookies, through the auth flow if there is one.
+
+        The flow may answer a response with another request (a 401 challenge): the
+        response's body is drained so its connection goes back to the pool, and the new
+        request is sent, at most ``MAX_AUTH_ROUNDS`` times, and only with a replayable body.
+        """
+        extra = creds.cookies if creds is not None else None
+        if "cookie" not in request.headers:
+            value = cookie_header(self._cookies, extra, request.url)
+            if value is not None:
+                request = _with_header(request, "Cookie", value)
+        auth = creds.auth if creds is not None else None
+        if auth is None:
+            return await self._send_attempts(request, route, t, deadline, retry)
+        flow = auth.auth_flow(request)
+        try:
+            try:
+                sent = next(flow)
+            except StopIteration:
+                raise TypeError(
+                    f"{type(auth).__name__}.auth_flow() yielded no request; it must yield "
+                    "the request to send"
+                ) from None
+            for _ in range(MAX_AUTH_ROUNDS):
+                exchange, response, retry = await self._send_attempts(
+                    sent, route, t, deadline, retry
+                )
+                try:
+                    sent = flow.send(response)
+                except StopIteration:
+                    return exchange, response, retry
+                if not request.body_replayable:
+                    break
+                await response._drain(REDIRECT_DRAIN_BYTES)  # its connection goes back
+            return exchange, response, retry
+        finally:
+            flow.close()
+
+    async def _send_attempts(
+        self, request: Request, route: _Route, t: Timeout, deadline: float | None,
+        retry: Retry | None,
+    ) -> tuple[Exchange, Response, Retry | None]:  # fmt: skip
+        """:meth:`_send`, or :meth:`_send_retrying` when there is a retry policy."""
+        if retry is None:
+            exchange, response = await self._send(request, route, t, deadline)
+            return exchange, response, None
+        exchange, response, retry = await self._send_retrying(request, route, t, deadline, retry)
+        response.attempts = retry.attempts
+        return exchange, response, retry
 
     async def _send_retrying(
         self, request: Request, route: _Route, t: Timeout, deadline: float | None, retry: Retry
@@ -622,6 +728,9 @@ class Client:
                 continue
             if response.status == 407 and key.proxy is not None and forwards(key):
                 await self._proxy_refused(request, response, key.proxy)
+            set_cookies = response._header_values("set-cookie")
+            if set_cookies:  # every hop's and attempt's cookies are kept
+                self._cookies._extract(request.url, set_cookies)
             if self._pool._adaptive:  # adaptive limits hear of every response head
                 after = response.headers.get("retry-after") is not None
                 self._pool._response_seen(exchange._lease, response.status, after)
@@ -755,11 +864,13 @@ class StreamContext:
 
     async def __aenter__(self) -> Response:
         (method, url, params, headers, content, json, data, timeout, follow, retry, proxy) = (
-            self._call
+            self._call[:11]
         )
+        auth, cookies = self._call[11:]
         self._response = await self._client._request(
-            method, url, params, headers, content, json, data, timeout, follow, True, retry, proxy
-        )
+            method, url, params, headers, content, json, data, timeout, follow, True, retry,
+            proxy, auth, cookies,
+        )  # fmt: skip
         return self._response
 
     async def __aexit__(
@@ -806,6 +917,19 @@ def _stop_watch(client: Client) -> None:
     if watch is not None:
         with contextlib.suppress(StopIteration):
             watch.aclose().send(None)
+
+
+class _Credentials(NamedTuple):
+    """What a request sends only to its own origin: its auth flow and per-request cookies."""
+
+    auth: Auth | None
+    cookies: Cookies | None
+
+
+def _with_header(request: Request, name: str, value: str) -> Request:
+    headers = request.headers.copy()
+    headers[name] = value
+    return Request._trusted(request.method, request.url, headers, request.content, request.stream)
 
 
 def _fits(delay: float, deadline: float | None) -> bool:
