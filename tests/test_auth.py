@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
 
 import pytest
+import yarl
 
 import glasspool
 from tests.faults import FaultServer
@@ -175,3 +176,59 @@ async def test_netrc_when_trust_env(
         assert (await client.get(url, auth=("u", "other"))).status == 401  # auth= wins
     async with glasspool.Client(trust_env=False) as client:
         assert (await client.get(url)).status == 401
+
+
+# RFC 7616, 3.9.1: the worked example, for both algorithms.
+_RFC_CHALLENGE = (
+    'Digest realm="http-auth@example.org", qop="auth, auth-int", algorithm={alg}, '
+    'nonce="7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v", '
+    'opaque="FQhe/qaU925kfnzjCev0ciny7QMkPqMAFRtzCUYo5tdS"'
+)
+_RFC_CNONCE = "f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ"
+
+
+def _challenge(request: glasspool.Request, value: str) -> glasspool.Response:
+    return glasspool.Response(401, headers={"WWW-Authenticate": value}, request=request)
+
+
+@pytest.mark.parametrize(
+    "alg, expected",
+    [
+        ("MD5", "8ca523f5e9506fed4657c9700eebdbec"),
+        ("SHA-256", "753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1"),
+    ],
+)
+def test_digest_matches_the_rfc_7616_example(
+    alg: str, expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("glasspool._auth.secrets.token_hex", lambda n: _RFC_CNONCE)
+    request = glasspool.Request("GET", yarl.URL("http://www.example.org/dir/index.html"))
+    flow = glasspool.DigestAuth("Mufasa", "Circle of Life").auth_flow(request)
+    assert "Authorization" not in next(flow).headers
+    answer = flow.send(_challenge(request, _RFC_CHALLENGE.format(alg=alg))).headers
+    header = answer["Authorization"]
+    assert f'response="{expected}"' in header
+    assert 'uri="/dir/index.html"' in header and "nc=00000001" in header
+    assert 'opaque="FQhe/qaU925kfnzjCev0ciny7QMkPqMAFRtzCUYo5tdS"' in header
+
+
+def test_digest_answers_stale_once_more_then_gives_up() -> None:
+    request = glasspool.Request("GET", yarl.URL("http://h.example/x"))
+    flow = glasspool.DigestAuth("u", "p").auth_flow(request)
+    next(flow)
+    first = flow.send(_challenge(request, 'Digest realm="r", nonce="n1", qop="auth"'))
+    assert 'nonce="n1"' in first.headers["Authorization"]
+    stale = 'Digest realm="r", nonce="n2", qop="auth", stale=true'
+    second = flow.send(_challenge(request, stale))
+    assert 'nonce="n2"' in second.headers["Authorization"]
+    assert "nc=00000001" in second.headers["Authorization"]  # a new nonce counts from 1
+    with pytest.raises(StopIteration):
+        flow.send(_challenge(request, stale.replace("n2", "n3")))
+
+
+def test_digest_ignores_non_digest_challenges() -> None:
+    request = glasspool.Request("GET", yarl.URL("http://h.example/x"))
+    flow = glasspool.DigestAuth("u", "p").auth_flow(request)
+    next(flow)
+    with pytest.raises(StopIteration):
+        flow.send(_challenge(request, 'Basic realm="r"'))
