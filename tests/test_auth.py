@@ -123,6 +123,8 @@ async def test_custom_auth_flow_answers_a_challenge(httpbin_url: str) -> None:
         assert response.status == 200
         assert flow.statuses == [401, 200]
         assert client.pool.stats().in_use == 0
+        assert "Authorization" not in client.headers  # the flow changed only its copy
+        assert (await client.get(f"{httpbin_url}/basic-auth/u/p")).status == 401
 
 
 async def test_auth_flow_that_yields_nothing_is_a_type_error(httpbin_url: str) -> None:

@@ -134,7 +134,8 @@ class Client:
             docs/proxies.md). ``None``: the environment's proxies if ``trust_env``.
         trust_env: read ``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY`` and ``NO_PROXY``
             (lower or upper case), and ``SSL_CERT_FILE``/``SSL_CERT_DIR`` for
-            ``verify=True``, when the client is created; ``False`` ignores them all.
+            ``verify=True``, when the client is created, and ``NETRC`` or ``~/.netrc`` for
+            requests without credentials (read once per host); ``False`` ignores them all.
         adaptive_limits: lower a host's limit when it answers 429/503 or ``Retry-After``
             and raise it back after successes: ``True`` (the defaults), a
             :class:`glasspool.AdaptiveLimits`, or ``None`` (off; docs/pool.md).
@@ -603,7 +604,12 @@ class Client:
         auth = creds.auth if creds is not None else None
         if auth is None:
             return await self._send_attempts(request, route, t, deadline, retry)
-        flow = auth.auth_flow(request)
+        # The flow gets its own copy of the headers: they may be the client's, or the
+        # ones the next redirect hop is planned from, and a flow may change them.
+        mine = Request._trusted(
+            request.method, request.url, request.headers.copy(), request.content, request.stream
+        )
+        flow = auth.auth_flow(mine)
         try:
             try:
                 sent = next(flow)
