@@ -143,7 +143,7 @@ class Cookies:
 
     def _header_for(self, url: yarl.URL) -> str | None:
         """The ``Cookie`` value for a request to ``url``, or ``None``."""
-        if not len(self.jar):
+        if not getattr(self.jar, "_cookies", True):  # CookieJar's store: empty, no work
             return None
         request = _stdlib_request(url)
         self.jar.add_cookie_header(request)

@@ -597,10 +597,9 @@ class Client:
         request is sent, at most ``MAX_AUTH_ROUNDS`` times, and only with a replayable body.
         """
         extra = creds.cookies if creds is not None else None
-        if "cookie" not in request.headers:
-            value = cookie_header(self._cookies, extra, request.url)
-            if value is not None:
-                request = _with_header(request, "Cookie", value)
+        value = cookie_header(self._cookies, extra, request.url)  # None at once if no cookies
+        if value is not None and not request.headers._scan("cookie"):  # a given one wins
+            request = _with_header(request, "Cookie", value)
         auth = creds.auth if creds is not None else None
         if auth is None:
             return await self._send_attempts(request, route, t, deadline, retry)
