@@ -141,9 +141,13 @@ class Cookies:
 
     # -------------------------------------------------------------- client side
 
+    def _held(self) -> bool:
+        """Whether the jar may hold a cookie (cheap: no walk over the cookies)."""
+        return bool(getattr(self.jar, "_cookies", True))  # CookieJar's own store
+
     def _header_for(self, url: yarl.URL) -> str | None:
         """The ``Cookie`` value for a request to ``url``, or ``None``."""
-        if not getattr(self.jar, "_cookies", True):  # CookieJar's store: empty, no work
+        if not self._held():
             return None
         request = _stdlib_request(url)
         self.jar.add_cookie_header(request)

@@ -412,7 +412,7 @@ class Client:
         )
         if flow is None:
             flow = self._implicit_auth(request.url)
-        creds = _Credentials(flow, extra)
+        creds = None if flow is None and extra is None else _Credentials(flow, extra)
         if t.total is None:
             return await self._send_following(
                 request, route, t, None, follow, stream, policy, proxy, creds
@@ -499,9 +499,17 @@ class Client:
         history: list[Response] = []
         stripped = False
         while True:
-            exchange, response, retry = await self._send_authed(
-                request, route, t, deadline, retry, None if stripped else creds
-            )
+            if creds is None and not self._cookies._held():  # the common case, kept short
+                if retry is None:
+                    exchange, response = await self._send(request, route, t, deadline)
+                else:
+                    exchange, response, retry = await self._send_attempts(
+                        request, route, t, deadline, retry
+                    )
+            else:
+                exchange, response, retry = await self._send_authed(
+                    request, route, t, deadline, retry, None if stripped else creds
+                )
             # The status first: most responses are no redirect, and need no header index.
             if not follow or response.status not in REDIRECT_STATUSES:
                 location = None
