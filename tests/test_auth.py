@@ -234,3 +234,12 @@ def test_digest_ignores_non_digest_challenges() -> None:
     next(flow)
     with pytest.raises(StopIteration):
         flow.send(_challenge(request, 'Basic realm="r"'))
+
+
+async def test_a_flow_error_gives_the_connection_back(httpbin_url: str) -> None:
+    url = f"{httpbin_url}/digest-auth/auth/u/p/SHA-512"
+    async with glasspool.Client(trust_env=False) as client:
+        with pytest.raises(ValueError, match="unsupported algorithm 'SHA-512'"):
+            await client.get(url, auth=glasspool.DigestAuth("u", "p"))
+        stats = client.pool.stats()
+        assert stats.in_use == 0 and stats.waiting == 0

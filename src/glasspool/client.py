@@ -633,6 +633,10 @@ class Client:
                     sent = flow.send(response)
                 except StopIteration:
                     return exchange, response, retry
+                except BaseException:
+                    with contextlib.suppress(Exception):  # the flow's error is what matters
+                        await response._drain(REDIRECT_DRAIN_BYTES)  # its connection goes back
+                    raise
                 if not request.body_replayable:
                     break
                 await response._drain(REDIRECT_DRAIN_BYTES)  # its connection goes back
