@@ -243,3 +243,20 @@ async def test_a_flow_error_gives_the_connection_back(httpbin_url: str) -> None:
             await client.get(url, auth=glasspool.DigestAuth("u", "p"))
         stats = client.pool.stats()
         assert stats.in_use == 0 and stats.waiting == 0
+
+
+async def test_a_flow_that_never_stops_is_cut_after_four_requests(httpbin_url: str) -> None:
+    class Forever(glasspool.Auth):
+        def auth_flow(
+            self, request: glasspool.Request
+        ) -> Generator[glasspool.Request, glasspool.Response, None]:
+            while True:
+                yield request
+
+    async with glasspool.Client(trust_env=False) as client:
+        events: list[glasspool.PoolEvent] = []
+        client.pool.add_listener(events.append)
+        response = await client.get(f"{httpbin_url}/bytes/10", auth=Forever())
+        assert response.status == 200 and len(response.content) == 10
+        assert sum(e.kind == "acquired" for e in events) == 4
+        assert client.pool.stats().in_use == 0

@@ -625,7 +625,7 @@ class Client:
                     f"{type(auth).__name__}.auth_flow() yielded no request; it must yield "
                     "the request to send"
                 ) from None
-            for _ in range(MAX_AUTH_ROUNDS):
+            for rounds in range(1, MAX_AUTH_ROUNDS + 1):
                 exchange, response, retry = await self._send_attempts(
                     sent, route, t, deadline, retry
                 )
@@ -637,10 +637,10 @@ class Client:
                     with contextlib.suppress(Exception):  # the flow's error is what matters
                         await response._drain(REDIRECT_DRAIN_BYTES)  # its connection goes back
                     raise
-                if not request.body_replayable:
-                    break
+                if rounds == MAX_AUTH_ROUNDS or not request.body_replayable:
+                    return exchange, response, retry  # what the flow last received
                 await response._drain(REDIRECT_DRAIN_BYTES)  # its connection goes back
-            return exchange, response, retry
+            raise AssertionError("unreachable: the last round returns")
         finally:
             flow.close()
 
