@@ -611,6 +611,13 @@ class Client:
         auth = creds.auth if creds is not None else None
         if auth is None:
             return await self._send_attempts(request, route, t, deadline, retry)
+        return await self._run_auth_flow(auth, request, route, t, deadline, retry)
+
+    async def _run_auth_flow(
+        self, auth: Auth, request: Request, route: _Route, t: Timeout, deadline: float | None,
+        retry: Retry | None,
+    ) -> tuple[Exchange, Response, Retry | None]:  # fmt: skip
+        """Send what ``auth.auth_flow(request)`` yields (see :meth:`_send_authed`)."""
         # The flow gets its own copy of the headers: they may be the client's, or the
         # ones the next redirect hop is planned from, and a flow may change them.
         mine = Request._trusted(
