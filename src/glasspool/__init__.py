@@ -1,6 +1,8 @@
 """glasspool: an asyncio HTTP client built around a connection pool you can see through."""
 
 from ._allocator import tune_allocator
+from ._auth import Auth, BasicAuth, DigestAuth
+from ._cookies import Cookies
 from ._events import EVENT_REASONS, PoolEvent, PoolListener
 from ._exceptions import (
     ClientClosed,
@@ -51,10 +53,14 @@ __all__ = [
     "EVENT_REASONS",
     "DNSStats",
     "AdaptiveLimits",
+    "Auth",
+    "BasicAuth",
     "Client",
     "ClientClosed",
     "ConnectError",
     "ConnectTimeout",
+    "Cookies",
+    "DigestAuth",
     "GlasspoolError",
     "HTTPStatusError",
     "Headers",

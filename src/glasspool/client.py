@@ -24,7 +24,9 @@ from typing import Any, Final, NamedTuple
 
 import yarl
 
+from ._auth import Auth, AuthTypes, BasicAuth, coerce_auth, netrc_auth, url_auth
 from ._connect import ConnectOptions, context_for, open_connection, tls_identity
+from ._cookies import Cookies, CookieTypes, cookie_header
 from ._defaults import (
     DEFAULT_EVICT_GRACE,
     DEFAULT_KEEPALIVE_EXPIRY,
@@ -79,6 +81,7 @@ __all__ = ["Client", "StreamContext"]
 IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 REDIRECT_DRAIN_BYTES: Final = 64 * 1024
 DEFAULT_DNS_TTL: Final = 10.0  # seconds a resolved name is kept (as aiohttp)
+MAX_AUTH_ROUNDS: Final = 4  # requests an auth flow may send for one hop
 URL_CACHE_SIZE: Final = 1024  # parsed request URLs kept per client (see Client._target)
 DEFAULT_TIMEOUT: Final = Timeout()
 
@@ -136,7 +139,8 @@ class Client:
             docs/proxies.md). ``None``: the environment's proxies if ``trust_env``.
         trust_env: read ``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY`` and ``NO_PROXY``
             (lower or upper case), and ``SSL_CERT_FILE``/``SSL_CERT_DIR`` for
-            ``verify=True``, when the client is created; ``False`` ignores them all.
+            ``verify=True``, when the client is created, and ``NETRC`` or ``~/.netrc`` for
+            requests without credentials (read once per host); ``False`` ignores them all.
         adaptive_limits: lower a host's limit when it answers 429/503 or ``Retry-After``
             and raise it back after successes: ``True`` (the defaults), a
             :class:`glasspool.AdaptiveLimits`, or ``None`` (off; docs/pool.md).
@@ -161,6 +165,11 @@ class Client:
             response hooks get each :class:`Response` when its head has arrived, body
             unread. Run in list order; an exception from a hook ends the request
             (docs/testing.md).
+        auth: credentials for every request: ``("user", "pass")`` (Basic), a
+            :class:`glasspool.DigestAuth` or another :class:`glasspool.Auth` (docs/auth.md).
+            Without it, a URL's userinfo is sent as Basic, else ``.netrc`` if ``trust_env``.
+        cookies: initial cookies for :attr:`cookies`: a dict, :class:`glasspool.Cookies`
+            or ``http.cookiejar.CookieJar``.
 
     Raises:
         ValueError, TypeError: a limit, duration or cap is out of range (named).
@@ -202,6 +211,8 @@ class Client:
         dns_ttl: float | None = DEFAULT_DNS_TTL,
         transport: MockTransport | None = None,
         event_hooks: EventHooks | None = None,
+        auth: AuthTypes = None,
+        cookies: CookieTypes = None,
     ) -> None:
         self._site = call_site()
         self._closed = False
@@ -260,6 +271,9 @@ class Client:
         self._recv_buffer: ReceiveBuffer | None = None  # shared by all its connections
         # URL string -> (base_url, TLS identity, parsed URL, route) they gave; see _target
         self._urls: dict[str, tuple[yarl.URL | None, TLSIdentity, yarl.URL, _Route]] = {}
+        self.auth = coerce_auth(auth)
+        self._cookies = Cookies(cookies)
+        self._netrc: dict[str, BasicAuth | None] = {}  # host -> its .netrc entry (trust_env)
 
     # ------------------------------------------------------------- properties
 
@@ -272,6 +286,11 @@ class Client:
     def headers(self) -> Any:
         """The headers sent with every request (defaults plus the ``headers`` argument)."""
         return self._headers
+
+    @property
+    def cookies(self) -> Cookies:
+        """The cookie jar: cookies given as ``cookies=`` and every ``Set-Cookie`` received."""
+        return self._cookies
 
     @property
     def is_closed(self) -> bool:
@@ -298,6 +317,8 @@ class Client:
         retry: RetryTypes | Unset = UNSET,
         proxy: str | Unset | None = UNSET,
         files: FilesTypes | None = None,
+        auth: AuthTypes = None,
+        cookies: CookieTypes = None,
     ) -> Response:
         """Send a request and read the whole response body.
 
@@ -320,6 +341,10 @@ class Client:
             files: files sent as ``multipart/form-data``, with ``data`` fields alongside:
                 ``{"name": content | (filename, content[, content_type])}``, the content
                 bytes, a binary file object or a ``pathlib.Path`` (see ``docs/uploads.md``).
+            auth: credentials for this request (``None``: the client's ``auth``).
+            cookies: cookies sent with this request, besides the jar's (they replace jar
+                cookies of the same name); not stored in :attr:`cookies`, and not sent to
+                another origin after a redirect.
 
         Returns:
             The :class:`Response`, body read (``content``, ``text``, ``json()``).
@@ -345,6 +370,8 @@ class Client:
             retry,
             proxy,
             files,
+            auth,
+            cookies,
         )
 
     def stream(
@@ -362,6 +389,8 @@ class Client:
         retry: RetryTypes | Unset = UNSET,
         proxy: str | Unset | None = UNSET,
         files: FilesTypes | None = None,
+        auth: AuthTypes = None,
+        cookies: CookieTypes = None,
     ) -> StreamContext:
         """Send a request and give the response with its body unread: ``async with``.
 
@@ -373,7 +402,7 @@ class Client:
         """
         call = (
             method, url, params, headers, content, json, data, timeout, follow_redirects, retry,
-            proxy, files,
+            proxy, files, auth, cookies,
         )  # fmt: skip
         return StreamContext(self, call)
 
@@ -422,21 +451,30 @@ class Client:
         retry: RetryTypes | Unset = UNSET,
         proxy: str | Unset | None = UNSET,
         files: FilesTypes | None = None,
+        auth: AuthTypes = None,
+        cookies: CookieTypes = None,
     ) -> Response:
         if self._closed:
             raise ClientClosed(f"the client is closed; cannot send {method} {redact_url(url)}")
         t = self.timeout if isinstance(timeout, Unset) else Timeout.coerce(timeout)
         follow = self.follow_redirects if isinstance(follow_redirects, Unset) else follow_redirects
         policy = self.retry if isinstance(retry, Unset) else Retry.coerce(retry)
+        flow = coerce_auth(auth) if auth is not None else self.auth
+        extra = None if cookies is None else Cookies(cookies)
         request, route = self._build_request(
             method, url, params, headers, content, json, data, proxy, files
         )
+        if flow is None:
+            flow = self._implicit_auth(request.url)
+        creds = None if flow is None and extra is None else _Credentials(flow, extra)
         if t.total is None:
             return await self._send_following(
-                request, route, t, None, follow, stream, policy, proxy
+                request, route, t, None, follow, stream, policy, proxy, creds
             )
         deadline = asyncio.get_running_loop().time() + t.total
-        following = self._send_following(request, route, t, deadline, follow, stream, policy, proxy)
+        following = self._send_following(
+            request, route, t, deadline, follow, stream, policy, proxy, creds
+        )
         return await within_deadline(following, deadline, t.total, request.url)
 
     def _build_request(
@@ -507,20 +545,26 @@ class Client:
         stream: bool,
         retry: Retry | None = None,
         proxy: str | Unset | None = UNSET,
+        creds: _Credentials | None = None,
     ) -> Response:
         """Send ``request`` and follow its redirects; the last response's body is read
         (``stream`` false) or handed to the caller unread. ``retry`` counts over all hops;
-        ``proxy`` (a per-request choice) applies to every hop."""
+        ``proxy`` (a per-request choice) applies to every hop; ``creds`` (auth and
+        per-request cookies) only to hops while no redirect has left the origin."""
         history: list[Response] = []
         stripped = False
         while True:
-            if retry is None:
-                exchange, response = await self._send(request, route, t, deadline)
+            if creds is None and not self._cookies._held():  # the common case, kept short
+                if retry is None:
+                    exchange, response = await self._send(request, route, t, deadline)
+                else:
+                    exchange, response, retry = await self._send_attempts(
+                        request, route, t, deadline, retry
+                    )
             else:
-                exchange, response, retry = await self._send_retrying(
-                    request, route, t, deadline, retry
+                exchange, response, retry = await self._send_authed(
+                    request, route, t, deadline, retry, None if stripped else creds
                 )
-                response.attempts = retry.attempts
             # The status first: most responses are no redirect, and need no header index.
             if not follow or response.status not in REDIRECT_STATUSES:
                 location = None
@@ -588,6 +632,92 @@ class Client:
                 self._proxy_urls.clear()
             self._proxy_urls[proxy] = found
         return found
+
+    def _implicit_auth(self, url: yarl.URL) -> Auth | None:
+        """Credentials from the URL's userinfo, else from ``.netrc`` when ``trust_env``."""
+        found = url_auth(url)
+        if found is not None or not self.trust_env:
+            return found
+        host = url.host or ""
+        if host not in self._netrc:
+            if len(self._netrc) >= 64:
+                self._netrc.clear()
+            self._netrc[host] = netrc_auth(host, os.environ)
+        return self._netrc[host]
+
+    async def _send_authed(
+        self,
+        request: Request,
+        route: _Route,
+        t: Timeout,
+        deadline: float | None,
+        retry: Retry | None,
+        creds: _Credentials | None,
+    ) -> tuple[Exchange, Response, Retry | None]:
+        """Send one hop with its cookies, through the auth flow if there is one.
+
+        The flow may answer a response with another request (a 401 challenge): the
+        response's body is drained so its connection goes back to the pool, and the new
+        request is sent, at most ``MAX_AUTH_ROUNDS`` times, and only with a replayable body.
+        """
+        extra = creds.cookies if creds is not None else None
+        value = cookie_header(self._cookies, extra, request.url)  # None at once if no cookies
+        if value is not None and not request.headers._scan("cookie"):  # a given one wins
+            request = _with_header(request, "Cookie", value)
+        auth = creds.auth if creds is not None else None
+        if auth is None:
+            return await self._send_attempts(request, route, t, deadline, retry)
+        return await self._run_auth_flow(auth, request, route, t, deadline, retry)
+
+    async def _run_auth_flow(
+        self, auth: Auth, request: Request, route: _Route, t: Timeout, deadline: float | None,
+        retry: Retry | None,
+    ) -> tuple[Exchange, Response, Retry | None]:  # fmt: skip
+        """Send what ``auth.auth_flow(request)`` yields (see :meth:`_send_authed`)."""
+        # The flow gets its own copy of the headers: they may be the client's, or the
+        # ones the next redirect hop is planned from, and a flow may change them.
+        mine = Request._trusted(
+            request.method, request.url, request.headers.copy(), request.content, request.stream
+        )
+        flow = auth.auth_flow(mine)
+        try:
+            try:
+                sent = next(flow)
+            except StopIteration:
+                raise TypeError(
+                    f"{type(auth).__name__}.auth_flow() yielded no request; it must yield "
+                    "the request to send"
+                ) from None
+            for rounds in range(1, MAX_AUTH_ROUNDS + 1):
+                exchange, response, retry = await self._send_attempts(
+                    sent, route, t, deadline, retry
+                )
+                try:
+                    sent = flow.send(response)
+                except StopIteration:
+                    return exchange, response, retry
+                except BaseException:
+                    with contextlib.suppress(Exception):  # the flow's error is what matters
+                        await response._drain(REDIRECT_DRAIN_BYTES)  # its connection goes back
+                    raise
+                if rounds == MAX_AUTH_ROUNDS or not request.body_replayable:
+                    return exchange, response, retry  # what the flow last received
+                await response._drain(REDIRECT_DRAIN_BYTES)  # its connection goes back
+            raise AssertionError("unreachable: the last round returns")
+        finally:
+            flow.close()
+
+    async def _send_attempts(
+        self, request: Request, route: _Route, t: Timeout, deadline: float | None,
+        retry: Retry | None,
+    ) -> tuple[Exchange, Response, Retry | None]:  # fmt: skip
+        """:meth:`_send`, or :meth:`_send_retrying` when there is a retry policy."""
+        if retry is None:
+            exchange, response = await self._send(request, route, t, deadline)
+            return exchange, response, None
+        exchange, response, retry = await self._send_retrying(request, route, t, deadline, retry)
+        response.attempts = retry.attempts
+        return exchange, response, retry
 
     async def _send_retrying(
         self, request: Request, route: _Route, t: Timeout, deadline: float | None, retry: Retry
@@ -692,6 +822,9 @@ class Client:
                 continue
             if response.status == 407 and key.proxy is not None and forwards(key):
                 await self._proxy_refused(request, response, key.proxy)
+            set_cookies = response._header_values("set-cookie")
+            if set_cookies:  # every hop's and attempt's cookies are kept
+                self._cookies._extract(request.url, set_cookies)
             if self._pool._adaptive:  # adaptive limits hear of every response head
                 after = response.headers.get("retry-after") is not None
                 self._pool._response_seen(exchange._lease, response.status, after)
@@ -849,10 +982,12 @@ class StreamContext:
             retry,
             proxy,
             files,
+            auth,
+            cookies,
         ) = self._call
         self._response = await self._client._request(
             method, url, params, headers, content, json, data, timeout, follow, True, retry, proxy,
-            files,
+            files, auth, cookies,
         )  # fmt: skip
         return self._response
 
@@ -900,6 +1035,19 @@ def _stop_watch(client: Client) -> None:
     if watch is not None:
         with contextlib.suppress(StopIteration):
             watch.aclose().send(None)
+
+
+class _Credentials(NamedTuple):
+    """What a request sends only to its own origin: its auth flow and per-request cookies."""
+
+    auth: Auth | None
+    cookies: Cookies | None
+
+
+def _with_header(request: Request, name: str, value: str) -> Request:
+    headers = request.headers.copy()
+    headers[name] = value
+    return Request._trusted(request.method, request.url, headers, request.content, request.stream)
 
 
 def _fits(delay: float, deadline: float | None) -> bool:
