@@ -55,7 +55,9 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (  # bottom first
     (
         "HTTP/1.1",
         (
+            "_auth",
             "_connect",
+            "_cookies",
             "_decoders",
             "_exchange",
             "_headers",
