@@ -301,7 +301,8 @@ async def test_delay_answers_late(fault_server: FaultServer) -> None:
         start = time.monotonic()
         r = await exchange(conn, fault_server, "/fault/delay?s=0.2")
     assert r.body == b"id=1"
-    assert time.monotonic() - start >= 0.2
+    # asyncio may run a timer up to its clock resolution early: allow 10 ms
+    assert time.monotonic() - start >= 0.19
 
 
 async def test_trickle_sends_the_body_a_byte_at_a_time(fault_server: FaultServer) -> None:
