@@ -25,7 +25,8 @@ PRINTING_BLOCK = re.compile(
 )
 BLOCK = re.compile(r"```(\w*)\n(.*?)```", re.S)
 DEVELOPMENT_WORDS = re.compile(
-    r"\bseed\b|\bissue\s+#?\d+|\(issue\b|\bthe issue\b|\b(?:this|last|next) session\b",
+    r"\bseed\b|\bissue\s+#?\d+|\(issue\b|\bthe issue\b|\b(?:this|last|next) session\b"
+    r"|\bat the start of this work\b|\bbefore the last change\b|\bcommit messages give\b",
     re.IGNORECASE,
 )
 

@@ -63,6 +63,28 @@ def test_download(server: ThreadedServer, tmp_path: Path) -> None:
     assert target.stat().st_size == 300000
 
 
+def test_download_progress_bar(server: ThreadedServer, tmp_path: Path) -> None:
+    target = tmp_path / "file.bin"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(EXAMPLES / "download.py"),
+            server.url("/bytes/300000"),
+            str(target),
+            "--progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"300000 bytes written to {target}"
+    last = done.stderr.splitlines()[-1]  # text mode reads each "\r" as a line end
+    assert last == f"[{'#' * 30}] 100% of 300000 bytes", done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_watch_pool(server: ThreadedServer) -> None:
     out = run("watch_pool.py", server.url("/hello"))
     assert "4 x queued (limit_per_host)" in out
