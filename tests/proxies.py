@@ -144,6 +144,7 @@ class Origin:
         self.server: asyncio.Server | None = None
         self.port = 0
         self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # the connection handlers
         self.release = asyncio.Event()  # lets the held half of ``/slow`` go
 
     @property
@@ -160,6 +161,9 @@ class Origin:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
         try:
             for _ in range(1000):
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -182,12 +186,18 @@ class Origin:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+            if task is not None:
+                self._tasks.discard(task)
 
     async def aclose(self) -> None:
+        """Stop listening and end every connection now (a proxy may still hold one open
+        after the client left); wait, at most 5 s, for their handlers to finish."""
         if self.server is not None:
             self.server.close()
             for writer in list(self._writers):
-                writer.close()
+                writer.transport.abort()  # the handler's read fails at once and it returns
+            if self._tasks:
+                await asyncio.wait(set(self._tasks), timeout=5)
             await self.server.wait_closed()
 
 
