@@ -188,6 +188,43 @@ async def test_tls_verified_with_ca_and_rejected_without(
         assert (await client.get(url)).status == 200
 
 
+async def test_tls_handshake_is_a_pool_event(nginx: NginxServer, tls_certs: TLSCerts) -> None:
+    """``tls`` (origin) comes between ``connecting`` and ``acquired new`` on https only, and
+    also when the handshake fails; a reused connection has none."""
+    events: list[PoolEvent] = []
+    async with Client(verify=str(tls_certs.ca_file)) as client:
+        client.pool.add_listener(events.append)
+        for _ in range(2):
+            await client.get(nginx.url("/small", which="tls", host="localhost"))
+        await client.get(nginx.url("/small"))
+    steps = [(e.kind, e.reason, e.key.scheme) for e in events if e.kind != "closed"]
+    assert steps == [
+        ("connecting", None, "https"),
+        ("tls", "origin", "https"),
+        ("acquired", "new", "https"),
+        ("released", "eof", "https"),
+        ("acquired", "reused", "https"),
+        ("released", "eof", "https"),
+        ("connecting", None, "http"),
+        ("acquired", "new", "http"),
+        ("released", "eof", "http"),
+    ]
+    assert events[0].connection_id == events[1].connection_id == events[2].connection_id
+    assert events[0].time <= events[1].time <= events[2].time
+    events.clear()
+    async with Client() as client:  # the test CA is unknown: the handshake fails
+        client.pool.add_listener(events.append)
+        timeline = glasspool.Timeline(client.pool)
+        with pytest.raises(glasspool.TLSError):
+            await client.get(nginx.url("/small", which="tls", host="localhost"))
+    assert [(e.kind, e.reason) for e in events] == [
+        ("connecting", None),
+        ("tls", "origin"),
+        ("closed", "error"),
+    ]
+    assert "TLS handshake with the server" in timeline.render_html()
+
+
 async def test_connect_error_names_host_and_port(refused_port: int) -> None:
     async with Client() as client:
         with pytest.raises(glasspool.ConnectError, match=str(refused_port)):

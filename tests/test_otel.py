@@ -31,6 +31,7 @@ import glasspool
 from glasspool import otel
 from tests.demoserver import DemoServer
 from tests.faults import FaultServer
+from tests.nginx import NginxServer, TLSCerts
 from tests.rawserver import RawServer
 
 Server = tuple[str, int, str]  # server.address, server.port, url.scheme
@@ -428,6 +429,22 @@ async def test_one_client_span_per_call_with_the_pool_story(telemetry: Telemetry
     # A stream's span lasts until its block ends, so the release is on it.
     assert span_events(three) == [("acquired", "reused"), ("released", "eof")]
     assert {s.context.trace_id for s in spans} != {0}
+
+
+async def test_the_tls_handshake_is_on_the_span(
+    telemetry: Telemetry, nginx: NginxServer, tls_certs: TLSCerts
+) -> None:
+    url = nginx.url("/small", which="tls", host="localhost")
+    async with glasspool.Client(verify=str(tls_certs.ca_file)) as client:
+        otel.instrument(client, telemetry.meters, telemetry.tracers)
+        await client.get(url)
+        await client.get(url)
+    first, second = sorted(telemetry.spans(), key=lambda s: s.start_time or 0)
+    assert span_events(first)[:3] == [("connecting", None), ("tls", "origin"), ("acquired", "new")]
+    connecting, tls, acquired = (event_time(first, n) for n in ("connecting", "tls", "acquired"))
+    assert connecting <= tls <= acquired  # TCP connect, then the handshake
+    assert ("tls", "origin") not in span_events(second)  # reused: no handshake
+    assert first.attributes is not None and first.attributes["url.scheme"] == "https"
 
 
 def event_time(span: ReadableSpan, name: str) -> int:

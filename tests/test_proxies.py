@@ -278,7 +278,9 @@ async def test_https_proxy_to_http_and_https(
     front = await TLSFront(tls_certs.server_context(), tinyproxy_auth.port).start()
     try:
         url = front.url(USER, PASSWORD)
+        events: list[glasspool.PoolEvent] = []
         async with glasspool.Client(proxy=url, verify=str(tls_certs.ca_file)) as client:
+            client.pool.add_listener(events.append)
             for origin in (http_origin, https_origin):  # https: TLS inside TLS
                 for i in range(2):
                     r = await client.get(origin.url(f"/t{i}"))
@@ -289,6 +291,17 @@ async def test_https_proxy_to_http_and_https(
             assert all("via https://alice:***@localhost:" in str(k) for k in stats.hosts)
     finally:
         await front.aclose()
+    # the tunnelled connection: TLS with the proxy, CONNECT, then TLS with the origin
+    tunnelled = [e for e in events if e.key.scheme == "https"]
+    assert [(e.kind, e.reason) for e in tunnelled][:5] == [
+        ("connecting", None),
+        ("tls", "proxy"),
+        ("tunnel", "connect"),
+        ("tls", "origin"),
+        ("acquired", "new"),
+    ]
+    forwarded = [(e.kind, e.reason) for e in events if e.key.scheme == "http"]
+    assert ("tls", "proxy") in forwarded and ("tls", "origin") not in forwarded
     assert_no_credentials(http_origin)
     assert_no_credentials(https_origin)
 
@@ -359,13 +372,20 @@ async def test_tunnel_event_and_timeline(
         at_rest(client)
     kinds = [(e.kind, e.reason) for e in events]
     reason = "connect" if kind == "http" else "socks"
-    assert kinds[:3] == [("connecting", None), ("tunnel", reason), ("acquired", "new")]
+    assert kinds[:4] == [
+        ("connecting", None),
+        ("tunnel", reason),
+        ("tls", "origin"),  # TLS with the origin, inside the tunnel
+        ("acquired", "new"),
+    ]
     assert kinds.count(("tunnel", reason)) == 1  # the second request reused the tunnel
+    assert kinds.count(("tls", "origin")) == 1
     assert events[1].connection_id == events[0].connection_id
     page = timeline.render_html()
     trace = json.dumps(timeline.render_trace())
     assert PASSWORD not in trace
     assert "proxy tunnel ready after" in page
+    assert "TLS handshake with the server" in page
     assert PASSWORD not in page and PASSWORD not in "".join(map(str, events))
 
 

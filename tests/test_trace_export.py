@@ -20,7 +20,7 @@ from tests.demoserver import DemoServer, ThreadedServer
 
 A = PoolKey("http", "a.test", 80)
 B = PoolKey("http", "b.test", 80)
-PHASES = {"X", "M", "C", "b", "e"}
+PHASES = {"X", "M", "C", "b", "e", "i"}
 
 
 def ev(
@@ -194,3 +194,26 @@ def test_help_lists_trace(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--trace FILE" in capsys.readouterr().out
     assert main(["demo", "--help"]) == 0
     assert "--trace FILE" in capsys.readouterr().out
+
+
+def test_connect_steps_inside_the_connect_slice() -> None:
+    s = PoolKey("https", "s.test", 443)
+    trace = chrome_trace(
+        [
+            ev("connecting", None, 1, 1.0, 0, key=s),
+            ev("tls", "origin", 1, 1.25, 0, key=s),
+            ev("acquired", "new", 1, 1.5, 0, key=s),
+            ev("connecting", None, 2, 2.0, 0, key=s),  # through a proxy
+            ev("tunnel", "connect", 2, 2.25, 0, key=s),
+            ev("tls", "origin", 2, 2.5, 0, key=s),
+            ev("closed", "error", 2, 3.0, 0, key=s),  # the handshake failed
+        ]
+    )
+    check_well_formed(trace)
+    handshakes = [(e["tid"], e["name"], e["ts"], e["dur"]) for e in slices(trace, "tls")]
+    assert handshakes == [
+        (1, "TLS handshake (origin)", 1.25e6, 0.25e6),
+        (2, "TLS handshake (origin)", 2.5e6, 0.5e6),
+    ]
+    instants = [(e["tid"], e["name"], e["ts"]) for e in trace["traceEvents"] if e["ph"] == "i"]
+    assert instants == [(2, "tunnel ready (connect)", 2.25e6)]

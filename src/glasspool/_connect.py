@@ -28,6 +28,7 @@ import aiohappyeyeballs
 from ._dns import DNSCache
 from ._exceptions import ConnectError, ConnectTimeout, TLSError
 from ._http11 import HTTP11Connection, ParserLimits, ReceiveBuffer
+from ._pool.asyncio import connect_progress
 from ._pool.key import PoolKey, TLSIdentity
 
 __all__ = [
@@ -144,6 +145,7 @@ async def open_connection(
     recv_buffer: ReceiveBuffer | None = None,
     options: ConnectOptions = _NO_OPTIONS,
     dns: DNSCache | None = None,
+    tls_reason: str = "origin",
 ) -> HTTP11Connection:
     """Open a TCP (and, with ``ssl_context``, TLS) connection for ``key``.
 
@@ -162,6 +164,8 @@ async def open_connection(
             loop); None gives the connection a small one of its own.
         options: source address, socket options, a Unix socket, name overrides.
         dns: the client's name cache and resolver; None asks ``getaddrinfo`` each time.
+        tls_reason: the reason of the ``tls`` pool event reported when the handshake
+            begins: ``origin``, or ``proxy`` for the connection to an ``https://`` proxy.
 
     Returns:
         A connected :class:`HTTP11Connection` with ``TCP_NODELAY`` set.
@@ -189,6 +193,7 @@ async def open_connection(
                     sock.close()
                     raise
             if ssl_context is not None:
+                connect_progress("tls", tls_reason)
                 await _start_tls(loop, conn, transport, ssl_context, key, host)
     except Exception as exc:
         err = _connect_failure(exc, key, host, ssl_context, connect_timeout, options)

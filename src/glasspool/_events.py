@@ -20,6 +20,7 @@ EVENT_REASONS: Final[dict[str, frozenset[str | None]]] = {
     "dequeued": frozenset({"cancelled", "timeout"}),
     "connecting": frozenset({None}),
     "tunnel": frozenset({"connect", "socks"}),
+    "tls": frozenset({"origin", "proxy"}),
     "acquired": frozenset({"new", "reused"}),
     "released": frozenset({"eof", "closed", "error"}),
     "closed": frozenset(
@@ -65,7 +66,9 @@ class PoolEvent:
 
     Attributes:
         kind: ``queued``, ``dequeued``, ``connecting``, ``tunnel`` (a proxy tunnel of a
-            connection being opened is ready), ``acquired``, ``released``, ``closed``,
+            connection being opened is ready), ``tls`` (the TCP connection, or the tunnel,
+            of a connection being opened is up and its TLS handshake begins: with the
+            origin, or with an ``https://`` proxy), ``acquired``, ``released``, ``closed``,
             ``retry`` (a request is sent again after a wait) or ``limit_changed`` (an
             adaptive per-host limit moved).
         key: the pool key (scheme, host, port, TLS identity) the event concerns.

@@ -491,6 +491,7 @@ async def _tunnel(
             conn.connection_made(transport)
             return conn
         transport.pause_reading()
+        connect_progress("tls", "origin")
         tls = await loop.start_tls(transport, conn, context, server_hostname=_sni(key))
         if tls is None:
             raise ConnectError(f"TLS to {key.origin}: the event loop returned no transport")
@@ -551,6 +552,7 @@ async def _via_socks(
     if context is None:
         return conn
     try:
+        connect_progress("tls", "origin")
         tls = await loop.start_tls(transport, conn, context, server_hostname=_sni(key))
         if tls is None:
             raise ConnectError(f"TLS to {key.origin}: the event loop returned no transport")

@@ -867,7 +867,7 @@ class Client:
             self._recv_buffer = ReceiveBuffer()
 
         async def open_tcp(pkey: PoolKey, _context: ssl.SSLContext | None) -> HTTP11Connection:
-            return await self._connect(pkey, connect_timeout)
+            return await self._connect(pkey, connect_timeout, tls_reason="proxy")
 
         return await open_via_proxy(
             key,
@@ -879,7 +879,9 @@ class Client:
             recv_buffer=self._recv_buffer,
         )
 
-    async def _connect(self, key: PoolKey, connect_timeout: float | None) -> HTTP11Connection:
+    async def _connect(
+        self, key: PoolKey, connect_timeout: float | None, tls_reason: str = "origin"
+    ) -> HTTP11Connection:
         if self._mock_transport is not None:  # in memory, proxies included
             if self._loop_watch is None:
                 self._loop_watch = _watch_loop(self)
@@ -904,6 +906,7 @@ class Client:
             recv_buffer=self._recv_buffer,
             options=self._connect_options,
             dns=self._dns,
+            tls_reason=tls_reason,
         )
 
     # ------------------------------------------------------------- lifecycle

@@ -445,6 +445,7 @@ class Instrumentation:
             "retry": self._on_retry,
             "limit_changed": self._on_mark,
             "tunnel": self._on_mark,  # a proxy's CONNECT or SOCKS tunnel is ready
+            "tls": self._on_mark,  # a TLS handshake (origin or proxy) begins
         }
         self._installed = False
         self._saved: dict[str, Any] = {}

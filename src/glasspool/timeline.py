@@ -16,10 +16,10 @@ delimit:
   are served first in, first out, so the oldest recorded wait is matched with the next
   served request (and with the next ``dequeued``, which is exact for pool timeouts and a
   best guess for cancellations);
-- **connect**: ``connecting`` until ``acquired new`` (TCP connect and TLS handshake
-  together: the events do not split them); through a proxy, the bar's hover text also
-  says when the tunnel was ready (``tunnel``: the proxy accepted ``CONNECT``, or the
-  SOCKS handshake ended);
+- **connect**: ``connecting`` until ``acquired new``; the bar's hover text splits it where
+  the events do: ``tls`` (TCP, or the tunnel, is up and the TLS handshake begins, until
+  the next step or ``acquired new``) and, through a proxy, ``tunnel`` (the proxy accepted
+  ``CONNECT``, or the SOCKS handshake ended);
 - **in use**: ``acquired`` until ``released`` (sending, waiting for the head and reading
   the body together: no public event separates them).
 
@@ -84,7 +84,7 @@ class _Bar:
     how: str  # "new", "reused", or "failed" (the connect failed)
     end: float | None = None
     end_reason: str | None = None
-    tunnel: tuple[float, str | None] | None = None  # when a proxy tunnel was ready, and how
+    steps: tuple[tuple[float, str, str | None], ...] = ()  # connect steps: time, kind, reason
 
 
 @dataclass(slots=True)
@@ -123,7 +123,7 @@ class _Builder:
         self.queues: dict[PoolKey, deque[float]] = {}
         self.connecting: dict[int, tuple[float, float | None]] = {}
         self.active: dict[int, _Bar] = {}
-        self.tunnels: dict[int, tuple[float, str | None]] = {}
+        self.steps: dict[int, list[tuple[float, str, str | None]]] = {}
 
     def feed(self, event: PoolEvent) -> None:
         """Apply one event and add a point to the series."""
@@ -181,14 +181,15 @@ class _Builder:
         how = "new" if event.reason == "new" else "reused"
         bar = _Bar(self.model.bars, lane.conn, event.key, queued, connect, event.time, how)
         if event.reason == "new":
-            bar.tunnel = self.tunnels.pop(lane.conn, None)
+            bar.steps = tuple(self.steps.pop(lane.conn, ()))
         self._add_bar(lane, bar)
         self.active[lane.conn] = bar
 
-    def on_tunnel(self, event: PoolEvent, served: bool) -> None:
-        """A proxy tunnel of a connection being opened is ready: shown on its first bar."""
+    def on_step(self, event: PoolEvent, served: bool) -> None:
+        """A step of a connection being opened (``tunnel``, ``tls``): on its first bar."""
         if event.connection_id is not None:
-            self.tunnels[event.connection_id] = (event.time, event.reason)
+            steps = self.steps.setdefault(event.connection_id, [])
+            steps.append((event.time, event.kind, event.reason))
 
     def on_released(self, event: PoolEvent, served: bool) -> None:
         """The connection's current bar ends."""
@@ -201,11 +202,12 @@ class _Builder:
         lane = self._lane(event)
         lane.end, lane.close_reason = event.time, event.reason
         self.open = max(0, self.open - 1)
-        self.tunnels.pop(lane.conn, None)
+        steps = tuple(self.steps.pop(lane.conn, ()))
         pending = self.connecting.pop(lane.conn, None)
         if pending is not None:
             connect, queued = pending
             bar = _Bar(self.model.bars, lane.conn, event.key, queued, connect, None, "failed")
+            bar.steps = steps  # e.g. a TLS handshake that failed
             bar.end, bar.end_reason = event.time, f"connect {event.reason}"
             self._add_bar(lane, bar)
         bar_in_use = self.active.pop(lane.conn, None)
@@ -222,7 +224,8 @@ _HANDLERS: Final[dict[str, Callable[[_Builder, PoolEvent, bool], None]]] = {
     "queued": _Builder.on_queued,
     "dequeued": _Builder.on_dequeued,
     "connecting": _Builder.on_connecting,
-    "tunnel": _Builder.on_tunnel,
+    "tunnel": _Builder.on_step,
+    "tls": _Builder.on_step,
     "acquired": _Builder.on_acquired,
     "released": _Builder.on_released,
     "closed": _Builder.on_closed,
@@ -305,15 +308,31 @@ def _bar_tip(bar: _Bar, scale: _Scale) -> str:
         )
     if bar.connect is not None:
         lines.append(f"connect {_dur(bar.connect, _first(bar.start, bar.end, t_end))}")
-        if bar.tunnel is not None:
-            what = "CONNECT accepted" if bar.tunnel[1] == "connect" else "SOCKS handshake done"
-            lines.append(f"proxy tunnel ready after {_dur(bar.connect, bar.tunnel[0])} ({what})")
+        lines.extend(_step_lines(bar, t_end))
     if bar.start is not None:
         end = _first(bar.end, t_end)
         how = "new connection" if bar.how == "new" else "reused connection"
         lines.append(f"in use {_dur(bar.start, end)} on a {how}")
     lines.append(f"released: {bar.end_reason or 'still in use at the end'}")
     return "\n".join(lines)
+
+
+def _step_lines(bar: _Bar, t_end: float) -> list[str]:
+    """The hover lines of a connect's steps: when a proxy tunnel was ready, and each TLS
+    handshake with the time it took (until the next step, or the connection's first use)."""
+    assert bar.connect is not None
+    lines = []
+    for n, (t, kind, reason) in enumerate(bar.steps):
+        if kind == "tunnel":
+            what = "CONNECT accepted" if reason == "connect" else "SOCKS handshake done"
+            lines.append(f"proxy tunnel ready after {_dur(bar.connect, t)} ({what})")
+        elif kind == "tls":
+            nxt = bar.steps[n + 1][0] if n + 1 < len(bar.steps) else None
+            stop = _first(nxt, bar.start, bar.end, t_end)
+            whom = "the proxy" if reason == "proxy" else "the server"
+            began = _dur(bar.connect, t)
+            lines.append(f"TLS handshake with {whom} {_dur(t, stop)} (began {began} in)")
+    return lines
 
 
 def _first(*times: float | None) -> float:
@@ -639,6 +658,7 @@ def _lane_events(lane: _Lane, pid: int, t_end: float) -> list[Event]:
             out.append(
                 _slice("connect", "connect", pid, lane.conn, bar.connect, stop, outcome=outcome)
             )
+            out.extend(_step_events(bar, pid, lane.conn, stop))
         if bar.start is not None:
             out.append(
                 _slice(
@@ -652,6 +672,21 @@ def _lane_events(lane: _Lane, pid: int, t_end: float) -> list[Event]:
                     released=bar.end_reason or "still in use at the end",
                 )
             )
+    return out
+
+
+def _step_events(bar: _Bar, pid: int, tid: int, stop: float) -> list[Event]:
+    """Inside a connect slice: a slice per TLS handshake, an instant when a tunnel was ready."""
+    out: list[Event] = []
+    for n, (t, kind, reason) in enumerate(bar.steps):
+        if kind == "tls":
+            end = bar.steps[n + 1][0] if n + 1 < len(bar.steps) else stop
+            out.append(_slice(f"TLS handshake ({reason})", "tls", pid, tid, t, end))
+        else:
+            out.append(
+                {"name": f"{kind} ready ({reason})", "ph": "i", "s": "t", "pid": pid,
+                 "tid": tid, "ts": _us(t)}
+            )  # fmt: skip
     return out
 
 

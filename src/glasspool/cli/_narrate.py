@@ -34,6 +34,12 @@ TEMPLATES: Final[dict[tuple[str, str | None, str], str]] = {
     ("tunnel", "socks", ""): (
         "The SOCKS proxy connected connection {conn} through to {host}; the tunnel is open."
     ),
+    ("tls", "origin", ""): (
+        "Connection {conn} reached {host}; the TLS handshake with the server begins."
+    ),
+    ("tls", "proxy", ""): (
+        "Connection {conn} reached its HTTPS proxy; the TLS handshake with the proxy begins."
+    ),
     ("acquired", "new", ""): "Connection {conn} is open and carries the request (reason new).",
     ("acquired", "reused", ""): (
         "Connection {conn} was idle in the pool and now carries this request (reason reused): "
