@@ -671,7 +671,8 @@ class Instrumentation:
         if call is not None:
             if call.conn == cid:
                 call.conn = None
-            self._span_event(call, event)
+            if event.reason != "eof":  # a body read to its end is the span's own end
+                self._span_event(call, event)
 
     def _on_closed(self, event: PoolEvent, k: _Key, served: bool) -> None:
         cid = event.connection_id
