@@ -80,6 +80,8 @@ def redact_url(url: object, *, quoted: bool = False) -> str:
 
 
 def _redacted(text: str) -> str:
+    if "@" not in text and "?" not in text:  # no userinfo, no query: nothing to hide
+        return text
     start = _authority_start(text)
     if start < 0:
         return _redact_query(text, 0)
