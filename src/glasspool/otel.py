@@ -476,11 +476,9 @@ class Instrumentation:
                 k.waiting = host.waiting
                 k.waiting_cell.value += host.waiting
                 k.queue.extend((None, None) for _ in range(host.waiting))
-        wrappers = (
-            ("request", self._wrap_request),
-            ("stream", self._wrap_stream),
-            ("_send", self._wrap_send),
-        )
+        wrappers = [("request", self._wrap_request), ("stream", self._wrap_stream)]
+        if self._spans:  # a span per send (redirect hop, retry): only when there are spans
+            wrappers.append(("_send", self._wrap_send))
         for name, wrapper in wrappers:
             self._saved[name] = attrs.get(name)
             attrs[name] = wrapper(getattr(client, name))
