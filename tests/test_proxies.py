@@ -635,6 +635,9 @@ async def test_the_tunnel_is_an_event_on_the_request_span(
     names = [event.name for event in span.events]
     connecting = names.index("glasspool.pool.connecting")
     tunnel = names.index("glasspool.pool.tunnel")
-    assert connecting < tunnel < names.index("glasspool.pool.acquired")
+    tls = names.index("glasspool.pool.tls")
+    assert connecting < tunnel < tls < names.index("glasspool.pool.acquired")
     assert span.events[tunnel].attributes is not None
     assert span.events[tunnel].attributes["glasspool.pool.reason"] == "connect"
+    assert span.events[tls].attributes is not None
+    assert span.events[tls].attributes["glasspool.pool.reason"] == "origin"

@@ -444,8 +444,8 @@ class Instrumentation:
             "closed": self._on_closed,
             "retry": self._on_retry,
             "limit_changed": self._on_mark,
-            "tunnel": self._on_mark,  # a proxy's CONNECT or SOCKS tunnel is ready
-            "tls": self._on_mark,  # a TLS handshake (origin or proxy) begins
+            "tunnel": self._on_step,  # a proxy's CONNECT or SOCKS tunnel is ready
+            "tls": self._on_step,  # a TLS handshake (origin or proxy) begins
         }
         self._installed = False
         self._saved: dict[str, Any] = {}
@@ -559,10 +559,16 @@ class Instrumentation:
             handler(event, k, event.waiting < before)
 
     def _on_mark(self, event: PoolEvent, k: _Key, served: bool) -> None:
-        """An adaptive limit change, or a proxy tunnel made ready while the request's
-        connection opens (``tunnel``: ``connect``/``socks``), seen in the requesting task (a
-        connect task inherits its context): an event on the request's span."""
+        """An adaptive limit change, seen in the requesting task: an event on its span."""
         self._span_event(self._current(), event)
+
+    def _on_step(self, event: PoolEvent, k: _Key, served: bool) -> None:
+        """A step in opening a connection (``tunnel`` ready, ``tls`` handshake begins): an
+        event on the span of the request the connection is being opened for (its owner
+        since ``connecting``; the connect may run in a task started by another request)."""
+        conn = None if event.connection_id is None else self._conns.get(event.connection_id)
+        if conn is not None:
+            self._span_event(conn.owner, event)
 
     def _on_retry(self, event: PoolEvent, k: _Key, served: bool) -> None:
         """A retry, in the requesting task: an event on the attempt's span (its reason,
