@@ -1,4 +1,5 @@
-"""Real proxies for tests: tinyproxy (HTTP, CONNECT) and microsocks (SOCKS5) child processes.
+"""Real proxies for tests: tinyproxy and squid (HTTP, CONNECT) and microsocks (SOCKS5)
+child processes.
 
 Each listens on a free 127.0.0.1 port with a temporary configuration, with or without
 credentials. A missing binary fails the test with a message naming the Debian package
@@ -17,6 +18,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -130,6 +132,88 @@ class Microsocks:
 
     def stop(self) -> None:
         _stop(self.proc)
+
+
+class Squid:
+    """A squid child process (a caching forward proxy, here with the cache off) that keeps
+    client connections alive, forwards and tunnels; ``auth`` is ``(user, password)`` for
+    Basic auth through squid's ``basic_ncsa_auth`` helper (the password file is written
+    with ``openssl passwd -apr1``)."""
+
+    HELPER = "/usr/lib/squid/basic_ncsa_auth"
+
+    def __init__(self, *, auth: tuple[str, str] | None = None) -> None:
+        self.binary = _binary("squid", "squid")
+        self.auth = auth
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        # squid started as root runs as its own user: a world-readable directory of its own
+        self.workdir = Path(tempfile.mkdtemp(prefix="glasspool-squid-"))
+        self.workdir.chmod(0o755)
+
+    def url(self, user: str | None = None, password: str | None = None) -> str:
+        cred = "" if user is None else f"{user}:{password}@"
+        return f"http://{cred}127.0.0.1:{self.port}"
+
+    def _password_file(self) -> Path:
+        assert self.auth is not None
+        if not os.access(self.HELPER, os.X_OK):
+            pytest.fail(f"{self.HELPER} is missing: install the Debian package squid")
+        openssl = _binary("openssl", "openssl")
+        hashed = (
+            subprocess.run(
+                [openssl, "passwd", "-apr1", "-stdin"],
+                input=self.auth[1].encode(),
+                capture_output=True,
+                check=True,
+            )
+            .stdout.decode()
+            .strip()
+        )
+        path = self.workdir / "passwd"
+        path.write_text(f"{self.auth[0]}:{hashed}\n")
+        path.chmod(0o644)
+        return path
+
+    def start(self) -> Squid:
+        conf = self.workdir / "squid.conf"
+        log = self.workdir / "cache.log"
+        lines = [
+            f"http_port 127.0.0.1:{self.port}",
+            "pid_filename none",
+            "cache deny all",
+            "access_log none",
+            f"cache_log {log}",
+            "cache_store_log none",
+            f"coredump_dir {self.workdir}",
+            "pinger_enable off",
+            "shutdown_lifetime 0 seconds",
+            "via off",
+            "forwarded_for delete",
+            "acl local src 127.0.0.1",
+        ]
+        if self.auth is not None:
+            lines += [
+                f"auth_param basic program {self.HELPER} {self._password_file()}",
+                "auth_param basic realm glasspool-tests",
+                "acl authed proxy_auth REQUIRED",
+                "http_access allow local authed",
+            ]
+        else:
+            lines.append("http_access allow local")
+        lines.append("http_access deny all")
+        conf.write_text("\n".join(lines) + "\n")
+        self.proc = subprocess.Popen(
+            [self.binary, "-N", "-f", str(conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        _wait_listening(self.proc, self.port, log, "squid")
+        return self
+
+    def stop(self) -> None:
+        _stop(self.proc)
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 class Origin:

@@ -1,4 +1,4 @@
-"""Proxies: tinyproxy (HTTP, CONNECT, Basic auth), microsocks (SOCKS5), an HTTPS proxy,
+"""Proxies: tinyproxy and squid (HTTP, CONNECT, Basic auth), microsocks (SOCKS5), an HTTPS proxy,
 the environment and NO_PROXY, credentials, keys, errors; the pool at rest after each."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import glasspool
 from glasspool._pool.key import ProxyIdentity
 from glasspool._proxy import EnvProxies, NoProxy, ProxyChoice, parse_proxy
 from tests.nginx import TLSCerts
-from tests.proxies import DyingProxy, Microsocks, Origin, Tinyproxy, TLSFront
+from tests.proxies import DyingProxy, Microsocks, Origin, Squid, Tinyproxy, TLSFront
 
 USER, PASSWORD = "alice", "s3cret-pw"
 PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "REQUEST_METHOD")
@@ -43,6 +43,13 @@ def tinyproxy(proxy_dir: Path) -> Iterator[Tinyproxy]:
 @pytest.fixture(scope="module")
 def tinyproxy_auth(proxy_dir: Path) -> Iterator[Tinyproxy]:
     proxy = Tinyproxy(proxy_dir, auth=(USER, PASSWORD)).start()
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture(scope="module")
+def squid_auth() -> Iterator[Squid]:
+    proxy = Squid(auth=(USER, PASSWORD)).start()
     yield proxy
     proxy.stop()
 
@@ -168,6 +175,57 @@ async def test_wrong_credentials_are_refused_and_never_shown(
         at_rest(client)
     assert events and not any("wrong-pw" in str(e) or "wrong-pw" in repr(e) for e in events)
     assert not https_origin.heads
+
+
+async def test_squid_keeps_forwarded_and_tunnelled_connections_alive(
+    squid_auth: Squid, http_origin: Origin, https_origin: Origin, tls_certs: TLSCerts
+) -> None:
+    # squid keeps the client's connection open after a forwarded response (tinyproxy closes
+    # it), so plain http through it reuses connections as https through a tunnel does
+    proxy_url = squid_auth.url(USER, PASSWORD)
+    events: list[glasspool.PoolEvent] = []
+    async with glasspool.Client(proxy=proxy_url, verify=str(tls_certs.ca_file)) as client:
+        client.pool.add_listener(events.append)
+        for origin in (http_origin, https_origin):
+            for i in range(3):
+                r = await client.get(origin.url(f"/q{i}"))
+                assert r.status == 200 and r.content == f"origin:/q{i}".encode()
+        stats = at_rest(client)
+        assert len(stats.hosts) == 2
+        for key, host in stats.hosts.items():
+            assert (host.opened, host.reused, host.requests) == (1, 2, 3), key
+            assert PASSWORD not in str(key)
+    kinds = [(e.kind, e.reason) for e in events if e.kind in ("tunnel", "tls")]
+    assert kinds == [("tunnel", "connect"), ("tls", "origin")]
+    assert_no_credentials(http_origin)
+    assert_no_credentials(https_origin)
+    assert https_origin.heads[0].startswith(b"GET /q0 HTTP/1.1\r\n")
+
+
+@pytest.mark.parametrize("password", [None, "wrong-pw"])
+async def test_squid_refuses_missing_and_wrong_credentials_with_407(
+    squid_auth: Squid,
+    http_origin: Origin,
+    https_origin: Origin,
+    tls_certs: TLSCerts,
+    password: str | None,
+) -> None:
+    proxy_url = squid_auth.url() if password is None else squid_auth.url(USER, password)
+    async with glasspool.Client(proxy=proxy_url, verify=str(tls_certs.ca_file)) as client:
+        for url in (http_origin.url("/x"), https_origin.url("/y"), http_origin.url("/z")):
+            with pytest.raises(glasspool.ProxyError) as info:
+                await client.get(url)
+            err = info.value
+            assert err.status == 407, err
+            assert "407" in str(err) and f"127.0.0.1:{squid_auth.port}" in str(err)
+            assert "wrong-pw" not in str(err) and "wrong-pw" not in err.proxy
+        stats = at_rest(client)
+        hosts = {key.scheme: host for key, host in stats.hosts.items()}
+        # a 407 to a forwarded request is a whole response on a clean connection: kept and
+        # reused for the next one; a refused CONNECT leaves no tunnel to keep
+        assert (hosts["http"].opened, hosts["http"].reused, hosts["http"].idle) == (1, 1, 1)
+        assert (hosts["https"].opened, hosts["https"].idle) == (0, 0)
+    assert not http_origin.heads and not https_origin.heads
 
 
 async def test_refused_connect_raises_proxy_error(tinyproxy: Tinyproxy, refused_port: int) -> None:
