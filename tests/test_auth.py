@@ -3,6 +3,8 @@ credentials on redirects, against httpbin under gunicorn and a FaultServer."""
 
 from __future__ import annotations
 
+import asyncio
+
 import base64
 from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
@@ -226,6 +228,49 @@ def test_digest_answers_stale_once_more_then_gives_up() -> None:
     assert "nc=00000001" in second.headers["Authorization"]  # a new nonce counts from 1
     with pytest.raises(StopIteration):
         flow.send(_challenge(request, stale.replace("n2", "n3")))
+
+
+def test_digest_shared_by_requests_in_flight_answers_each() -> None:
+    # Two requests go out before either sees the challenge; the second must answer the
+    # nonce the first has taken up (with the next count), not take it for a refusal.
+    digest = glasspool.DigestAuth("u", "p")
+    challenge = 'Digest realm="r", nonce="n1", qop="auth"'
+    request_a = glasspool.Request("GET", yarl.URL("http://h.example/a"))
+    request_b = glasspool.Request("GET", yarl.URL("http://h.example/b"))
+    flow_a, flow_b = digest.auth_flow(request_a), digest.auth_flow(request_b)
+    assert "Authorization" not in next(flow_a).headers
+    assert "Authorization" not in next(flow_b).headers
+    answer_a = flow_a.send(_challenge(request_a, challenge)).headers["Authorization"]
+    answer_b = flow_b.send(_challenge(request_b, challenge)).headers["Authorization"]
+    assert 'nonce="n1"' in answer_a and "nc=00000001" in answer_a
+    assert 'nonce="n1"' in answer_b and "nc=00000002" in answer_b
+    # refused again with the nonce it answered: wrong credentials, no third try
+    with pytest.raises(StopIteration):
+        flow_b.send(_challenge(request_b, challenge))
+
+
+async def test_digest_shared_by_concurrent_first_requests() -> None:
+    count, arrived = 5, asyncio.Event()
+    bare: list[str] = []
+
+    async def handler(request: glasspool.Request) -> glasspool.MockResponse:
+        if "Authorization" not in request.headers:
+            bare.append(request.url.path)
+            if len(bare) == count:
+                arrived.set()
+            await asyncio.wait_for(arrived.wait(), 5)  # every first request is out
+            value = 'Digest realm="r", nonce="n1", qop="auth"'
+            return glasspool.MockResponse(401, {"WWW-Authenticate": value})
+        return glasspool.MockResponse(200, content=request.headers["Authorization"].encode())
+
+    async with glasspool.Client(
+        transport=glasspool.MockTransport(handler), auth=glasspool.DigestAuth("u", "p")
+    ) as client:
+        urls = [f"http://h.example/{i}" for i in range(count)]
+        responses = await asyncio.gather(*(client.get(url) for url in urls))
+    assert [r.status for r in responses] == [200] * count
+    counts = sorted(r.text.split("nc=")[1][:8] for r in responses)
+    assert counts == [f"{n:08x}" for n in range(1, count + 1)]
 
 
 def test_digest_ignores_non_digest_challenges() -> None:

@@ -95,6 +95,27 @@ async def test_uds_carries_requests_for_the_url_host(tmp_path: Path) -> None:
             assert (host.opened, host.reused, host.in_use) == (1, 1, 0)
 
 
+async def test_uds_refuses_a_per_request_proxy(tmp_path: Path) -> None:
+    # a proxy's credentials must never go to the local socket instead of the proxy
+    heads: list[bytes] = []
+
+    async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    path = tmp_path / "api.sock"
+    server = await asyncio.start_unix_server(record, path)
+    async with server:
+        async with glasspool.Client(uds=path, trust_env=False) as client:
+            with pytest.raises(ValueError, match="uds= and proxy= cannot be combined"):
+                await client.get("http://docker/info", proxy="http://u:pw@127.0.0.1:9")
+            assert (await client.get("http://docker/info", proxy=None)).status == 200
+            assert client.pool.stats().in_use == 0
+    assert len(heads) == 1 and b"proxy-authorization" not in heads[0].lower()
+
+
 async def test_uds_that_does_not_exist_names_the_path(tmp_path: Path) -> None:
     missing = tmp_path / "nothing.sock"
     async with glasspool.Client(uds=missing, trust_env=False) as client:

@@ -97,8 +97,15 @@ class DigestAuth(Auth):
         return "<DigestAuth [redacted]>"
 
     def auth_flow(self, request: Request) -> Generator[Request, Response, None]:
-        """Send, answer a Digest 401 challenge, and once more if the server says stale."""
+        """Send, answer a Digest 401 challenge, and once more if the server says stale.
+
+        Several requests may share this object at once: each flow remembers the nonce it
+        answered with itself, so a challenge that another request has already taken up is
+        answered, not mistaken for a refusal of this one's credentials.
+        """
+        answered: str | None = None  # the nonce this request's credentials were made with
         if self._challenge is not None:
+            answered = self._challenge.get("nonce", "")
             response = yield with_header(request, "Authorization", self._answer(request))
         else:
             response = yield request
@@ -108,11 +115,13 @@ class DigestAuth(Auth):
             challenge = _digest_challenge(response.headers.get_all("www-authenticate"))
             if challenge is None:
                 return
+            nonce = challenge.get("nonce", "")
             stale = challenge.get("stale", "").lower() == "true"
-            retrying = self._challenge is not None and not stale
-            if retrying and challenge.get("nonce") == self._challenge.get("nonce"):  # type: ignore[union-attr]
-                return  # same nonce, refused: wrong credentials
-            self._challenge, self._nonce_count = challenge, 0
+            if answered == nonce and not stale:
+                return  # the same nonce refused our answer: wrong credentials
+            if self._challenge is None or self._challenge.get("nonce", "") != nonce:
+                self._challenge, self._nonce_count = challenge, 0  # a new nonce counts anew
+            answered = nonce
             response = yield with_header(request, "Authorization", self._answer(request))
 
     def _answer(self, request: Request) -> str:

@@ -98,6 +98,9 @@ class _Route(NamedTuple):
 Content = str | bytes | bytearray | memoryview | AsyncIterable[bytes] | None
 
 
+_UDS_AND_PROXY = "uds= and proxy= cannot be combined: uds connects to a local socket"
+
+
 class Client:
     """An HTTP/1.1 client with a connection pool you can see through (``client.pool``).
 
@@ -253,7 +256,7 @@ class Client:
         explicit = None if proxy is None else parse_proxy(proxy, source="proxy=", tls=self._tls)
         self._connect_options = ConnectOptions.build(local_address, socket_options, uds, resolve)
         if uds is not None and explicit is not None:
-            raise ValueError("uds= and proxy= cannot be combined: uds connects to a local socket")
+            raise ValueError(_UDS_AND_PROXY)
         env = env_proxies(os.environ, self._tls) if trust_env and uds is None else None
         self._proxies = ProxyChoice(explicit, env)
         self._proxy_urls: dict[str, ProxyIdentity] = {}  # per-request proxy= strings
@@ -620,11 +623,14 @@ class Client:
 
         Raises:
             InvalidURL: a per-request proxy URL that is not valid (named ``proxy=``).
+            ValueError: a proxy on a request of a client made with ``uds=``.
         """
         if isinstance(proxy, Unset):
             return self._proxies.select(url)
         if proxy is None:
             return None
+        if self._connect_options.uds is not None:
+            raise ValueError(_UDS_AND_PROXY)
         found = self._proxy_urls.get(proxy)
         if found is None:
             found = parse_proxy(proxy, source="proxy=", tls=self._tls)
