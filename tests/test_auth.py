@@ -31,6 +31,10 @@ async def test_basic_auth_on_client_and_per_request(httpbin_url: str) -> None:
     async with glasspool.Client(trust_env=False, auth=("u", "p")) as client:
         assert (await client.get(url)).json() == {"authenticated": True, "user": "u"}
         assert (await client.get(url, auth=("u", "wrong"))).status == 401
+        assert (await client.get(url, auth=None)).status == 401  # None: without the client's
+        async with client.stream("GET", url, auth=None) as streamed:
+            assert streamed.status == 401
+        assert (await client.get(url)).status == 200
     async with glasspool.Client(trust_env=False) as client:
         assert (await client.get(url)).status == 401
         assert (await client.get(url, auth=("u", "p"))).status == 200

@@ -610,6 +610,24 @@ async def test_httpx_transport_takes_proxy(tinyproxy: Tinyproxy, http_origin: Or
     assert key.proxy is not None and key.proxy.port == tinyproxy.port
 
 
+async def test_httpx_transport_reads_environment_proxies_only_when_asked(
+    tinyproxy: Tinyproxy, http_origin: Origin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import httpx
+
+    from glasspool.httpx import AsyncTransport
+
+    monkeypatch.setenv("HTTP_PROXY", tinyproxy.url())
+    for trust_env, via_proxy in ((None, False), (False, False), (True, True)):
+        options = {} if trust_env is None else {"trust_env": trust_env}
+        transport = AsyncTransport(**options)
+        async with httpx.AsyncClient(transport=transport) as client:
+            r = await client.get(http_origin.url("/env"))
+            assert r.content == b"origin:/env"
+        (key,) = transport.pool.stats().hosts
+        assert (key.proxy is not None) is via_proxy, (trust_env, str(key))
+
+
 @pytest.mark.parametrize(
     ("reply", "message"),
     [

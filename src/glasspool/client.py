@@ -320,7 +320,7 @@ class Client:
         retry: RetryTypes | Unset = UNSET,
         proxy: str | Unset | None = UNSET,
         files: FilesTypes | None = None,
-        auth: AuthTypes = None,
+        auth: AuthTypes | Unset = UNSET,
         cookies: CookieTypes = None,
     ) -> Response:
         """Send a request and read the whole response body.
@@ -344,7 +344,8 @@ class Client:
             files: files sent as ``multipart/form-data``, with ``data`` fields alongside:
                 ``{"name": content | (filename, content[, content_type])}``, the content
                 bytes, a binary file object or a ``pathlib.Path`` (see ``docs/uploads.md``).
-            auth: credentials for this request (``None``: the client's ``auth``).
+            auth: credentials for this request; ``None`` sends it without the client's
+                ``auth`` (URL userinfo and ``.netrc`` still apply); left out, the client's.
             cookies: cookies sent with this request, besides the jar's (they replace jar
                 cookies of the same name); not stored in :attr:`cookies`, and not sent to
                 another origin after a redirect.
@@ -392,7 +393,7 @@ class Client:
         retry: RetryTypes | Unset = UNSET,
         proxy: str | Unset | None = UNSET,
         files: FilesTypes | None = None,
-        auth: AuthTypes = None,
+        auth: AuthTypes | Unset = UNSET,
         cookies: CookieTypes = None,
     ) -> StreamContext:
         """Send a request and give the response with its body unread: ``async with``.
@@ -454,7 +455,7 @@ class Client:
         retry: RetryTypes | Unset = UNSET,
         proxy: str | Unset | None = UNSET,
         files: FilesTypes | None = None,
-        auth: AuthTypes = None,
+        auth: AuthTypes | Unset = UNSET,
         cookies: CookieTypes = None,
     ) -> Response:
         if self._closed:
@@ -462,7 +463,7 @@ class Client:
         t = self.timeout if isinstance(timeout, Unset) else Timeout.coerce(timeout)
         follow = self.follow_redirects if isinstance(follow_redirects, Unset) else follow_redirects
         policy = self.retry if isinstance(retry, Unset) else Retry.coerce(retry)
-        flow = coerce_auth(auth) if auth is not None else self.auth
+        flow = self.auth if isinstance(auth, Unset) else coerce_auth(auth)
         extra = None if cookies is None else Cookies(cookies)
         request, route = self._build_request(
             method, url, params, headers, content, json, data, proxy, files

@@ -103,6 +103,10 @@ class AsyncTransport(httpx.AsyncBaseTransport):
             ``max_headers``, ``max_line_bytes``, ``max_chunk_ext_bytes``, ``proxy``,
             ``trust_env``: see docs/proxies.md). Request-level
             options (timeouts, redirects, headers, retries) are httpx's.
+            ``trust_env`` is False unless given: httpx applies no environment
+            proxies to a transport of the user's own, and neither does this one
+            (``trust_env=True`` reads ``HTTP(S)_PROXY``, ``ALL_PROXY``, ``NO_PROXY``,
+            ``SSL_CERT_FILE`` and ``SSL_CERT_DIR``).
 
     Raises:
         ValueError: ``http2=True``, or a limit out of range (named).
@@ -136,6 +140,7 @@ class AsyncTransport(httpx.AsyncBaseTransport):
         limits = options.pop("limits", None)
         if limits is not None:
             options = _from_limits(limits, options)
+        options.setdefault("trust_env", False)
         self._client = Client(follow_redirects=False, **options)
 
     @property
