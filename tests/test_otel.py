@@ -427,6 +427,22 @@ async def test_one_client_span_per_call_with_the_pool_story(telemetry: Telemetry
     assert {s.context.trace_id for s in spans} != {0}
 
 
+async def test_url_full_is_redacted_as_the_conventions_ask(telemetry: Telemetry) -> None:
+    secret = "s3cret-value"
+    async with DemoServer() as a, glasspool.Client() as client:
+        otel.instrument(client, telemetry.meters, telemetry.tracers)
+        signed = a.url(f"/hello?X-Amz-Signature={secret}&sig={secret}&part=1")
+        url = signed.replace("://", f"://bob:{secret}@", 1)
+        assert (await client.get(url)).status == 200
+    (span,) = telemetry.spans()
+    assert span.attributes is not None
+    full = span.attributes["url.full"]
+    assert isinstance(full, str) and secret not in full and "bob" not in full
+    assert full == a.url("/hello?X-Amz-Signature=REDACTED&sig=REDACTED&part=1").replace(
+        "://", "://REDACTED:REDACTED@", 1
+    )
+
+
 async def test_the_tls_handshake_is_on_the_span(
     telemetry: Telemetry, nginx: NginxServer, tls_certs: TLSCerts
 ) -> None:

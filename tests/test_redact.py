@@ -30,7 +30,7 @@ from glasspool import (
     TooManyRedirects,
     TotalTimeout,
 )
-from glasspool._redact import redact_url, safe_text
+from glasspool._redact import redact_url, safe_text, telemetry_url
 from glasspool._response import Response
 from tests.rawserver import RawServer, read_request
 
@@ -72,11 +72,44 @@ def test_module_doctests_pass() -> None:
         ("unix:///run/redis.sock?password=s3cret", "unix:///run/redis.sock?password=***"),
         ("http://h/p#?password=kept", "http://h/p#?password=kept"),
         ("http://h/a\x1bb", "http://h/a\\x1bb"),
+        (
+            "https://b.s3.example/o?X-Amz-Signature=abc&x=1",
+            "https://b.s3.example/o?X-Amz-Signature=***&x=1",
+        ),
+        (
+            "https://s.example/o?AWSAccessKeyId=AK&Signature=s",
+            "https://s.example/o?AWSAccessKeyId=***&Signature=***",
+        ),
+        (
+            "https://s.example/o?X-Goog-Signature=g&sig=a",
+            "https://s.example/o?X-Goog-Signature=***&sig=***",
+        ),
+        (
+            "https://s.example/cb?access_token=t&state=1",
+            "https://s.example/cb?access_token=***&state=1",
+        ),
     ],
 )
 def test_redact_url(url: str, shown: str) -> None:
     assert redact_url(url) == shown
     assert redact_url(url, quoted=True) == repr(shown.replace("\\x1b", "\x1b"))
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("http://user:s3cret@h/p?q=1", "http://REDACTED:REDACTED@h/p?q=1"),
+        ("http://user@h/p", "http://REDACTED:REDACTED@h/p"),
+        (
+            "https://h/o?Signature=s&AWSAccessKeyId=a",
+            "https://h/o?Signature=REDACTED&AWSAccessKeyId=REDACTED",
+        ),
+        ("https://h/o?x=1", "https://h/o?x=1"),
+        ("http://h/a\x1bb", "http://h/a\\x1bb"),
+    ],
+)
+def test_telemetry_url(url: str, shown: str) -> None:
+    assert telemetry_url(url) == shown
 
 
 def test_redact_url_takes_a_yarl_url() -> None:

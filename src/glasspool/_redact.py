@@ -6,9 +6,13 @@ phrase, a header value, a ``Location``, a charset, an error text from Redis) thr
 :func:`safe_text`. This module is the only place that decides what those two hide.
 
 - **Secrets.** The password of a URL's userinfo (``user:pw@``, ``:pw@``) and the value
-  of a ``password`` or ``ssl_password`` query parameter (how redis-py also takes them)
-  become ``***``. The user name stays: it is not a secret, and it helps tell accounts apart.
-  Pool keys never hold userinfo at all.
+  of a secret query parameter become ``***``: ``password`` and ``ssl_password`` (how
+  redis-py takes them), the signatures and keys of pre-signed cloud storage URLs
+  (``Signature``, ``AWSAccessKeyId``, ``X-Amz-Signature``, ``X-Amz-Credential``,
+  ``X-Amz-Security-Token``, ``X-Goog-Signature``, ``sig``) and ``access_token``. The user
+  name stays: it is not a secret, and it helps tell accounts apart. Pool keys never hold
+  userinfo at all. :func:`telemetry_url` writes the same URL the way OpenTelemetry's
+  ``url.full`` asks: ``REDACTED:REDACTED@`` for any userinfo, ``REDACTED`` for the values.
 - **Control characters.** A server can put bytes into its reason phrase or headers that
   a terminal or a log reader would act on: ESC sequences, C1 controls such as U+009B (CSI)
   or U+0085 (next line), line and paragraph separators (CWE-117, log injection).
@@ -22,13 +26,28 @@ from __future__ import annotations
 import re
 import urllib.parse
 
-__all__ = ["REDACTED", "SECRET_QUERY_KEYS", "redact_url", "safe_text"]
+__all__ = ["REDACTED", "SECRET_QUERY_KEYS", "redact_url", "safe_text", "telemetry_url"]
 
 REDACTED = "***"
 """What a password is replaced with."""
 
-SECRET_QUERY_KEYS = frozenset({"password", "ssl_password"})
+SECRET_QUERY_KEYS = frozenset(
+    {
+        "password",
+        "ssl_password",
+        "access_token",
+        "awsaccesskeyid",
+        "signature",
+        "sig",
+        "x-amz-credential",
+        "x-amz-security-token",
+        "x-amz-signature",
+        "x-goog-signature",
+    }
+)
 """Query parameters whose values are secrets (compared after percent-decoding, any case)."""
+
+_TELEMETRY_REDACTED = "REDACTED"  # the OpenTelemetry semantic conventions' word
 
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:\Z")
 
@@ -79,18 +98,31 @@ def redact_url(url: object, *, quoted: bool = False) -> str:
     return repr(text) if quoted else safe_text(text)
 
 
-def _redacted(text: str) -> str:
+def telemetry_url(url: object) -> str:
+    """Return ``url`` redacted as OpenTelemetry's ``url.full`` attribute asks: userinfo
+    (user name included) as ``REDACTED:REDACTED``, secret query values as ``REDACTED``.
+
+    >>> telemetry_url("https://u:pw@example.org/o?X-Amz-Signature=abc&part=1")
+    'https://REDACTED:REDACTED@example.org/o?X-Amz-Signature=REDACTED&part=1'
+    """
+    return safe_text(_redacted(str(url), telemetry=True))
+
+
+def _redacted(text: str, *, telemetry: bool = False) -> str:
     if "@" not in text and "?" not in text:  # no userinfo, no query: nothing to hide
         return text
+    marker = _TELEMETRY_REDACTED if telemetry else REDACTED
     start = _authority_start(text)
     if start < 0:
-        return _redact_query(text, 0)
+        return _redact_query(text, 0, marker)
     at = text.rfind("@", start, _first_of(text, "/?#", start))
     if at >= 0:
         user, colon, _ = text[start:at].partition(":")
-        if colon:
-            text = f"{text[:start]}{user}:{REDACTED}{text[at:]}"
-    return _redact_query(text, _first_of(text, "/?#", start))
+        if telemetry:
+            text = f"{text[:start]}{marker}:{marker}{text[at:]}"
+        elif colon:
+            text = f"{text[:start]}{user}:{marker}{text[at:]}"
+    return _redact_query(text, _first_of(text, "/?#", start), marker)
 
 
 def _authority_start(text: str) -> int:
@@ -106,7 +138,7 @@ def _first_of(text: str, chars: str, start: int) -> int:
     return min(found, default=len(text))
 
 
-def _redact_query(text: str, start: int) -> str:
+def _redact_query(text: str, start: int, marker: str) -> str:
     """Replace the values of secret query parameters in ``text`` (searched from ``start``)."""
     query = text.find("?", start)
     end = text.find("#", start)
@@ -118,7 +150,7 @@ def _redact_query(text: str, start: int) -> str:
     for i, pair in enumerate(pairs):
         name, eq, _ = pair.partition("=")
         if eq and urllib.parse.unquote_plus(name).strip().lower() in SECRET_QUERY_KEYS:
-            pairs[i] = f"{name}={REDACTED}"
+            pairs[i] = f"{name}={marker}"
             changed = True
     if not changed:
         return text

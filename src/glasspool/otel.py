@@ -69,7 +69,7 @@ except ImportError as exc:  # pragma: no cover - exercised without opentelemetry
     ) from exc
 
 from . import GlasspoolError, Headers, PoolEvent, PoolKey, Response, __version__
-from ._redact import redact_url
+from ._redact import telemetry_url
 
 if TYPE_CHECKING:  # pragma: no cover
     from . import Client
@@ -990,7 +990,7 @@ def _end_span(
             first = response.history[0].request
         if first is not None:  # the URL as sent: params added, base_url joined
             url = first.url
-    attrs[URL_FULL] = redact_url(url)
+    attrs[URL_FULL] = telemetry_url(url)
     if exc is not None:
         attrs[ERROR_TYPE] = type(exc).__qualname__
         span.record_exception(exc)
