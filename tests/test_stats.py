@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import doctest
 
+import pytest
+
 import glasspool
 from glasspool import PoolKey, _stats
 from glasspool._stats import TABLE_COLUMNS, HostsView
@@ -34,3 +36,19 @@ def test_stats_table_without_names_or_limits() -> None:
     assert len(lines) == 3 and not rows.endswith("\n")
     assert lines[0].split() == " ".join(TABLE_COLUMNS).split()
     assert lines[2].startswith("http://127.0.0.1:8001  ")
+
+
+def test_hosts_accept_a_key_its_text_or_a_host_name_alike() -> None:
+    b = PoolKey("https", "127.0.0.1", 8443)
+    c = PoolKey("http", "other.example", 80)
+    one, two, three = (glasspool.HostStats(None, 0, n, 0, 0, 9, 1, 0, 0, 1) for n in (1, 2, 3))
+    hosts = HostsView({A: one, b: two, c: three})
+    assert hosts[A] is hosts.get(A) is hosts[str(A)] is hosts.get(str(A)) is one
+    assert hosts.get("https://127.0.0.1:8443") is two and "https://127.0.0.1:8443" in hosts
+    assert hosts["other.example"] is hosts.get("other.example") is three
+    missing = PoolKey("http", "missing.example", 80)
+    assert hosts.get(missing) is None and hosts.get("nowhere", one) is one
+    # a host name two keys share is ambiguous: [] says so, get() gives the default
+    assert "127.0.0.1" in hosts and hosts.get("127.0.0.1") is None
+    with pytest.raises(KeyError, match="matches 2 pool keys"):
+        hosts["127.0.0.1"]

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, TypeVar, overload
 
 from ._pool.key import PoolKey
+
+_T = TypeVar("_T")
 
 __all__ = ["TABLE_COLUMNS", "DNSStats", "HostStats", "HostsView", "PoolStats"]
 
@@ -84,6 +86,17 @@ class HostsView(dict[PoolKey, HostStats]):
             if found:
                 raise KeyError(f"{key!r} matches {len(found)} pool keys; use the PoolKey")
         raise KeyError(key)
+
+    @overload
+    def get(self, key: PoolKey | str, default: None = None, /) -> HostStats | None: ...
+    @overload
+    def get(self, key: PoolKey | str, default: HostStats | _T, /) -> HostStats | _T: ...
+    def get(self, key: object, default: object = None, /) -> object:
+        """``hosts[key]`` (a key, its ``str()`` or a host name), or ``default``."""
+        try:
+            return self[key]  # type: ignore[index]
+        except KeyError:
+            return default
 
     def __contains__(self, key: object) -> bool:
         if dict.__contains__(self, key):
