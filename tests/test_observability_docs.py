@@ -31,11 +31,11 @@ def examples() -> list[tuple[str, list[str]]]:
 
 
 def test_the_page_has_its_examples() -> None:
-    assert len(examples()) == 3
+    assert len(examples()) == 4
     assert all(expected for _, expected in examples())
 
 
-@pytest.mark.parametrize("index", range(3))
+@pytest.mark.parametrize("index", range(4))
 def test_example_runs_and_prints_what_the_page_says(index: int, tmp_path: Path) -> None:
     code, expected = examples()[index]
     script = tmp_path / "example.py"

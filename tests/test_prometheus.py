@@ -160,6 +160,33 @@ async def test_namespace_labels_and_registration_checks() -> None:
             PoolCollector(client, labels={"key": "x"})
 
 
+async def test_several_clients_share_one_collector() -> None:
+    async with (
+        DemoServer() as a,
+        glasspool.Client(limit=7) as api,
+        glasspool.Client(limit=9) as crawler,
+    ):
+        await api.get(a.url("/hello"))
+        for _ in range(2):
+            await crawler.get(a.url("/hello"))
+        collector = PoolCollector(api, labels={"client": "api"})
+        collector.add(crawler, labels={"client": "crawler"})
+        registry = CollectorRegistry()
+        registry.register(collector)
+        samples, _ = scrape(registry)
+        key = ("key", a.url("/")[:-1])
+        assert samples[("glasspool_pool_requests_total", (("client", "api"), key))] == 1
+        assert samples[("glasspool_pool_requests_total", (("client", "crawler"), key))] == 2
+        assert samples[("glasspool_pool_limit", (("client", "api"),))] == 7
+        assert samples[("glasspool_pool_limit", (("client", "crawler"),))] == 9
+        with pytest.raises(ValueError, match="already name a client"):
+            collector.add(crawler, labels={"client": "crawler"})
+        with pytest.raises(ValueError, match=r"needs the labels \['client'\]"):
+            collector.add(crawler, labels={"app": "x"})
+        with pytest.raises(ValueError, match="needs a collector made with labels="):
+            PoolCollector(api).add(crawler, labels={"client": "crawler"})
+
+
 class FleetOfOne:
     """Shared limits of 1 per host that grant at once (enough to show the fleet gauges)."""
 

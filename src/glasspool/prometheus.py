@@ -71,6 +71,12 @@ _FLEET: Final[tuple[tuple[str, str, Callable[[HostStats], int | None]], ...]] = 
      lambda h: h.fleet_waiting),
 )  # fmt: skip
 
+_GLOBAL: Final[tuple[tuple[str, str, Callable[[PoolStats], int]], ...]] = (
+    ("pool_limit", "The global connection limit.", lambda s: s.limit),
+    ("pool_global_available", "Connections that may be opened now without waiting "
+     "(limit - open).", lambda s: s.available),
+)  # fmt: skip
+
 
 class PoolCollector:
     """A ``prometheus_client`` collector that reads a client's ``pool.stats()`` at scrape time.
@@ -87,12 +93,15 @@ class PoolCollector:
     ``_pool_shared_limit``, ``_pool_fleet_in_use``, ``_pool_fleet_leases`` and
     ``_pool_fleet_waiting``.
 
+    Several clients of one process share one collector (and so one registry): give the
+    first ``labels`` such as ``{"client": "api"}`` and :meth:`add` the others with the
+    same label names and other values.
+
     Args:
         client: the client whose pool is read (anything with ``.pool.stats()``).
         namespace: the metric name prefix.
-        labels: constant labels added to every sample (e.g. ``{"client": "api"}``), to
-            tell the clients of one process apart when each has a collector in its own
-            registry, or a namespace of its own.
+        labels: constant labels added to every sample of this client (e.g.
+            ``{"client": "api"}``), to tell the clients of one process apart.
         loop: the event loop the client runs on; default the running loop, if any.
         timeout: seconds a scrape from another thread waits for the loop.
 
@@ -109,27 +118,132 @@ class PoolCollector:
         loop: asyncio.AbstractEventLoop | None = None,
         timeout: float = 2.0,
     ) -> None:
-        self._pool = client.pool
         self._namespace = namespace
-        self._labels = dict(labels or {})
-        if _KEY in self._labels:
+        self._timeout = timeout
+        first = _Source(client, dict(labels or {}), loop, timeout)
+        if _KEY in first.labels:
             raise ValueError(f"the label {_KEY!r} is the pool key's; choose another name")
+        self._label_names = list(first.labels)
+        self._sources = [first]
+
+    def __repr__(self) -> str:
+        pools = " ".join(repr(source.pool) for source in self._sources)
+        return f"<glasspool.prometheus.PoolCollector namespace={self._namespace!r} {pools}>"
+
+    def add(
+        self,
+        client: Client,
+        *,
+        labels: Mapping[str, str],
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        """Report another client's pool too, its samples told apart by ``labels``.
+
+        Args:
+            client: the client whose pool is read.
+            labels: the same label names as the collector's own ``labels``, with values
+                no other client of this collector has.
+            loop: the event loop that client runs on; default the running loop, if any.
+
+        Raises:
+            ValueError: ``labels`` with other names than the collector's, or values that
+                another client of this collector already has.
+        """
+        source = _Source(client, dict(labels), loop, self._timeout)
+        if not self._label_names:
+            raise ValueError(
+                "add() needs a collector made with labels= (e.g. labels={'client': 'api'}): "
+                "they tell its clients apart"
+            )
+        if sorted(source.labels) != sorted(self._label_names):
+            raise ValueError(
+                f"add() needs the labels {sorted(self._label_names)} (the collector's own, "
+                f"with other values); got {sorted(source.labels)}"
+            )
+        if any(other.values(self._label_names) == source.values(self._label_names)
+               for other in self._sources):  # fmt: skip
+            raise ValueError(f"the labels {dict(labels)} already name a client here")
+        self._sources.append(source)
+
+    # --------------------------------------------------------------- the snapshot
+
+    def snapshot(self) -> PoolStats:
+        """``pool.stats()`` of the first client, taken on the loop's thread when called
+        from another one."""
+        return self._sources[0].snapshot()
+
+    # ---------------------------------------------------------- prometheus_client
+
+    def describe(self) -> list[Metric]:
+        """The metric families without samples (for the registry's name check)."""
+        return self._families(describe=True)
+
+    def collect(self) -> list[Metric]:
+        """The metric families with a sample per client and key, from one ``stats()``
+        snapshot of each client."""
+        return self._families(describe=False)
+
+    def _families(self, *, describe: bool) -> list[Metric]:
+        label_names = self._label_names
+        names = [*label_names, _KEY]
+        snapshots = [
+            (source.values(label_names), None if describe else source.snapshot())
+            for source in self._sources
+        ]
+        families: list[Metric] = []
+        for table, kind in ((_GAUGES, GaugeMetricFamily), (_COUNTERS, CounterMetricFamily)):
+            for suffix, doc, value in table:
+                family = kind(self._name(suffix), doc, labels=names)
+                for fixed, stats in snapshots:
+                    _fill(family, _by_label(stats), value, fixed)
+                families.append(family)
+        for suffix, doc, value in _FLEET:
+            family = GaugeMetricFamily(self._name(suffix), doc, labels=names)
+            for fixed, stats in snapshots:
+                hosts = _by_label(stats)
+                fleet = {k: hs for k, hs in hosts.items() if hs[0].shared_limit is not None}
+                _fill(family, fleet, value, fixed)
+            families.append(family)
+        for suffix, doc, number in _GLOBAL:
+            family = GaugeMetricFamily(self._name(suffix), doc, labels=label_names)
+            for fixed, stats in snapshots:
+                if stats is not None:
+                    family.add_metric(fixed, float(number(stats) or 0))
+            families.append(family)
+        return families
+
+    def _name(self, suffix: str) -> str:
+        return f"{self._namespace}_{suffix}" if self._namespace else suffix
+
+
+class _Source:
+    """One client's pool as the collector reads it: on its loop's thread when it can."""
+
+    __slots__ = ("labels", "loop", "pool", "timeout")
+
+    def __init__(
+        self,
+        client: Client,
+        labels: dict[str, str],
+        loop: asyncio.AbstractEventLoop | None,
+        timeout: float,
+    ) -> None:
+        self.pool = client.pool
+        self.labels = labels
         if loop is None:
             try:
                 loop = asyncio.get_running_loop()
             except RuntimeError:
                 loop = None
-        self._loop = loop
-        self._timeout = timeout
+        self.loop = loop
+        self.timeout = timeout
 
-    def __repr__(self) -> str:
-        return f"<glasspool.prometheus.PoolCollector namespace={self._namespace!r} {self._pool!r}>"
-
-    # --------------------------------------------------------------- the snapshot
+    def values(self, names: list[str]) -> list[str]:
+        return [self.labels[name] for name in names]
 
     def snapshot(self) -> PoolStats:
         """``pool.stats()``, taken on the loop's thread when called from another one."""
-        loop = self._loop
+        loop = self.loop
         if loop is None or loop.is_closed() or not loop.is_running() or _runs(loop):
             return self._read()
         answer: concurrent.futures.Future[PoolStats] = concurrent.futures.Future()
@@ -137,7 +251,7 @@ class PoolCollector:
         def take() -> None:
             if answer.set_running_or_notify_cancel():
                 try:
-                    answer.set_result(self._pool.stats())
+                    answer.set_result(self.pool.stats())
                 except BaseException as exc:
                     answer.set_exception(exc)
 
@@ -146,7 +260,7 @@ class PoolCollector:
         except RuntimeError:  # the loop closed meanwhile
             return self._read()
         try:
-            return answer.result(self._timeout)
+            return answer.result(self.timeout)
         except concurrent.futures.TimeoutError:
             answer.cancel()
             return self._read()
@@ -155,49 +269,10 @@ class PoolCollector:
         """``stats()`` from this thread; retried if the loop changed the pool under it."""
         for _ in range(_RETRIES - 1):
             try:
-                return self._pool.stats()
+                return self.pool.stats()
             except RuntimeError:  # "dictionary changed size during iteration"
                 continue
-        return self._pool.stats()
-
-    # ---------------------------------------------------------- prometheus_client
-
-    def describe(self) -> list[Metric]:
-        """The metric families without samples (for the registry's name check)."""
-        return self._families(None)
-
-    def collect(self) -> list[Metric]:
-        """The metric families with a sample per key, from one ``stats()`` snapshot."""
-        return self._families(self.snapshot())
-
-    def _families(self, stats: PoolStats | None) -> list[Metric]:
-        names = [*self._labels, _KEY]
-        fixed = list(self._labels.values())
-        hosts = _by_label(stats)
-        families: list[Metric] = []
-        for table, kind in ((_GAUGES, GaugeMetricFamily), (_COUNTERS, CounterMetricFamily)):
-            for suffix, doc, value in table:
-                family = kind(self._name(suffix), doc, labels=names)
-                _fill(family, hosts, value, fixed)
-                families.append(family)
-        for suffix, doc, value in _FLEET:
-            family = GaugeMetricFamily(self._name(suffix), doc, labels=names)
-            fleet = {k: hs for k, hs in hosts.items() if hs[0].shared_limit is not None}
-            _fill(family, fleet, value, fixed)
-            families.append(family)
-        for suffix, doc, number in (
-            ("pool_limit", "The global connection limit.", stats and stats.limit),
-            ("pool_global_available", "Connections that may be opened now without waiting "
-             "(limit - open).", stats and stats.available),
-        ):  # fmt: skip
-            family = GaugeMetricFamily(self._name(suffix), doc, labels=list(self._labels))
-            if stats is not None:
-                family.add_metric(fixed, float(number or 0))
-            families.append(family)
-        return families
-
-    def _name(self, suffix: str) -> str:
-        return f"{self._namespace}_{suffix}" if self._namespace else suffix
+        return self.pool.stats()
 
 
 def _runs(loop: asyncio.AbstractEventLoop) -> bool:
