@@ -35,6 +35,28 @@ async def test_sync_handler_sees_the_request_and_answers() -> None:
     assert seen[1].method == "GET" and seen[1].content == b""
 
 
+async def test_a_content_length_given_plays_a_server_that_gets_it_wrong() -> None:
+    bodies = {"/short": (b"hello", "100"), "/long": (b"hello world", "5"), "/ok": (b"ok", None)}
+
+    def handler(request: Request) -> MockResponse:
+        body, length = bodies[request.url.path]
+        headers = {} if length is None else {"Content-Length": length}
+        return MockResponse(200, headers, content=body)
+
+    events: list[glasspool.PoolEvent] = []
+    async with glasspool.Client(transport=MockTransport(handler)) as client:
+        client.pool.add_listener(events.append)
+        with pytest.raises(glasspool.IncompleteBody, match="after 5 of 100 body bytes"):
+            await client.get("http://api.test/short")
+        long = await client.get("http://api.test/long")
+        assert long.content == b"hello"
+        assert (await client.get("http://api.test/ok")).content == b"ok"
+        stats = client.pool.stats()
+        assert stats.in_use == 0 and stats.idle == 1
+    closes = [e.reason for e in events if e.kind == "closed"]
+    assert closes[:2] == ["error", "not_reusable"]
+
+
 async def test_connections_are_reused_and_events_are_real() -> None:
     events: list[glasspool.PoolEvent] = []
     transport = MockTransport(lambda request: MockResponse(200, content=b"x" * 200000))

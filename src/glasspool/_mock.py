@@ -32,9 +32,13 @@ _CHUNK = 64 * 1024
 class MockResponse:
     """What a :class:`MockTransport` handler answers.
 
-    ``Content-Length`` is always set from ``content`` (any ``Content-Length`` or
-    ``Transfer-Encoding`` given is replaced). A ``Connection: close`` header closes the
-    connection after the response, as a server would.
+    ``Content-Length`` is set from ``content`` unless a ``Content-Length`` header is given:
+    that one is sent as it is, to play a server that gets it wrong. Fewer bytes than it
+    says are sent and the connection is closed (the client raises
+    :class:`glasspool.IncompleteBody`); more, and the bytes after the body make the
+    connection not reusable. A ``Transfer-Encoding`` given is dropped. A
+    ``Connection: close`` header closes the connection after the response, as a server
+    would.
 
     Attributes:
         status: the status code (100-599; 1xx are not supported as final answers).
@@ -71,17 +75,32 @@ class MockResponse:
         except ValueError:
             reason = ""
         lines = [f"HTTP/1.1 {self.status} {reason}\r\n".encode("latin-1")]
+        given = False
         for name, value in self.headers.items():
-            if name.lower() in ("content-length", "transfer-encoding"):
+            lowered = name.lower()
+            if lowered == "transfer-encoding":
                 continue
+            given = given or lowered == "content-length"
             lines.append(f"{name}: {value}\r\n".encode())
         no_body = self.status in (204, 304)
-        if not no_body:
+        if not no_body and not given:
             lines.append(b"Content-Length: %d\r\n" % len(self.content))
         lines.append(b"\r\n")
         if not no_body and method != "HEAD":
             lines.append(self.content)
         return b"".join(lines)
+
+
+    def _short(self, method: str) -> bool:
+        """Whether a ``Content-Length`` given says more than the body holds (the server
+        then "dies" after sending what it has)."""
+        given = self.headers.get("content-length")
+        if given is None or method == "HEAD" or self.status in (204, 304):
+            return False
+        try:
+            return int(given.strip()) > len(self.content)
+        except ValueError:
+            return False  # a malformed value: the client refuses the head itself
 
 
 MockHandler: TypeAlias = Callable[[Request], "MockResponse | Awaitable[MockResponse]"]
@@ -243,7 +262,7 @@ class _MemoryTransport(asyncio.Transport):
             return
         self._outbox += answer._encode(request.method)
         connection = (answer.headers.get("connection") or "").lower()
-        self._close_after = connection == "close"
+        self._close_after = connection == "close" or answer._short(request.method)
         self._deliver()
         if self._inbox:  # a pipelined request: not sent by glasspool, but answer it
             following = self._parse()
