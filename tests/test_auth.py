@@ -4,7 +4,6 @@ credentials on redirects, against httpbin under gunicorn and a FaultServer."""
 from __future__ import annotations
 
 import asyncio
-
 import base64
 from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path

@@ -151,6 +151,23 @@ async def test_stream_with_bad_content_length_header(server: str) -> None:
         assert client.pool.stats().in_use == 0
 
 
+@pytest.mark.parametrize("declared", [None, "4"])
+async def test_a_stream_that_yields_text_is_a_type_error_naming_content(
+    server: str, declared: str | None
+) -> None:
+    async def text() -> AsyncIterator[Any]:
+        yield b"ab"
+        yield "cd"
+
+    headers = {} if declared is None else {"Content-Length": declared}
+    async with glasspool.Client() as client:
+        with pytest.raises(TypeError, match=r"content= must yield bytes .* not str"):
+            await client.post(f"{server}/echo", content=text(), headers=headers)
+        stats = client.pool.stats()
+        assert stats.in_use == 0 and stats.idle == 0  # half sent: closed, not pooled
+        assert (await client.post(f"{server}/echo", content=b"ok")).json()["size"] == 2
+
+
 # ------------------------------------------------------------ files= (multipart)
 
 
@@ -287,6 +304,9 @@ def test_a_text_mode_file_is_refused_naming_the_field(tmp_path: pathlib.Path) ->
         ({"files": {"a": 3}}, TypeError, "files='a' must be bytes"),
         ({"files": [("a", b"")]}, TypeError, "files= must be a mapping"),
         ({"files": {"a": ("x", b"", "t", 4)}}, TypeError, "not 4 items"),
+        ({"files": {"a": b""}, "data": {"b": b"raw"}}, TypeError, "form field 'b' has a value"),
+        ({"data": {"b": b"raw"}}, TypeError, "form field 'b' has a value of type bytes"),
+        ({"params": {"b": b"raw"}}, TypeError, "query parameter 'b' has a value"),
         ({"files": {"a": b""}, "json": {}}, glasspool.InvalidRequest, "not with json="),
         (
             {"files": {"a": pathlib.Path("/nonexistent/zz")}},

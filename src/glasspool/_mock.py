@@ -90,7 +90,6 @@ class MockResponse:
             lines.append(self.content)
         return b"".join(lines)
 
-
     def _short(self, method: str) -> bool:
         """Whether a ``Content-Length`` given says more than the body holds (the server
         then "dies" after sending what it has)."""

@@ -211,7 +211,7 @@ def multipart_body(files: object, data: Mapping[str, Any] | None = None) -> Mult
     if data is not None and not isinstance(data, Mapping):
         raise TypeError(f"data= must be a mapping of form fields, not {type(data).__name__}")
     parts: list[_Part] = []
-    for key, value in param_pairs(data or {}):
+    for key, value in param_pairs(data or {}, "form field"):
         head = f'Content-Disposition: form-data; name="{_quote(key)}"\r\n\r\n'
         body = value.encode("utf-8")
         parts.append(_Part(head.encode("utf-8"), data=body, size=len(body)))

@@ -29,7 +29,7 @@ def _form_body(data: object) -> bytes:
             f"data= must be a mapping of form fields, not {type(data).__name__}; "
             "pass raw bytes or text as content="
         )
-    return urllib.parse.urlencode(param_pairs(data)).encode("ascii")
+    return urllib.parse.urlencode(param_pairs(data, "form field")).encode("ascii")
 
 
 def _json_body(value: object) -> bytes:

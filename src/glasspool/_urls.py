@@ -171,19 +171,23 @@ def _merge_base(base: yarl.URL, rel: yarl.URL) -> yarl.URL:
     )
 
 
-def _param_str(key: str, value: object) -> str:
+def _param_str(key: str, value: object, what: str) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str | int | float):
         return str(value)
     raise TypeError(
-        f"query parameter {key!r} has a value of type {type(value).__name__}; "
+        f"{what} {key!r} has a value of type {type(value).__name__}; "
         "use str, int, float, bool or None"
     )
 
 
-def param_pairs(params: ParamTypes) -> list[tuple[str, str]]:
-    """Flatten ``params`` into ``(key, value)`` strings, dropping ``None`` values."""
+def param_pairs(params: ParamTypes, what: str = "query parameter") -> list[tuple[str, str]]:
+    """Flatten ``params`` into ``(key, value)`` strings, dropping ``None`` values.
+
+    ``what`` names one of them in errors: ``query parameter`` (``params=``) or
+    ``form field`` (``data=``).
+    """
     if isinstance(params, str):
         return urllib.parse.parse_qsl(params, keep_blank_values=True)
     raw: Iterable[tuple[str, object]]
@@ -198,9 +202,9 @@ def param_pairs(params: ParamTypes) -> list[tuple[str, str]]:
     pairs = []
     for key, value in raw:
         if not isinstance(key, str):
-            raise TypeError(f"query parameter names must be str, got {key!r}")
+            raise TypeError(f"{what} names must be str, got {key!r}")
         if value is not None:
-            pairs.append((key, _param_str(key, value)))
+            pairs.append((key, _param_str(key, value, what)))
     return pairs
 
 

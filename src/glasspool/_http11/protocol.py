@@ -596,6 +596,10 @@ class HTTP11Connection(asyncio.BufferedProtocol):
         timeout: float | None,
     ) -> None:
         async for chunk in body:
+            if chunk.__class__ is not bytes and not isinstance(chunk, bytearray | memoryview):
+                raise TypeError(
+                    f"content= must yield bytes (encode text first), not {type(chunk).__name__}"
+                )
             if self._upload_should_stop():
                 self._broken = True
                 return
