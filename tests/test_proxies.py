@@ -649,6 +649,29 @@ async def test_bad_connect_replies(reply: bytes, message: str) -> None:
         await fake.aclose()
 
 
+async def test_a_proxy_closing_instead_of_answering_connect_is_a_proxy_error() -> None:
+    heads: list[bytes] = []
+
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.close()  # no reply at all
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    proxy = f"http://{USER}:{PASSWORD}@127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    async with server:
+        async with glasspool.Client(proxy=proxy) as client:
+            with pytest.raises(glasspool.ProxyError, match="without answering CONNECT") as info:
+                await client.get("https://origin.invalid/")
+            assert info.value.status is None and PASSWORD not in str(info.value)
+            assert at_rest(client).open == 0
+            # the request never reached the origin: a retry policy tries again, any method
+            retry = glasspool.Retry(total=1, backoff=0)
+            with pytest.raises(glasspool.ProxyError):
+                await client.post("https://origin.invalid/", content=b"x", retry=retry)
+            assert at_rest(client).open == 0
+    assert len(heads) == 3 and all(h.startswith(b"CONNECT origin.invalid:443 ") for h in heads)
+
+
 async def test_cancelled_during_connect_frees_the_slot() -> None:
     fake = await DyingProxy(raw_reply=b"HTTP/1.1 200").start()  # never finishes its head
     try:

@@ -462,6 +462,14 @@ async def _tunnel(
                 f"proxy {proxy.url} sent a reply head to CONNECT {host}:{key.port} {exc}",
                 proxy=proxy.url,
             ) from None
+        except TimeoutError:
+            raise
+        except OSError as exc:  # closed or reset before its reply
+            raise ProxyError(
+                f"proxy {proxy.url} closed the connection without answering CONNECT "
+                f"{host}:{key.port}",
+                proxy=proxy.url,
+            ) from exc
         match = _STATUS.match(head)
         if match is None:
             first = head.split(b"\r\n", 1)[0][:200].decode("latin-1")

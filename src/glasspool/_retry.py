@@ -23,8 +23,10 @@ Rules (docs/retries.md says the same for users):
   request is not retried and the response is returned as it is (the server asked for more
   time than the caller allows; the caller sees the status and the header).
 - Network errors retried: ``ConnectError`` (not ``TLSError``: a failed verification does
-  not heal), ``ConnectTimeout``, ``ServerDisconnected``, ``ReadError``, ``WriteError``,
-  ``ReadTimeout``, ``WriteTimeout``; never ``PoolTimeout``, ``TotalTimeout``, protocol
+  not heal), ``ConnectTimeout``, a ``ProxyError`` without a status (the proxy failed before
+  the request reached it: like ``ConnectError``, for any method), ``ServerDisconnected``,
+  ``ReadError``, ``WriteError``, ``ReadTimeout``, ``WriteTimeout``; never a ``ProxyError``
+  with a status (407, a refused ``CONNECT``), ``PoolTimeout``, ``TotalTimeout``, protocol
   errors or caps.
 
 >>> r = Retry(total=2, backoff=0.1)
@@ -45,6 +47,7 @@ from typing import TYPE_CHECKING, Final, Protocol
 from ._exceptions import (
     ConnectError,
     ConnectTimeout,
+    ProxyError,
     ReadError,
     ReadTimeout,
     ServerDisconnected,
@@ -227,6 +230,8 @@ def error_delay(
     if retry.retries_left <= 0 or not replayable:
         return None
     if isinstance(exc, _BEFORE_SENDING) and not isinstance(exc, TLSError):
+        return retry.backoff_delay(rng)
+    if isinstance(exc, ProxyError) and exc.status is None:  # failed, not refused: before sending
         return retry.backoff_delay(rng)
     if method_ok and isinstance(exc, _AFTER_SENDING):
         return retry.backoff_delay(rng)
