@@ -186,6 +186,7 @@ async def test_fields_and_files_of_every_kind_arrive_as_sent(
             "named": ("notes.txt", b"hello"),
             "typed": ("data.bin", seekable, "application/x-custom"),
             "opened": opened,
+            "plain": (None, "Ünï field".encode()),
         }
         async with glasspool.Client() as client:
             response = await client.post(
@@ -197,6 +198,7 @@ async def test_fields_and_files_of_every_kind_arrive_as_sent(
     fields = seen["fields"]
     assert fields.pop("title") == ["Ünïcode"]
     assert fields.pop("n") == ["1", "2"]
+    assert fields.pop("plain") == ["Ünï field"]  # no filename: a field, not a file
     assert all(len(v) == 1 for v in fields.values())
     fields = {k: v[0] for k, v in fields.items()}
 
@@ -396,3 +398,14 @@ async def test_stream_takes_files_too() -> None:
         async with client.stream("POST", "http://a.test/", files={"f": b"abc"}) as response:
             body = await response.read()
     assert b'name="f"; filename="f"' in body and b"\r\n\r\nabc\r\n" in body
+
+
+async def test_a_none_filename_sends_a_plain_field() -> None:
+    def handler(request: glasspool.Request) -> glasspool.MockResponse:
+        return glasspool.MockResponse(200, content=request.content or b"")
+
+    files: dict[str, Any] = {"meta": (None, b'{"a": 1}', "application/json"), "v": (None, b"1")}
+    async with glasspool.Client(transport=glasspool.MockTransport(handler)) as client:
+        body = (await client.post("http://a.test/", files=files)).content
+    assert b'name="meta"\r\nContent-Type: application/json\r\n\r\n{"a": 1}\r\n' in body
+    assert b'name="v"\r\n\r\n1\r\n' in body and b"filename" not in body

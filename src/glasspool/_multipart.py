@@ -71,6 +71,7 @@ def _file_part(name: str, value: object) -> _Part:
             )
     else:
         content, filename = value, None
+    plain = isinstance(value, tuple) and filename is None  # (None, ...): no filename at all
     part = _Part(b"")
     if isinstance(content, bytes | bytearray | memoryview):
         part.data = bytes(content)
@@ -105,15 +106,17 @@ def _file_part(name: str, value: object) -> _Part:
             f"files={name!r} must be bytes, a binary file object, a pathlib.Path or a "
             f"(filename, content[, content_type]) tuple, not {type(content).__name__}"
         )
-    if filename is None:
-        filename = default_name
-    if content_type is None:
-        content_type = mimetypes.guess_type(filename)[0] or "application/octet-stream"
-    head = (
-        f'Content-Disposition: form-data; name="{_quote(name)}"; filename="{_quote(filename)}"'
-        f"\r\nContent-Type: {_quote(content_type)}\r\n\r\n"
-    )
-    part.head = head.encode("utf-8")
+    head = f'Content-Disposition: form-data; name="{_quote(name)}"'
+    if plain:  # a field, as requests and httpx send (None, content)
+        if content_type is not None:
+            head += f"\r\nContent-Type: {_quote(content_type)}"
+    else:
+        if filename is None:
+            filename = default_name
+        if content_type is None:
+            content_type = mimetypes.guess_type(filename)[0] or "application/octet-stream"
+        head += f'; filename="{_quote(filename)}"\r\nContent-Type: {_quote(content_type)}'
+    part.head = (head + "\r\n\r\n").encode("utf-8")
     return part
 
 
@@ -199,7 +202,9 @@ def multipart_body(files: object, data: Mapping[str, Any] | None = None) -> Mult
     Fields of ``data`` come first (values as for ``data=`` forms), then the files in the
     order given. A file's name defaults to the path's or file object's base name, else the
     field name; its content type to the one ``mimetypes`` guesses from the filename, else
-    ``application/octet-stream``. Quotes, CR and LF in names are percent-encoded.
+    ``application/octet-stream``. A tuple whose filename is ``None`` sends a plain field
+    (no filename; a content type only if given). Quotes, CR and LF in names are
+    percent-encoded.
 
     Raises:
         TypeError: ``files`` is not a mapping, or a part is of an unsupported type or a

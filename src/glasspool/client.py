@@ -343,7 +343,8 @@ class Client:
                 direct; left out, the client's ``proxy`` or the environment's.
             files: files sent as ``multipart/form-data``, with ``data`` fields alongside:
                 ``{"name": content | (filename, content[, content_type])}``, the content
-                bytes, a binary file object or a ``pathlib.Path`` (see ``docs/uploads.md``).
+                bytes, a binary file object or a ``pathlib.Path``; a ``None`` filename sends
+                a plain field (see ``docs/uploads.md``).
             auth: credentials for this request; ``None`` sends it without the client's
                 ``auth`` (URL userinfo and ``.netrc`` still apply); left out, the client's.
             cookies: cookies sent with this request, besides the jar's (they replace jar
