@@ -304,7 +304,8 @@ def test_a_text_mode_file_is_refused_naming_the_field(tmp_path: pathlib.Path) ->
     ("kwargs", "error", "match"),
     [
         ({"files": {"a": 3}}, TypeError, "files='a' must be bytes"),
-        ({"files": [("a", b"")]}, TypeError, "files= must be a mapping"),
+        ({"files": [("a", b"", "x")]}, TypeError, "files= must be a mapping .* or a list"),
+        ({"files": {("a",): b""}}, TypeError, "files= keys must be str"),
         ({"files": {"a": ("x", b"", "t", 4)}}, TypeError, "not 4 items"),
         ({"files": {"a": b""}, "data": {"b": b"raw"}}, TypeError, "form field 'b' has a value"),
         ({"data": {"b": b"raw"}}, TypeError, "form field 'b' has a value of type bytes"),
@@ -409,3 +410,15 @@ async def test_a_none_filename_sends_a_plain_field() -> None:
         body = (await client.post("http://a.test/", files=files)).content
     assert b'name="meta"\r\nContent-Type: application/json\r\n\r\n{"a": 1}\r\n' in body
     assert b'name="v"\r\n\r\n1\r\n' in body and b"filename" not in body
+
+
+async def test_files_as_pairs_may_repeat_a_field_name() -> None:
+    def handler(request: glasspool.Request) -> glasspool.MockResponse:
+        return glasspool.MockResponse(200, content=request.content or b"")
+
+    files = [("images", ("a.png", b"AAA")), ("images", ("b.png", b"BBB")), ("note", b"n")]
+    async with glasspool.Client(transport=glasspool.MockTransport(handler)) as client:
+        body = (await client.post("http://a.test/", files=files)).content
+    a = body.index(b'name="images"; filename="a.png"')
+    b = body.index(b'name="images"; filename="b.png"')
+    assert a < b < body.index(b'name="note"; filename="note"')

@@ -13,7 +13,7 @@ import mimetypes
 import os
 import pathlib
 import secrets
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any, TypeAlias
 
@@ -30,7 +30,7 @@ FileTypes: TypeAlias = (
     _FileContent | tuple[str | None, _FileContent] | tuple[str | None, _FileContent, str | None]
 )
 """One file of ``files=``: its content, or ``(filename, content[, content_type])``."""
-FilesTypes: TypeAlias = Mapping[str, FileTypes]
+FilesTypes: TypeAlias = Mapping[str, FileTypes] | Sequence[tuple[str, FileTypes]]
 """``files=``: field name to :data:`FileTypes`."""
 
 
@@ -207,12 +207,22 @@ def multipart_body(files: object, data: Mapping[str, Any] | None = None) -> Mult
     percent-encoded.
 
     Raises:
-        TypeError: ``files`` is not a mapping, or a part is of an unsupported type or a
-            file open in text mode (naming the field).
+        TypeError: ``files`` is neither a mapping nor a list of ``(name, value)`` pairs,
+            or a part is of an unsupported type or a file open in text mode (naming the
+            field).
         FileNotFoundError: a path that cannot be read.
     """
-    if not isinstance(files, Mapping):
-        raise TypeError(f"files= must be a mapping of field names, not {type(files).__name__}")
+    if isinstance(files, Mapping):
+        items = list(files.items())
+    elif isinstance(files, list | tuple) and all(
+        isinstance(item, tuple) and len(item) == 2 for item in files
+    ):
+        items = list(files)  # (name, value) pairs: a field name may repeat
+    else:
+        raise TypeError(
+            "files= must be a mapping of field names or a list of (name, value) pairs, "
+            f"not {type(files).__name__}"
+        )
     if data is not None and not isinstance(data, Mapping):
         raise TypeError(f"data= must be a mapping of form fields, not {type(data).__name__}")
     parts: list[_Part] = []
@@ -220,7 +230,7 @@ def multipart_body(files: object, data: Mapping[str, Any] | None = None) -> Mult
         head = f'Content-Disposition: form-data; name="{_quote(key)}"\r\n\r\n'
         body = value.encode("utf-8")
         parts.append(_Part(head.encode("utf-8"), data=body, size=len(body)))
-    for name, value in files.items():
+    for name, value in items:
         if not isinstance(name, str):
             raise TypeError(f"files= keys must be str field names, not {type(name).__name__}")
         parts.append(_file_part(name, value))
