@@ -10,6 +10,7 @@ import hashlib
 import io
 import os
 import pathlib
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -422,3 +423,46 @@ async def test_files_as_pairs_may_repeat_a_field_name() -> None:
     a = body.index(b'name="images"; filename="a.png"')
     b = body.index(b'name="images"; filename="b.png"')
     assert a < b < body.index(b'name="note"; filename="note"')
+
+
+@pytest.mark.parametrize(
+    ("given", "sent"),
+    [
+        ("multipart/form-data", r"multipart/form-data; boundary=([0-9a-f]{32})"),
+        ("multipart/mixed;", r"multipart/mixed; boundary=([0-9a-f]{32})"),
+        ('multipart/form-data; boundary="my b"', r'multipart/form-data; boundary="(my b)"'),
+        ("multipart/form-data; Boundary=abc123", r"multipart/form-data; Boundary=(abc123)"),
+        ("application/json", r"multipart/form-data; boundary=([0-9a-f]{32})"),
+    ],
+)
+async def test_a_content_type_given_with_files_names_the_body_boundary(
+    given: str, sent: str
+) -> None:
+    seen: list[glasspool.Request] = []
+
+    def handler(request: glasspool.Request) -> glasspool.MockResponse:
+        seen.append(request)
+        return glasspool.MockResponse(200)
+
+    async with glasspool.Client(transport=glasspool.MockTransport(handler)) as client:
+        await client.post("http://a.test/", files={"f": b"x"}, headers={"Content-Type": given})
+    (request,) = seen
+    assert request.headers.get_all("content-type") == [request.headers["content-type"]]
+    found = re.fullmatch(sent, request.headers["content-type"])
+    assert found is not None, request.headers["content-type"]
+    body = request.content or b""
+    assert body.startswith(b"--" + found.group(1).encode() + b"\r\n")
+    assert body.endswith(b"--" + found.group(1).encode() + b"--\r\n")
+
+
+@pytest.mark.parametrize("boundary", ['""', "a" * 71, '"ends-in-space "', "bad\\u00e9"])
+async def test_an_invalid_boundary_given_is_refused(boundary: str) -> None:
+    value = f"multipart/form-data; boundary={boundary.encode().decode('unicode_escape')}"
+
+    def handler(request: glasspool.Request) -> glasspool.MockResponse:
+        raise AssertionError("an invalid body must not be sent")
+
+    async with glasspool.Client(transport=glasspool.MockTransport(handler)) as client:
+        with pytest.raises(glasspool.InvalidRequest, match=r"multipart boundary .* is not valid"):
+            await client.post("http://a.test/", files={"f": b"x"}, headers={"Content-Type": value})
+        assert client.pool.stats().open == 0

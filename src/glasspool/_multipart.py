@@ -12,12 +12,13 @@ import io
 import mimetypes
 import os
 import pathlib
+import re
 import secrets
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any, TypeAlias
 
-from ._exceptions import StreamConsumed
+from ._exceptions import InvalidRequest, StreamConsumed
 from ._urls import param_pairs
 
 __all__ = ["CHUNK_SIZE", "FileTypes", "FilesTypes", "MultipartBody", "multipart_body"]
@@ -141,11 +142,11 @@ class MultipartBody:
 
     __slots__ = ("_parts", "_sent", "boundary", "content_type", "length", "replayable")
 
-    def __init__(self, parts: list[_Part], boundary: str) -> None:
+    def __init__(self, parts: list[_Part], boundary: str, content_type: str | None = None) -> None:
         self._parts = parts
         self._sent = False
         self.boundary = boundary
-        self.content_type = f"multipart/form-data; boundary={boundary}"
+        self.content_type = content_type or f"multipart/form-data; boundary={boundary}"
         self.replayable = all(p.file is None or p.start is not None for p in parts)
         self.length: int | None = None
         if all(p.size is not None for p in parts):
@@ -196,7 +197,9 @@ async def _read(file: IO[bytes]) -> AsyncIterator[bytes]:
         yield bytes(chunk)
 
 
-def multipart_body(files: object, data: Mapping[str, Any] | None = None) -> MultipartBody:
+def multipart_body(
+    files: object, data: Mapping[str, Any] | None = None, content_type: str | None = None
+) -> MultipartBody:
     """Check ``files`` and ``data`` and make the body; nothing is read yet.
 
     Fields of ``data`` come first (values as for ``data=`` forms), then the files in the
@@ -206,7 +209,13 @@ def multipart_body(files: object, data: Mapping[str, Any] | None = None) -> Mult
     (no filename; a content type only if given). Quotes, CR and LF in names are
     percent-encoded.
 
+    ``content_type`` is the caller's own ``Content-Type`` header, if any. A ``multipart/``
+    one keeps its type: without a boundary the generated one is added to it, with one
+    that boundary is used. Any other type is replaced (the body is multipart).
+
     Raises:
+        InvalidRequest: the caller's boundary is not a valid one (RFC 2046: 1 to 70
+            characters from a small set, not ending in a space).
         TypeError: ``files`` is neither a mapping nor a list of ``(name, value)`` pairs,
             or a part is of an unsupported type or a file open in text mode (naming the
             field).
@@ -234,4 +243,21 @@ def multipart_body(files: object, data: Mapping[str, Any] | None = None) -> Mult
         if not isinstance(name, str):
             raise TypeError(f"files= keys must be str field names, not {type(name).__name__}")
         parts.append(_file_part(name, value))
-    return MultipartBody(parts, secrets.token_hex(16))
+    boundary, declared = secrets.token_hex(16), None
+    if content_type is not None and content_type.strip().lower().startswith("multipart/"):
+        found = _BOUNDARY_PARAM.search(content_type)
+        if found is None:
+            declared = f"{content_type.strip().rstrip(';')}; boundary={boundary}"
+        else:
+            quoted, bare = found.groups()
+            boundary, declared = (bare if quoted is None else quoted), content_type.strip()
+            if not _BOUNDARY.fullmatch(boundary):
+                raise InvalidRequest(
+                    f"the Content-Type header's multipart boundary {boundary[:80]!r} is not "
+                    "valid: 1 to 70 of A-Z a-z 0-9 '()+_,-./:=? and space, not ending in a space"
+                )
+    return MultipartBody(parts, boundary, declared)
+
+
+_BOUNDARY_PARAM = re.compile(r';\s*boundary\s*=\s*(?:"([^"]*)"|([^\s;]*))', re.IGNORECASE)
+_BOUNDARY = re.compile(r"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]")

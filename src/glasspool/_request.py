@@ -45,6 +45,7 @@ def encode_body(
     json: Any = None,
     data: Mapping[str, Any] | None = None,
     files: FilesTypes | None = None,
+    content_type: str | None = None,
 ) -> tuple[RequestBody, Headers]:
     """Turn the body arguments of a request into bytes or a stream, plus headers to add.
 
@@ -66,6 +67,10 @@ def encode_body(
         json: a JSON-serialisable value.
         data: form fields.
         files: files for a multipart/form-data body.
+        content_type: the caller's own ``Content-Type``, if any: a multipart one without a
+            boundary gets the body's; one with a boundary has it used (see
+            :func:`multipart_body`). The multipart ``Content-Type`` returned must replace
+            the caller's.
 
     Returns:
         ``(body, headers)``: the body is ``None`` when no argument was given.
@@ -78,7 +83,7 @@ def encode_body(
         if content is not None or json is not None:
             other = "content=" if content is not None else "json="
             raise InvalidRequest(f"give files= with data= fields or alone, not with {other}")
-        multipart = multipart_body(files, data)
+        multipart = multipart_body(files, data, content_type)
         added = [("Content-Type", multipart.content_type)]
         if multipart.length is not None:
             added.append(("Content-Length", str(multipart.length)))

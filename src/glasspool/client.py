@@ -497,15 +497,20 @@ class Client:
         full, route = self._target(url, params, proxy)
         body: RequestBody = None
         body_headers: Headers | None = None
-        if content is not None or json is not None or data is not None or files is not None:
-            body, body_headers = encode_body(content, json, data, files)
         merged = self._headers
-        if headers is not None or body_headers:
+        if headers is not None:
             merged = self._headers.copy()
-            if headers is not None:
-                merged.update(headers)
-            for name, value in body_headers.items() if body_headers else ():
-                merged.setdefault(name, value)
+            merged.update(headers)
+        if content is not None or json is not None or data is not None or files is not None:
+            own_type = merged.get("content-type") if files is not None else None
+            body, body_headers = encode_body(content, json, data, files, own_type)
+            if merged is self._headers:
+                merged = self._headers.copy()
+            for name, value in body_headers.items():
+                if files is not None and name.lower() == "content-type":
+                    merged[name] = value  # the multipart type must name the body's boundary
+                else:
+                    merged.setdefault(name, value)
         if isinstance(body, bytes) or body is None:
             return Request._trusted(method, full, merged, body, None), route
         return Request._trusted(method, full, merged, None, body), route
