@@ -504,7 +504,7 @@ class Client:
         if content is not None or json is not None or data is not None or files is not None:
             own_type = merged.get("content-type") if files is not None else None
             body, body_headers = encode_body(content, json, data, files, own_type)
-            if merged is self._headers:
+            if body_headers and merged is self._headers:
                 merged = self._headers.copy()
             for name, value in body_headers.items():
                 if files is not None and name.lower() == "content-type":
