@@ -1,11 +1,13 @@
 """Requests per second through a local HTTP proxy: glasspool, aiohttp and httpx, one run.
 
     python benchmarks/proxy.py [--requests 1000] [--concurrency 20] [--rounds 3]
+                               [--proxies tinyproxy,squid]
 
-Starts tinyproxy (the Debian package ``tinyproxy``) on a free loopback port, and an origin
-in a child process: a small asyncio HTTP/1.1 server answering every request with 1 KiB,
-once in plain text and once over TLS (a trustme CA made for the run). Each client then
-sends ``--requests`` GETs, ``--concurrency`` at a time, through the proxy:
+Starts each proxy of ``--proxies`` in turn (tinyproxy and squid, the Debian packages
+``tinyproxy`` and ``squid``) on a free loopback port, and an origin in a child process: a
+small asyncio HTTP/1.1 server answering every request with 1 KiB, once in plain text and
+once over TLS (a trustme CA made for the run). Each client then sends ``--requests`` GETs,
+``--concurrency`` at a time, through the proxy:
 
 - ``http``: plain-text origin, requests forwarded by the proxy (absolute form);
 - ``https``: TLS origin, through ``CONNECT`` tunnels (TLS inside the tunnel).
@@ -154,19 +156,77 @@ RUNNERS: dict[str, Callable[[str, str, list[str], int], Awaitable[float]]] = {
 }
 
 
+def start_tinyproxy(work: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """tinyproxy on a free port: it closes its client connection after every forwarded
+    response."""
+    binary = shutil.which("tinyproxy")
+    if binary is None:
+        raise SystemExit("tinyproxy is not on PATH: install the Debian package tinyproxy")
+    port = free_port()
+    conf = work / "tinyproxy.conf"
+    lines = [f"Port {port}", "Listen 127.0.0.1", "Allow 127.0.0.1", "MaxClients 500"]
+    lines += ["DisableViaHeader Yes", "LogLevel Critical", f'LogFile "{work}/tp.log"']
+    if os.geteuid() == 0:
+        lines += ["User root", "Group root"]
+    conf.write_text("\n".join(lines) + "\n")
+    proc = subprocess.Popen([binary, "-d", "-c", str(conf)])
+    wait_for(lambda: listening(port), "tinyproxy", proc)
+    return proc, port
+
+
+def start_squid(work: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """squid on a free port, cache off: it keeps client connections alive."""
+    binary = shutil.which("squid") or "/usr/sbin/squid"
+    if not os.access(binary, os.X_OK):
+        raise SystemExit("squid is not on PATH: install the Debian package squid")
+    port = free_port()
+    home = work / "squid"
+    home.mkdir()
+    home.chmod(0o755)  # squid started as root runs as its own user
+    conf = home / "squid.conf"
+    lines = [
+        f"http_port 127.0.0.1:{port}", "pid_filename none", "cache deny all",
+        "access_log none", f"cache_log {home}/cache.log", "cache_store_log none",
+        f"coredump_dir {home}", "pinger_enable off", "shutdown_lifetime 0 seconds",
+        "via off", "forwarded_for delete", "max_filedescriptors 4096",
+        "acl local src 127.0.0.1", "http_access allow local", "http_access deny all",
+    ]  # fmt: skip
+    conf.write_text("\n".join(lines) + "\n")
+    proc = subprocess.Popen(
+        [binary, "-N", "-f", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    wait_for(lambda: listening(port), "squid", proc)
+    return proc, port
+
+
+PROXIES = {"tinyproxy": start_tinyproxy, "squid": start_squid}
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--proxies", default="tinyproxy,squid", help="comma-separated")
     args = parser.parse_args()
-    tinyproxy = shutil.which("tinyproxy")
-    if tinyproxy is None:
-        raise SystemExit("tinyproxy is not on PATH: install the Debian package tinyproxy")
+    chosen = [p.strip() for p in args.proxies.split(",") if p.strip()]
+    unknown = [p for p in chosen if p not in PROXIES]
+    if unknown or not chosen:
+        raise SystemExit(f"--proxies: choose from {', '.join(PROXIES)}, got {args.proxies!r}")
     import trustme
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        work.chmod(0o755)
         ca = trustme.CA()
         ca.cert_pem.write_to_path(str(work / "ca.pem"))
         leaf = ca.issue_cert("localhost", "127.0.0.1")
@@ -175,52 +235,49 @@ def main() -> None:
         for pem in leaf.cert_chain_pems[1:]:
             with open(work / "cert.pem", "ab") as f:
                 f.write(pem.bytes())
-        port = free_port()
-        conf = work / "tinyproxy.conf"
-        lines = [f"Port {port}", "Listen 127.0.0.1", "Allow 127.0.0.1", "MaxClients 500"]
-        lines += ["DisableViaHeader Yes", "LogLevel Critical", f'LogFile "{work}/tp.log"']
-        if os.geteuid() == 0:
-            lines += ["User root", "Group root"]
-        conf.write_text("\n".join(lines) + "\n")
         port_file = work / "ports"
         origin = subprocess.Popen(
             [sys.executable, "-c", ORIGIN, str(port_file), str(work / "cert.pem"),
              str(work / "key.pem")]
         )  # fmt: skip
-        proxy_proc = subprocess.Popen([tinyproxy, "-d", "-c", str(conf)])
         try:
-            wait_for(lambda: listening(port), "tinyproxy", proxy_proc)
             wait_for(lambda: port_file.exists() and bool(port_file.read_text()), "origin", origin)
             plain, tls = (int(p) for p in port_file.read_text().split())
             scenarios = {
                 "http (forwarded)": [f"http://127.0.0.1:{plain}/{i}" for i in range(args.requests)],
                 "https (CONNECT)": [f"https://localhost:{tls}/{i}" for i in range(args.requests)],
             }
-            proxy = f"http://127.0.0.1:{port}"
-            results: dict[tuple[str, str], list[float]] = {}
-            for _ in range(args.rounds):
-                for scenario, urls in scenarios.items():
-                    for name, runner in RUNNERS.items():
-                        rps = asyncio.run(
-                            runner(proxy, str(work / "ca.pem"), urls, args.concurrency)
-                        )
-                        results.setdefault((scenario, name), []).append(rps)
-            print(
-                f"\n{args.requests} requests, {args.concurrency} at a time, through tinyproxy; "
-                f"median of {args.rounds} rounds (requests/s)\n"
-            )
-            print("| scenario | " + " | ".join(RUNNERS) + " |")
-            print("|---|" + "---:|" * len(RUNNERS))
-            for scenario in scenarios:
-                cells = [f"{statistics.median(results[(scenario, n)]):,.0f}" for n in RUNNERS]
-                print(f"| {scenario} | " + " | ".join(cells) + " |")
-        finally:
-            for proc in (proxy_proc, origin):
-                proc.terminate()
+            for proxy_name in chosen:
+                proxy_proc, port = PROXIES[proxy_name](work)
                 try:
-                    proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+                    results = _measure(
+                        f"http://127.0.0.1:{port}", str(work / "ca.pem"), scenarios, args
+                    )
+                finally:
+                    stop(proxy_proc)
+                print(
+                    f"\n{args.requests} requests, {args.concurrency} at a time, through "
+                    f"{proxy_name}; median of {args.rounds} rounds (requests/s)\n"
+                )
+                print("| scenario | " + " | ".join(RUNNERS) + " |")
+                print("|---|" + "---:|" * len(RUNNERS))
+                for scenario in scenarios:
+                    cells = [f"{statistics.median(results[(scenario, n)]):,.0f}" for n in RUNNERS]
+                    print(f"| {scenario} | " + " | ".join(cells) + " |")
+        finally:
+            stop(origin)
+
+
+def _measure(
+    proxy: str, ca: str, scenarios: dict[str, list[str]], args: argparse.Namespace
+) -> dict[tuple[str, str], list[float]]:
+    results: dict[tuple[str, str], list[float]] = {}
+    for _ in range(args.rounds):
+        for scenario, urls in scenarios.items():
+            for name, runner in RUNNERS.items():
+                rps = asyncio.run(runner(proxy, ca, urls, args.concurrency))
+                results.setdefault((scenario, name), []).append(rps)
+    return results
 
 
 if __name__ == "__main__":
