@@ -10,7 +10,12 @@ from collections.abc import Iterator
 import pytest
 
 import glasspool
-from glasspool._cookies import MAX_SET_COOKIES
+from glasspool._cookies import (
+    MAX_COOKIE_BYTES,
+    MAX_COOKIES,
+    MAX_COOKIES_PER_DOMAIN,
+    MAX_SET_COOKIES,
+)
 from tests.faults import FaultServer
 from tests.httpbinproc import run_httpbin
 
@@ -126,3 +131,47 @@ def test_bad_cookies_raise_type_error(bad: object) -> None:
 def test_bad_cookie_characters_raise_value_error(name: str, value: str) -> None:
     with pytest.raises(ValueError, match="cookie"):
         glasspool.Cookies({name: value})
+
+
+def _setting(prefix: str, count: int, size: int = 0) -> glasspool.MockTransport:
+    """A mock server whose every response sets ``count`` cookies named for the request's
+    host and path (``<prefix><host>-<path>-<i>``), each value ``size`` bytes long."""
+
+    def handler(request: glasspool.Request) -> glasspool.MockResponse:
+        tag = f"{prefix}{request.url.host}-{request.url.path.strip('/')}"
+        value = "v" * size
+        headers = [("Set-Cookie", f"{tag}-{i}={value}; Path=/") for i in range(count)]
+        return glasspool.MockResponse(200, headers)
+
+    return glasspool.MockTransport(handler)
+
+
+async def test_a_domain_keeps_its_newest_cookies_up_to_the_cap() -> None:
+    async with glasspool.Client(transport=_setting("c", MAX_SET_COOKIES)) as client:
+        for page in ("one", "two", "three"):
+            await client.get(f"http://a.test/{page}")
+        names = list(client.cookies)
+    assert len(names) == MAX_COOKIES_PER_DOMAIN
+    assert all(name.startswith("ca.test-three-") for name in names)
+
+
+async def test_the_jar_holds_at_most_max_cookies_oldest_domains_first() -> None:
+    hosts = [f"h{i:03}.test" for i in range(MAX_COOKIES // MAX_COOKIES_PER_DOMAIN + 10)]
+    async with glasspool.Client(transport=_setting("c", MAX_COOKIES_PER_DOMAIN)) as client:
+        for host in hosts:
+            await client.get(f"http://{host}/p")
+        kept = {cookie.domain for cookie in client.cookies.jar}
+        assert len(client.cookies) == MAX_COOKIES
+    assert kept == set(hosts[10:])  # the ten first-set domains made room
+    store = client.cookies.jar._cookies  # type: ignore[attr-defined]
+    assert set(store) == kept  # no empty domain left behind
+
+
+async def test_a_cookie_over_4096_bytes_is_ignored() -> None:
+    fits = MAX_COOKIE_BYTES - len("ca.test-p-0=; Path=/")
+    async with glasspool.Client(transport=_setting("c", 1, fits)) as client:
+        await client.get("http://a.test/p")
+        assert len(client.cookies) == 1
+    async with glasspool.Client(transport=_setting("c", 1, fits + 1)) as client:
+        await client.get("http://a.test/p")
+        assert len(client.cookies) == 0

@@ -13,10 +13,25 @@ from typing import TypeAlias
 
 import yarl
 
-__all__ = ["MAX_SET_COOKIES", "Cookies", "CookieTypes"]
+__all__ = [
+    "MAX_COOKIES",
+    "MAX_COOKIES_PER_DOMAIN",
+    "MAX_COOKIE_BYTES",
+    "MAX_SET_COOKIES",
+    "Cookies",
+    "CookieTypes",
+]
 
+# What servers can make the jar hold, after RFC 6265 section 6.1 (which asks a client for
+# at least 4096 bytes per cookie, 50 cookies per domain and 3000 cookies in all).
 MAX_SET_COOKIES = 50
 """Set-Cookie fields read from one response; later ones are ignored (bounds memory)."""
+MAX_COOKIE_BYTES = 4096
+"""A longer Set-Cookie field (name, value and attributes) is ignored."""
+MAX_COOKIES_PER_DOMAIN = 50
+"""Cookies kept per domain; a server setting more pushes out that domain's oldest."""
+MAX_COOKIES = 3000
+"""Cookies kept in all; past it, the oldest-set domains' cookies go first."""
 
 
 class _ResponseInfo:
@@ -154,10 +169,56 @@ class Cookies:
         return request.get_header("Cookie")
 
     def _extract(self, url: yarl.URL, values: list[str]) -> None:
-        """Store the Set-Cookie fields (at most ``MAX_SET_COOKIES``) of a response."""
-        if values:
-            response = _Response(values[:MAX_SET_COOKIES])
+        """Store the Set-Cookie fields of a response, within the jar's caps: at most
+        ``MAX_SET_COOKIES`` fields of ``MAX_COOKIE_BYTES`` each, then
+        ``MAX_COOKIES_PER_DOMAIN`` and ``MAX_COOKIES`` (oldest pushed out)."""
+        kept = [v for v in values[:MAX_SET_COOKIES] if len(v) <= MAX_COOKIE_BYTES]
+        if kept:
+            response = _Response(kept)
             self.jar.extract_cookies(response, _stdlib_request(url))  # type: ignore[arg-type]
+            _trim(self.jar)
+
+
+def _trim(jar: http.cookiejar.CookieJar) -> None:
+    """Hold ``jar`` to ``MAX_COOKIES_PER_DOMAIN`` and ``MAX_COOKIES``, dropping the oldest
+    first (the order ``CookieJar`` stored them in: by domain, then path, then name).
+
+    Works on ``CookieJar``'s own store, which every ``CookieJar`` keeps; a jar without it
+    is left alone. Costs one pass over the domains, run only after a response set cookies.
+    """
+    store = getattr(jar, "_cookies", None)
+    lock = getattr(jar, "_cookies_lock", None)
+    if not isinstance(store, dict) or lock is None:
+        return
+    with lock:
+        total = 0
+        for domain in list(store):
+            count = sum(len(names) for names in store[domain].values())
+            if count > MAX_COOKIES_PER_DOMAIN:
+                _drop_oldest(store, [domain], count - MAX_COOKIES_PER_DOMAIN)
+                count = MAX_COOKIES_PER_DOMAIN
+            total += count
+        if total > MAX_COOKIES:
+            _drop_oldest(store, list(store), total - MAX_COOKIES)
+
+
+def _drop_oldest(
+    store: dict[str, dict[str, dict[str, http.cookiejar.Cookie]]], domains: list[str], n: int
+) -> None:
+    """Remove ``n`` cookies from ``domains`` in stored order, and any store left empty."""
+    for domain in domains:
+        paths = store[domain]
+        for path in list(paths):
+            names = paths[path]
+            for name in list(names):
+                if n <= 0:
+                    return
+                del names[name]
+                n -= 1
+            if not names:
+                del paths[path]
+        if not paths:
+            del store[domain]
 
 
 CookieTypes: TypeAlias = "Cookies | http.cookiejar.CookieJar | Mapping[str, str] | None"
