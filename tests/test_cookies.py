@@ -157,12 +157,14 @@ async def test_a_domain_keeps_its_newest_cookies_up_to_the_cap() -> None:
 
 async def test_the_jar_holds_at_most_max_cookies_oldest_domains_first() -> None:
     hosts = [f"h{i:03}.test" for i in range(MAX_COOKIES // MAX_COOKIES_PER_DOMAIN + 10)]
-    async with glasspool.Client(transport=_setting("c", MAX_COOKIES_PER_DOMAIN)) as client:
+    transport = _setting("c", MAX_COOKIES_PER_DOMAIN)
+    async with glasspool.Client(transport=transport, cookies={"mine": "1"}) as client:
         for host in hosts:
             await client.get(f"http://{host}/p")
         kept = {cookie.domain for cookie in client.cookies.jar}
         assert len(client.cookies) == MAX_COOKIES
-    assert kept == set(hosts[10:])  # the ten first-set domains made room
+        assert client.cookies["mine"] == "1"  # set by the user: counted, never pushed out
+    assert kept == {""} | set(hosts[10:])  # the first-set domains made room
     store = client.cookies.jar._cookies  # type: ignore[attr-defined]
     assert set(store) == kept  # no empty domain left behind
 

@@ -33,6 +33,8 @@ MAX_COOKIES_PER_DOMAIN = 50
 MAX_COOKIES = 3000
 """Cookies kept in all; past it, the oldest-set domains' cookies go first."""
 
+_OWN = "x-glasspool-set-by-user"  # marks a cookie set through Cookies.set(): never pushed out
+
 
 class _ResponseInfo:
     """What ``CookieJar.extract_cookies`` reads of a response: its Set-Cookie fields."""
@@ -107,7 +109,7 @@ class Cookies:
             domain=domain, domain_specified=bool(domain),
             domain_initial_dot=domain.startswith("."), path=path, path_specified=True,
             secure=False, expires=None, discard=True, comment=None, comment_url=None,
-            rest={}, rfc2109=False,
+            rest={_OWN: ""}, rfc2109=False,
         )  # fmt: skip
         self.jar.set_cookie(cookie)
 
@@ -182,6 +184,7 @@ class Cookies:
 def _trim(jar: http.cookiejar.CookieJar) -> None:
     """Hold ``jar`` to ``MAX_COOKIES_PER_DOMAIN`` and ``MAX_COOKIES``, dropping the oldest
     first (the order ``CookieJar`` stored them in: by domain, then path, then name).
+    Cookies set through :meth:`Cookies.set` count but are never dropped.
 
     Works on ``CookieJar``'s own store, which every ``CookieJar`` keeps; a jar without it
     is left alone. Costs one pass over the domains, run only after a response set cookies.
@@ -213,6 +216,8 @@ def _drop_oldest(
             for name in list(names):
                 if n <= 0:
                     return
+                if names[name].has_nonstandard_attr(_OWN):
+                    continue
                 del names[name]
                 n -= 1
             if not names:
